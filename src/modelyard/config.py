@@ -1,0 +1,51 @@
+"""Settings: the one place that reads the environment (``MODELYARD_*`` variables)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where modelyard keeps its state and how its server behaves.
+
+    Every field can be set by an environment variable named ``MODELYARD_<FIELD>``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_", extra="ignore")
+
+    home: Path = Field(default=Path(".modelyard"), description="state directory")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite at <home>/modelyard.db"
+    )
+    artifact_root: str | None = Field(
+        default=None, description="local path or s3://bucket/prefix; default <home>/artifacts"
+    )
+    auth: bool = Field(
+        default=False,
+        description="require API tokens; off means local single-user mode (everyone is admin)",
+    )
+    max_upload_bytes: int = Field(default=2 * 1024**3, description="largest artifact upload")
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    @cached_property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_home / 'modelyard.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or str(self.resolved_home / "artifacts")
+
+    @property
+    def cache_dir(self) -> Path:
+        """Local copies of model files, verified against their digests."""
+        return self.resolved_home / "cache"

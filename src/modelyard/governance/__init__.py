@@ -1,0 +1,19 @@
+"""Governance: identities, roles, tokens and the tamper-evident audit log."""
+
+from modelyard.governance.audit import AuditLog, VerifyResult, append_events
+from modelyard.governance.entities import AuditRecord, Identity, IssuedToken, Role, Token, User
+from modelyard.governance.identity import LOCAL_USER, Identities
+
+__all__ = [
+    "LOCAL_USER",
+    "AuditLog",
+    "AuditRecord",
+    "Identities",
+    "Identity",
+    "IssuedToken",
+    "Role",
+    "Token",
+    "User",
+    "VerifyResult",
+    "append_events",
+]

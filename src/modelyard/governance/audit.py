@@ -1,0 +1,173 @@
+"""The audit log: append-only, hash-chained records of every change.
+
+Each record's hash covers its content and the previous record's hash, so editing or
+deleting a record breaks the chain at that point; :meth:`AuditLog.verify` finds it.
+Records are appended inside the transaction that made the change (see ``Store.write``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select, text
+from ulid import ULID
+
+from modelyard.store import Store, Tx
+from modelyard.store.tables import AuditRow
+from modelyard.governance.entities import AuditRecord
+from modelyard.page import Page
+
+GENESIS = "0" * 64
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-safe form that survives a round trip through the database unchanged."""
+    return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str))
+
+
+def _at(value: datetime) -> str:
+    # SQLite returns naive datetimes; every time we store is UTC.
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+def record_hash(row: AuditRow) -> str:
+    """The hash of ``row``'s content chained to its ``prev_hash``."""
+    body = {
+        "seq": row.seq,
+        "id": row.id,
+        "at": _at(row.at),
+        "actor": row.actor,
+        "action": row.action,
+        "entity_type": row.entity_type,
+        "entity_id": row.entity_id,
+        "before": row.before,
+        "after": row.after,
+    }
+    payload = row.prev_hash.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(payload).hexdigest()
+
+
+def append_events(tx: Tx) -> None:
+    """Chain ``tx``'s queued events onto the log; the ``before_commit`` hook of the store."""
+    session = tx.session
+    if session.get_bind().dialect.name == "postgresql":
+        # Serialises appends across connections; SQLite writers are already serialised.
+        session.execute(text("SELECT pg_advisory_xact_lock(424242)"))
+    last = session.execute(
+        select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (last[0], last[1]) if last else (0, GENESIS)
+    now = datetime.now(UTC)
+    for event in tx.events:
+        seq += 1
+        row = AuditRow(
+            seq=seq,
+            id=str(ULID()),
+            at=now,
+            actor=tx.actor,
+            action=event.action,
+            entity_type=event.entity_type,
+            entity_id=event.entity_id,
+            before=_canonical(event.before),
+            after=_canonical(event.after),
+            prev_hash=prev,
+            hash="",
+        )
+        row.hash = record_hash(row)
+        prev = row.hash
+        session.add(row)
+    tx.events.clear()
+
+
+@dataclass
+class VerifyResult:
+    """Outcome of :meth:`AuditLog.verify`."""
+
+    ok: bool
+    records: int
+    head: str
+    broken_at: int | None = None
+    reason: str = ""
+
+
+class AuditLog:
+    """Read and verify the audit chain."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def list(
+        self,
+        *,
+        entity_type: str | None = None,
+        entity_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Page[AuditRecord]:
+        """Records, newest first, optionally filtered."""
+        query = select(AuditRow).order_by(AuditRow.seq.desc())
+        for column, value in (
+            (AuditRow.entity_type, entity_type),
+            (AuditRow.entity_id, entity_id),
+            (AuditRow.actor, actor),
+            (AuditRow.action, action),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        with self.store.read() as s:
+            rows = s.scalars(query.offset(offset).limit(limit + 1)).all()
+            items = [_record(r) for r in rows[:limit]]
+        return Page.of(items, offset, limit, more=len(rows) > limit)
+
+    def _rows(self, batch: int = 1000) -> Iterator[AuditRow]:
+        after = 0
+        while True:
+            with self.store.read() as s:
+                rows = s.scalars(
+                    select(AuditRow).where(AuditRow.seq > after).order_by(AuditRow.seq).limit(batch)
+                ).all()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1].seq
+
+    def verify(self) -> VerifyResult:
+        """Walk the whole chain; report the first record whose hash or link is wrong."""
+        prev, expected_seq, count = GENESIS, 1, 0
+        for row in self._rows():
+            if row.seq != expected_seq:
+                return VerifyResult(
+                    False, count, prev, expected_seq, f"record {expected_seq} is missing"
+                )
+            if row.prev_hash != prev:
+                return VerifyResult(
+                    False, count, prev, row.seq, f"record {row.seq} does not link to its predecessor"
+                )
+            if record_hash(row) != row.hash:
+                return VerifyResult(
+                    False, count, prev, row.seq, f"record {row.seq} was altered after it was written"
+                )
+            prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
+        return VerifyResult(True, count, prev)
+
+
+def _record(row: AuditRow) -> AuditRecord:
+    return AuditRecord(
+        seq=row.seq,
+        id=row.id,
+        at=datetime.fromisoformat(_at(row.at)),
+        actor=row.actor,
+        action=row.action,
+        entity_type=row.entity_type,
+        entity_id=row.entity_id,
+        before=row.before,
+        after=row.after,
+        hash=row.hash,
+    )

@@ -1,0 +1,52 @@
+"""Pagination shared by every list operation: an opaque token over an offset."""
+
+from __future__ import annotations
+
+import base64
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from modelyard.errors import InvalidInput
+
+T = TypeVar("T")
+
+MAX_LIMIT = 1000
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of results and the token for the next, if any."""
+
+    items: list[T]
+    next_page_token: str | None = None
+
+    @classmethod
+    def of(cls, items: list[T], offset: int, limit: int, *, more: bool) -> Page[T]:
+        token = encode_token(offset + limit) if more else None
+        return cls(items=items, next_page_token=token)
+
+
+def encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def decode_token(token: str | None) -> int:
+    """The offset a page token stands for; :class:`InvalidInput` if it was not ours."""
+    if not token:
+        return 0
+    try:
+        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
+        offset = int(value)
+        if kind != "o" or offset < 0:
+            raise ValueError
+    except ValueError:
+        raise InvalidInput(
+            "page_token is not valid; pass the next_page_token of the previous page"
+        ) from None
+    return offset
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit

@@ -1,0 +1,261 @@
+"""Metadata tables, one section per domain.
+
+A domain reads and writes only its own section; other domains go through its service.
+Alembic migrations under ``migrations/versions`` must match these definitions
+(``tests/store/test_migrations.py`` checks it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+# --- projects ---------------------------------------------------------------------------
+
+
+class ProjectRow(Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    objective: Mapped[str] = mapped_column(Text, default="")
+    kpis: Mapped[list[Any]] = mapped_column(default=list)
+    constraints: Mapped[list[Any]] = mapped_column(default=list)
+    stakeholders: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+class RegisteredModelRow(Base):
+    __tablename__ = "registered_models"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"), index=True)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Versions are numbered from this counter under a row lock, so concurrent
+    # registrations get consecutive numbers with no gap and no duplicate.
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class ModelTagRow(Base):
+    __tablename__ = "registered_model_tags"
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_versions_number"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    manifest_digest: Mapped[str] = mapped_column(String(80))
+    format: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[dict[str, Any]]
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready | archived
+    run_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    source: Mapped[str] = mapped_column(Text, default="")
+    card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class ModelVersionTagRow(Base):
+    __tablename__ = "model_version_tags"
+    version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+
+
+class ModelVersionDatasetRow(Base):
+    """Lineage: which registered datasets a version was trained or evaluated on."""
+
+    __tablename__ = "model_version_datasets"
+    version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    dataset_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32), primary_key=True, default="training")
+
+
+class ModelAliasRow(Base):
+    __tablename__ = "model_aliases"
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
+
+
+# --- tracking ---------------------------------------------------------------------------
+
+
+class ExperimentRow(Base):
+    __tablename__ = "experiments"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"), index=True)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(256), default="")
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    start_time: Mapped[datetime]
+    end_time: Mapped[datetime | None]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class RunParamRow(Base):
+    __tablename__ = "run_params"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class RunTagRow(Base):
+    __tablename__ = "run_tags"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+
+
+class MetricRow(Base):
+    __tablename__ = "run_metrics"
+    __table_args__ = (Index("ix_run_metrics_run_key_step", "run_id", "key", "step"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(256))
+    value: Mapped[float] = mapped_column(Float)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+    timestamp: Mapped[datetime]
+
+
+class RunArtifactRow(Base):
+    __tablename__ = "run_artifacts"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(80))
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_datasets_name_version"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(80))
+    source: Mapped[str] = mapped_column(Text, default="")
+    num_rows: Mapped[int] = mapped_column(BigInteger)
+    schema_: Mapped[list[Any]] = mapped_column("schema")
+    profile: Mapped[dict[str, Any]]
+    artifact_digest: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class RunInputRow(Base):
+    __tablename__ = "run_inputs"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    context: Mapped[str] = mapped_column(String(32), primary_key=True, default="training")
+
+
+# --- governance -------------------------------------------------------------------------
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TokenRow(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AuditRow(Base):
+    """One hash-chained record; ``seq`` orders the chain, ``hash`` covers ``prev_hash``."""
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(String(26), unique=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    entity_type: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(512))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

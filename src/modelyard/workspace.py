@@ -1,0 +1,94 @@
+"""A workspace: settings, the metadata store, the artifact store, and who is acting.
+
+Domain services are built from a workspace and reach each other through it, never through
+each other's tables. ``as_actor`` returns a view that records changes under another name
+(the API makes one per authenticated request).
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from modelyard.artifacts import ArtifactStore
+from modelyard.config import Settings
+from modelyard.governance.audit import AuditLog, append_events
+from modelyard.governance.identity import Identities
+from modelyard.store import Store
+
+if TYPE_CHECKING:
+    from modelyard.projects.service import ProjectService
+    from modelyard.registry.service import RegistryService
+    from modelyard.tracking.service import TrackingService
+
+
+class Workspace:
+    """The state one modelyard installation works on."""
+
+    def __init__(
+        self, settings: Settings, store: Store, artifacts: ArtifactStore, actor: str = "local"
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.artifacts = artifacts
+        self.actor = actor
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, migrate: bool = True) -> Workspace:
+        """Open (and by default migrate) the workspace the settings describe."""
+        settings = settings or Settings()
+        settings.resolved_home.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.resolved_database_url, before_commit=append_events)
+        if migrate:
+            store.migrate()
+        options = {}
+        if settings.artifact_root and settings.artifact_root.startswith("s3://"):
+            options = {"endpoint_url": settings.s3_endpoint_url} if settings.s3_endpoint_url else {}
+        artifacts = ArtifactStore(
+            settings.resolved_artifact_root,
+            max_blob_bytes=settings.max_upload_bytes,
+            storage_options=options,
+        )
+        return cls(settings, store, artifacts)
+
+    def as_actor(self, actor: str) -> Workspace:
+        """The same workspace, recording changes as made by ``actor``."""
+        if actor == self.actor:
+            return self
+        view = copy.copy(self)
+        view.__dict__ = {k: v for k, v in self.__dict__.items() if k in _SHARED}
+        view.actor = actor
+        return view
+
+    @cached_property
+    def registry(self) -> RegistryService:
+        from modelyard.registry.service import RegistryService
+
+        return RegistryService(self)
+
+    @cached_property
+    def tracking(self) -> TrackingService:
+        from modelyard.tracking.service import TrackingService
+
+        return TrackingService(self)
+
+    @cached_property
+    def projects(self) -> ProjectService:
+        from modelyard.projects.service import ProjectService
+
+        return ProjectService(self)
+
+    @cached_property
+    def identities(self) -> Identities:
+        return Identities(self.store, self.actor)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.store)
+
+    def close(self) -> None:
+        self.store.dispose()
+
+
+_SHARED = {"settings", "store", "artifacts", "actor"}

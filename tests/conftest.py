@@ -1,0 +1,108 @@
+"""Shared fixtures: a fresh workspace on SQLite and on the machine's PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from modelyard.config import Settings
+from modelyard.workspace import Workspace
+
+PG_ADMIN_URL = os.environ.get(
+    "MODELYARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _pg_available() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+class PostgresDatabases:
+    """Creates throwaway databases from one migrated template, dropped after each test."""
+
+    def __init__(self) -> None:
+        self.admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        self.template = f"modelyard_tmpl_{uuid.uuid4().hex[:8]}"
+        self._execute(f'CREATE DATABASE "{self.template}"')
+        from modelyard.store import Store
+
+        store = Store(self.url(self.template))
+        store.migrate()
+        store.dispose()
+
+    def url(self, name: str) -> str:
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    def _execute(self, sql: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(sql))
+
+    def create(self) -> str:
+        name = f"modelyard_t_{uuid.uuid4().hex[:12]}"
+        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return name
+
+    def drop(self, name: str) -> None:
+        self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        self.drop(self.template)
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[PostgresDatabases]:
+    if not _pg_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}; .ci/run starts it")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    dbs = PostgresDatabases()
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture
+def pg_url(pg_databases: PostgresDatabases) -> Iterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database."""
+    name = pg_databases.create()
+    yield pg_databases.url(name)
+    pg_databases.drop(name)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for a local SQLite workspace in a temporary directory."""
+    return Settings(home=tmp_path / "home")
+
+
+@pytest.fixture
+def workspace(settings: Settings) -> Iterator[Workspace]:
+    """A migrated workspace on SQLite."""
+    ws = Workspace.open(settings)
+    yield ws
+    ws.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+    """A migrated workspace, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        settings = Settings(home=tmp_path / "home")
+    else:
+        url = request.getfixturevalue("pg_url")
+        settings = Settings(home=tmp_path / "home", database_url=url)
+    ws = Workspace.open(settings)
+    yield ws
+    ws.close()
