@@ -106,3 +106,60 @@ def any_workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wo
     ws = Workspace.open(settings)
     yield ws
     ws.close()
+
+
+class LiveServer:
+    """A real uvicorn server on 127.0.0.1 serving ``app`` from a background thread."""
+
+    def __init__(self, app: object) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(workspace: Workspace) -> Iterator[LiveServer]:
+    """The control-plane API over ``workspace``, on a real port."""
+    from modelyard.api.app import create_app
+
+    server = LiveServer(create_app(workspace=workspace))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "http"])
+def client(request: pytest.FixtureRequest, workspace: Workspace, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The SDK, once in-process and once over HTTP to a live server, on the same workspace."""
+    from modelyard.client import Client
+
+    if request.param == "local":
+        c = Client(str(workspace.settings.resolved_home), settings=workspace.settings)
+    else:
+        server = request.getfixturevalue("live_server")
+        c = Client(server.url, settings=Settings(home=tmp_path / "client-home"))
+    yield c
+    c.close()

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(default=2 * 1024**3, description="largest artifact upload")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
+    uri: str | None = Field(
+        default=None, description="server URL for the CLI and SDK; unset means work in-process"
+    )
+    token: str | None = Field(default=None, description="API token the CLI and SDK send")
     host: str = "127.0.0.1"
     port: int = 8080
 

@@ -2,9 +2,18 @@
 
 from modelyard.artifacts.store import (
     ArtifactStore,
+    BlobSource,
     digest_of_bytes,
     digest_of_file,
+    materialize,
     parse_digest,
 )
 
-__all__ = ["ArtifactStore", "digest_of_bytes", "digest_of_file", "parse_digest"]
+__all__ = [
+    "ArtifactStore",
+    "BlobSource",
+    "digest_of_bytes",
+    "digest_of_file",
+    "materialize",
+    "parse_digest",
+]

@@ -13,7 +13,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 import fsspec
 
@@ -39,7 +39,9 @@ def digest_of_bytes(data: bytes) -> str:
 
 def parse_digest(digest: str) -> str:
     """The hex part of a ``sha256:<hex>`` digest; :class:`InvalidInput` if malformed."""
-    hexpart = digest.removeprefix(PREFIX)
+    if not isinstance(digest, str) or not digest.startswith(PREFIX):
+        raise InvalidInput(f"{digest!r} is not a digest; expected 'sha256:' and 64 hex digits")
+    hexpart = digest[len(PREFIX) :]
     if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
         raise InvalidInput(f"{digest!r} is not a digest; expected 'sha256:' and 64 hex digits")
     return hexpart
@@ -60,7 +62,9 @@ class ArtifactStore:
         self.root = path.rstrip("/")
         self.url = root
         self.max_blob_bytes = max_blob_bytes
-        self.is_local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        self.is_local = "file" in (
+            fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        )
         if self.is_local:
             self.fs.makedirs(f"{self.root}/tmp", exist_ok=True)
 
@@ -115,10 +119,15 @@ class ArtifactStore:
 
         return self.put(io.BytesIO(data))
 
-    def put_file(self, path: str | os.PathLike[str]) -> str:
-        """Store a local file; return its digest."""
+    def put_file(self, path: str | os.PathLike[str], digest: str | None = None) -> str:
+        """Store a local file; return its digest.
+
+        With a known ``digest``, a blob already stored is not written again.
+        """
+        if digest is not None and self.exists(digest):
+            return digest
         with open(path, "rb") as f:
-            return self.put(f)
+            return self.put(f, expected=digest)
 
     def exists(self, digest: str) -> bool:
         return bool(self.fs.exists(self._path(digest)))
@@ -182,25 +191,34 @@ class ArtifactStore:
             parts = path.rstrip("/").split("/")
             yield PREFIX + parts[-2] + parts[-1]
 
-    def materialize(self, files: dict[str, str], dest: Path) -> Path:
-        """Write ``{relative path: digest}`` into directory ``dest``, each file verified.
 
-        The directory appears complete or not at all.
-        """
-        if dest.exists():
-            return dest
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
-        try:
-            for rel, digest in files.items():
-                target = (tmp / rel).resolve()
-                if not target.is_relative_to(tmp.resolve()):
-                    raise InvalidInput(f"artifact path {rel!r} escapes the model directory")
-                self.get_file(digest, target)
-            try:
-                os.replace(tmp, dest)
-            except OSError:
-                if not dest.exists():  # another process may have won the race
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+class BlobSource(Protocol):
+    """Anything that can copy a blob to a local file, verified: the store or an HTTP client."""
+
+    def get_file(self, digest: str, dest: str | os.PathLike[str]) -> Path: ...
+
+
+def materialize(source: BlobSource, files: dict[str, str], dest: Path) -> Path:
+    """Write ``{relative path: digest}`` into directory ``dest``, each file verified.
+
+    The directory appears complete or not at all; an existing one is reused, since its
+    name is the digest of the manifest that lists these files.
+    """
+    if dest.exists():
         return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    try:
+        for rel, digest in files.items():
+            target = (tmp / rel).resolve()
+            if not target.is_relative_to(tmp.resolve()):
+                raise InvalidInput(f"artifact path {rel!r} escapes the model directory")
+            source.get_file(digest, target)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not dest.exists():  # another process may have won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -1,0 +1,55 @@
+"""The control-plane application: every domain's router under ``/api/v1``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from modelyard import __version__
+from modelyard.api import artifacts, governance, problems, projects, registry, tracking
+from modelyard.config import Settings
+from modelyard.workspace import Workspace
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, workspace: Workspace | None = None) -> FastAPI:
+    """Build the API over ``workspace`` (or one opened from ``settings`` at start-up)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = workspace is None
+        app.state.workspace = workspace or Workspace.open(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.workspace.close()
+
+    app = FastAPI(
+        title="modelyard",
+        version=__version__,
+        description="Registry, tracking and governance for machine-learning models.",
+        lifespan=lifespan,
+    )
+    if workspace is not None:  # usable before start-up too (tests, in-process mounting)
+        app.state.workspace = workspace
+    problems.install(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+
+    @api.get("/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    for module in (registry, artifacts, tracking, projects, governance):
+        api.include_router(module.router)
+    app.include_router(api)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory`` (settings from the environment)."""
+    return create_app(Settings())
