@@ -121,8 +121,7 @@ class MissingExtra(ModelyardError):
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(
-            f"this model needs {package}, which is not installed: "
-            f"pip install 'modelyard[{extra}]'",
+            f"this model needs {package}, which is not installed: pip install 'modelyard[{extra}]'",
             package=package,
             extra=extra,
         )

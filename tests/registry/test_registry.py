@@ -97,15 +97,20 @@ def test_unknown_manifest_digest_is_refused(client: Client) -> None:
 
 def test_tags_search_and_pagination(client: Client) -> None:
     for i in range(5):
-        client.registry.create_model(f"model-{i}", tags={"team": "a" if i % 2 else "b"},
-                                     description="churn" if i == 3 else "")
+        client.registry.create_model(
+            f"model-{i}",
+            tags={"team": "a" if i % 2 else "b"},
+            description="churn" if i == 3 else "",
+        )
     page = client.registry.list_models(limit=2)
     assert [m.name for m in page.items] == ["model-0", "model-1"]
     assert page.next_page_token
     page2 = client.registry.list_models(limit=2, page_token=page.next_page_token)
     assert [m.name for m in page2.items] == ["model-2", "model-3"]
     assert [m.name for m in client.registry.list_models(tags={"team": "a"}).items] == [
-        "model-1", "model-3"]
+        "model-1",
+        "model-3",
+    ]
     assert [m.name for m in client.registry.list_models(q="churn").items] == ["model-3"]
     with pytest.raises(InvalidInput, match="page_token"):
         client.registry.list_models(page_token="garbage")
@@ -134,8 +139,9 @@ def test_model_card_generated_and_editable(
     card = client.registry.get_card("carded", 1)
     assert "sklearn" in card.summary
     assert [i["name"] for i in card.signature["inputs"]] == ["amount", "age", "score", "hour"]
-    edited = client.registry.update_card("carded", 1, {"intended_use": "score card payments",
-                                                        "limitations": "EU only"})
+    edited = client.registry.update_card(
+        "carded", 1, {"intended_use": "score card payments", "limitations": "EU only"}
+    )
     assert edited.intended_use == "score card payments"
     assert edited.summary == card.summary  # untouched sections stay
     assert "EU only" in client.registry.get_card("carded", 1).to_markdown()

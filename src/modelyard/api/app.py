@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 
 from modelyard import __version__
 from modelyard.api import artifacts, governance, problems, projects, registry, tracking
+from modelyard.api.responses import ApiJSONResponse
 from modelyard.config import Settings
 from modelyard.workspace import Workspace
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
         version=__version__,
         description="Registry, tracking and governance for machine-learning models.",
         lifespan=lifespan,
+        default_response_class=ApiJSONResponse,
     )
     if workspace is not None:  # usable before start-up too (tests, in-process mounting)
         app.state.workspace = workspace

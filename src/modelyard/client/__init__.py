@@ -99,20 +99,22 @@ class Client:
                 format=format,
                 requirements=requirements,
             )
+            run = run_id or self._active_run
             return self.register_model(
                 path,
                 name,
-                run_id=run_id or self._active_run,
+                run_id=run,
                 datasets=datasets,
                 description=description,
                 tags=tags,
                 alias=alias,
                 progress=progress,
+                source=f"runs:/{run}" if run else "log_model",
             )
 
     def register_model(
         self,
-        source: str | Path,
+        model: str | Path,
         name: str,
         *,
         run_id: str | None = None,
@@ -121,14 +123,18 @@ class Client:
         tags: Mapping[str, Any] | None = None,
         alias: str | None = None,
         progress: Progress | None = None,
+        source: str | None = None,
     ) -> ModelVersion:
-        """Register a saved model directory, or an existing version (``models:/...``)."""
-        if isinstance(source, str) and source.startswith("models:/"):
-            origin = self.registry.resolve(source)
-            digest, source_text = origin.manifest_digest, source
+        """Register a saved model directory, or an existing version (``models:/...``).
+
+        ``source`` records where the model came from; by default, the path or URI given.
+        """
+        if isinstance(model, str) and model.startswith("models:/"):
+            digest = self.registry.resolve(model).manifest_digest
+            origin = model
         else:
-            digest = self.upload_model_dir(Path(source), progress=progress)
-            source_text = str(source)
+            digest = self.upload_model_dir(Path(model), progress=progress)
+            origin = str(Path(model).resolve())
         version: ModelVersion = self.registry.create_version(
             name,
             digest,
@@ -136,7 +142,7 @@ class Client:
             datasets=datasets,
             description=description,
             tags=tags,
-            source=source_text,
+            source=source or origin,
         )
         if alias:
             self.registry.set_alias(name, alias, version.version)

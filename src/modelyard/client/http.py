@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from modelyard import errors
+from modelyard import errors, jsonio
 from modelyard.artifacts import digest_of_file
 from modelyard.governance import AuditRecord, Identity, IssuedToken, Token, User
 from modelyard.page import Page
@@ -65,6 +65,11 @@ class HttpTransport:
         self._errors = _error_classes()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if "json" in kwargs:
+            body = kwargs.pop("json")
+            if body is not None:
+                kwargs["content"] = jsonio.dumps(body)
+                kwargs.setdefault("headers", {})["content-type"] = "application/json"
         try:
             response = self.http.request(method, API + path, **kwargs)
         except httpx.TransportError as exc:

@@ -17,10 +17,10 @@ import orjson
 from sqlalchemy import select, text
 from ulid import ULID
 
-from modelyard.store import Store, Tx
-from modelyard.store.tables import AuditRow
 from modelyard.governance.entities import AuditRecord
 from modelyard.page import Page
+from modelyard.store import Store, Tx
+from modelyard.store.tables import AuditRow
 
 GENESIS = "0" * 64
 
@@ -148,11 +148,19 @@ class AuditLog:
                 )
             if row.prev_hash != prev:
                 return VerifyResult(
-                    False, count, prev, row.seq, f"record {row.seq} does not link to its predecessor"
+                    False,
+                    count,
+                    prev,
+                    row.seq,
+                    f"record {row.seq} does not link to its predecessor",
                 )
             if record_hash(row) != row.hash:
                 return VerifyResult(
-                    False, count, prev, row.seq, f"record {row.seq} was altered after it was written"
+                    False,
+                    count,
+                    prev,
+                    row.seq,
+                    f"record {row.seq} was altered after it was written",
                 )
             prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
         return VerifyResult(True, count, prev)

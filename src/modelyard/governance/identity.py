@@ -51,7 +51,11 @@ class Identities:
             if tx.session.scalar(select(UserRow).where(UserRow.name == name)):
                 raise AlreadyExists(f"user {name!r} exists already")
             row = UserRow(
-                id=str(ULID()), name=name, role=role.value, created_at=datetime.now(UTC), disabled=False
+                id=str(ULID()),
+                name=name,
+                role=role.value,
+                created_at=datetime.now(UTC),
+                disabled=False,
             )
             tx.session.add(row)
             user = _user(row)
@@ -128,12 +132,14 @@ class Identities:
         """The identity behind a bearer token; :class:`Unauthenticated` if it is not valid."""
         with self.store.read() as s:
             found = s.execute(
-                select(TokenRow, UserRow).join(UserRow).where(
-                    TokenRow.token_hash == hash_token(secret)
-                )
+                select(TokenRow, UserRow)
+                .join(UserRow)
+                .where(TokenRow.token_hash == hash_token(secret))
             ).first()
         if found is None:
-            raise Unauthenticated("the API token is not valid; create one with `modelyard tokens create`")
+            raise Unauthenticated(
+                "the API token is not valid; create one with `modelyard tokens create`"
+            )
         token, user = found
         expires = token.expires_at
         if expires is not None and expires.tzinfo is None:
@@ -152,7 +158,11 @@ class Identities:
 
 def _user(row: UserRow) -> User:
     return User(
-        id=row.id, name=row.name, role=Role(row.role), created_at=row.created_at, disabled=row.disabled
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        created_at=row.created_at,
+        disabled=row.disabled,
     )
 
 

@@ -8,6 +8,7 @@ artifact store, so no version ever points at a missing artifact.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,14 @@ from sqlalchemy.orm import Session
 from ulid import ULID
 
 from modelyard.artifacts import ArtifactStore, BlobSource, materialize, parse_digest
-from modelyard.errors import AlreadyExists, Conflict, InvalidInput, InvalidModel, NotFound
+from modelyard.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    InvalidModel,
+    MissingExtra,
+    NotFound,
+)
 from modelyard.page import Page, check_limit, decode_token
 from modelyard.registry.entities import (
     CARD_SECTIONS,
@@ -97,6 +105,28 @@ def _checked_manifest(artifacts: ArtifactStore, digest: str) -> dict[str, Any]:
             "upload them before registering the version"
         )
     return manifest.model_dump(mode="json")
+
+
+# Manifests whose files passed their format's check; content-addressed, so never stale.
+_VALIDATED: set[str] = set()
+
+
+def _validate_files(ws: Workspace, digest: str, manifest: dict[str, Any]) -> None:
+    """Check the stored files really are of the manifest's format (no code is executed).
+
+    A registry may hold models of frameworks it does not have installed; those are
+    checked for completeness only.
+    """
+    from modelyard.formats import validate_model_dir
+
+    files = {path: entry["digest"] for path, entry in manifest["files"].items()}
+    path = materialize(
+        ws.artifacts,
+        {**files, "modelyard.json": digest},
+        ws.settings.cache_dir / "models" / parse_digest(digest),
+    )
+    with contextlib.suppress(MissingExtra):
+        validate_model_dir(path)
 
 
 def version_dir(source: BlobSource, version: ModelVersion, cache_dir: Path) -> Path:
@@ -302,6 +332,9 @@ class RegistryService:
         check_model_name(name)
         checked = _check_tags(tags)
         manifest = _checked_manifest(self.ws.artifacts, manifest_digest)
+        if manifest_digest not in _VALIDATED:
+            _validate_files(self.ws, manifest_digest, manifest)
+            _VALIDATED.add(manifest_digest)
         links = [
             d if isinstance(d, DatasetLink) else DatasetLink.model_validate(d) for d in datasets
         ]

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Prepare the peers used by bench/: an MLflow virtualenv (never installed into
+# modelyard's own environment) and wrk for the serving benchmarks.
+# Idempotent: each step is skipped when already done.
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MLFLOW_VERSION="${MLFLOW_VERSION:-3.17.2}"   # pinned: 3.18.0 is listed but its mlflow-skinny 3.18.0 is not served
+PSYCOPG2_VERSION="${PSYCOPG2_VERSION:-2.9.13}"
+VENV="$BENCH_DIR/.venv-mlflow"
+PY="${PYTHON:-python3}"
+
+log() { printf '[bench/setup] %s\n' "$*" >&2; }
+
+# --- MLflow virtualenv -------------------------------------------------------
+if [ -x "$VENV/bin/mlflow" ] && "$VENV/bin/python" - "$MLFLOW_VERSION" <<'PY'
+import sys, importlib.metadata as m
+ok = m.version("mlflow") == sys.argv[1]
+m.version("psycopg2-binary")
+sys.exit(0 if ok else 1)
+PY
+then
+  log "mlflow $MLFLOW_VERSION already in $VENV: skipping"
+else
+  log "creating $VENV with mlflow==$MLFLOW_VERSION"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet \
+      "mlflow==$MLFLOW_VERSION" "psycopg2-binary==$PSYCOPG2_VERSION"
+  log "installed: $("$VENV/bin/mlflow" --version)"
+fi
+
+# --- wrk (serving benchmarks) ------------------------------------------------
+if command -v wrk >/dev/null 2>&1; then
+  log "wrk already installed: skipping"
+else
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $SUDO apt-get install -y wrk >/dev/null; then
+    log "apt-get install wrk failed: running apt-get update and retrying"
+    $SUDO apt-get update >/dev/null
+    $SUDO apt-get install -y wrk >/dev/null
+  fi
+  log "installed: $(command -v wrk)"
+fi
+log "done"

@@ -1,0 +1,128 @@
+"""``modelyard users``, ``tokens`` and ``audit``: who may do what, and what was done."""
+
+from __future__ import annotations
+
+import typer
+
+from modelyard.cli.context import JSON, client
+from modelyard.cli.output import console, ok, record, table
+
+users = typer.Typer(help="Users and their roles (viewer, editor, admin).", no_args_is_help=True)
+tokens = typer.Typer(help="API tokens (stored hashed; shown once).", no_args_is_help=True)
+audit = typer.Typer(help="The hash-chained audit log of every change.", no_args_is_help=True)
+
+
+@users.command("list")
+def list_users(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """List users."""
+    table(
+        client(ctx).identities.list_users(),
+        ("name", "role", "disabled", "created_at"),
+        as_json=as_json,
+        title="users",
+    )
+
+
+@users.command("create")
+def create_user(
+    ctx: typer.Context,
+    name: str,
+    role: str = typer.Option("viewer", help="viewer, editor or admin"),
+    as_json: bool = JSON,
+) -> None:
+    """Create a user."""
+    record(client(ctx).identities.create_user(name, role), as_json=as_json)
+
+
+@users.command("set-role")
+def set_role(ctx: typer.Context, name: str, role: str, as_json: bool = JSON) -> None:
+    """Change a user's role."""
+    record(client(ctx).identities.set_role(name, role), as_json=as_json)
+
+
+@users.command("disable")
+def disable(ctx: typer.Context, name: str) -> None:
+    """Disable a user; their tokens stop working."""
+    client(ctx).identities.disable_user(name)
+    ok(f"disabled {name}")
+
+
+@tokens.command("create")
+def create_token(
+    ctx: typer.Context,
+    user: str = typer.Option(..., help="whose token"),
+    name: str = typer.Option("", help="a label, e.g. ci or laptop"),
+    expires_in_days: int = typer.Option(None, help="expire after this many days"),
+    as_json: bool = JSON,
+) -> None:
+    """Issue an API token; its secret is printed this once."""
+    issued = client(ctx).identities.create_token(user, name=name, expires_in_days=expires_in_days)
+    if as_json:
+        record(issued, as_json=True)
+        return
+    console.print(issued.secret, highlight=False, soft_wrap=True)
+    console.print(
+        f"token {issued.id} for {user}: store it now, it is not shown again; "
+        "use it as MODELYARD_TOKEN",
+        style="dim",
+        highlight=False,
+    )
+
+
+@tokens.command("list")
+def list_tokens(
+    ctx: typer.Context,
+    user: str = typer.Option(None, help="only this user's"),
+    as_json: bool = JSON,
+) -> None:
+    """List tokens (never their secrets)."""
+    table(
+        client(ctx).identities.list_tokens(user),
+        ("id", "user", "name", "created_at", "expires_at", "revoked"),
+        as_json=as_json,
+    )
+
+
+@tokens.command("revoke")
+def revoke(ctx: typer.Context, token_id: str) -> None:
+    """Revoke a token at once."""
+    client(ctx).identities.revoke_token(token_id)
+    ok(f"revoked {token_id}")
+
+
+@audit.command("list")
+def list_audit(
+    ctx: typer.Context,
+    entity_type: str = typer.Option(None, help="model, model_version, model_alias, run, user..."),
+    entity: str = typer.Option(None, help="e.g. fraud/3 or fraud@champion"),
+    actor: str = typer.Option(None, help="who made the change"),
+    action: str = typer.Option(None, help="e.g. alias.set"),
+    limit: int = typer.Option(50, help="at most this many, newest first"),
+    as_json: bool = JSON,
+) -> None:
+    """Show audit records, newest first."""
+    page = client(ctx).audit.list(
+        entity_type=entity_type, entity_id=entity, actor=actor, action=action, limit=limit
+    )
+    table(
+        page.items,
+        ("seq", "at", "actor", "action", "entity_id", "before", "after"),
+        as_json=as_json,
+        title="audit log",
+    )
+
+
+@audit.command("verify")
+def verify(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """Check the hash chain; exits 1 and names the first bad record if it was tampered with."""
+    result = client(ctx).audit.verify()
+    if as_json:
+        record(result if hasattr(result, "model_dump") else result.__dict__, as_json=True)
+    elif result.ok:
+        ok(f"audit chain intact: {result.records} records, head {result.head[:16]}")
+    else:
+        console.print(
+            f"[red]audit chain broken[/red] at record {result.broken_at}: {result.reason}"
+        )
+    if not result.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,306 @@
+"""``modelyard models``: the registry from the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from modelyard.cli.context import JSON, client
+from modelyard.cli.output import ok, record, table
+from modelyard.errors import InvalidInput
+
+app = typer.Typer(
+    help="Registered models, versions, aliases, cards and lineage.", no_args_is_help=True
+)
+alias_app = typer.Typer(
+    help="Move, read and delete aliases (champion, challenger...).", no_args_is_help=True
+)
+app.add_typer(alias_app, name="alias")
+
+MODEL_COLUMNS = ("name", "latest_version", "aliases", "tags", "project", "updated_at")
+VERSION_COLUMNS = ("version", "format", "status", "aliases", "run_id", "created_at", "created_by")
+
+
+def pairs(items: list[str], sep: str = "=") -> dict[str, str]:
+    """``["k=v", ...]`` as a dict; a malformed item is a usage error."""
+    out = {}
+    for item in items:
+        key, found, value = item.partition(sep)
+        if not found or not key:
+            raise InvalidInput(f"{item!r} must look like key{sep}value")
+        out[key] = value
+    return out
+
+
+@app.command("list")
+def list_models(
+    ctx: typer.Context,
+    query: str = typer.Option(None, "--query", "-q", help="text in the name or description"),
+    tag: list[str] = typer.Option([], help="key=value; repeatable"),
+    project: str = typer.Option(None, help="only models of this project"),
+    archived: bool = typer.Option(False, "--archived", help="include archived models"),
+    limit: int = typer.Option(100, help="at most this many"),
+    as_json: bool = JSON,
+) -> None:
+    """List registered models."""
+    page = client(ctx).registry.list_models(
+        q=query, tags=pairs(tag), project=project, include_archived=archived, limit=limit
+    )
+    table(page.items, MODEL_COLUMNS, as_json=as_json, title="models")
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: str,
+    description: str = typer.Option("", help="what the model predicts"),
+    tag: list[str] = typer.Option([], help="key=value; repeatable"),
+    project: str = typer.Option(None, help="the project this model serves"),
+    as_json: bool = JSON,
+) -> None:
+    """Register a model name (versions are added with `register`)."""
+    model = client(ctx).registry.create_model(
+        name, description=description, tags=pairs(tag), project=project
+    )
+    record(model, as_json=as_json)
+
+
+@app.command()
+def show(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
+    """Show a model (NAME) or a version (models:/NAME/3, models:/NAME@alias)."""
+    c = client(ctx)
+    if name.startswith("models:/"):
+        v = c.registry.resolve(name)
+        record(
+            v,
+            as_json=as_json,
+            fields=None
+            if as_json
+            else (
+                "model",
+                "version",
+                "format",
+                "status",
+                "aliases",
+                "manifest_digest",
+                "run_id",
+                "datasets",
+                "tags",
+                "description",
+                "source",
+                "created_at",
+                "created_by",
+                "signature",
+            ),
+        )
+    else:
+        record(c.registry.get_model(name), as_json=as_json)
+
+
+@app.command()
+def update(
+    ctx: typer.Context,
+    name: str,
+    description: str = typer.Option(None, help="new description"),
+    tag: list[str] = typer.Option([], help="key=value to set; repeatable"),
+    remove_tag: list[str] = typer.Option([], help="tag key to remove; repeatable"),
+    project: str = typer.Option(None, help="link to this project"),
+    as_json: bool = JSON,
+) -> None:
+    """Change a model's description, tags or project."""
+    model = client(ctx).registry.update_model(
+        name, description=description, tags=pairs(tag), remove_tags=remove_tag, project=project
+    )
+    record(model, as_json=as_json)
+
+
+@app.command()
+def versions(
+    ctx: typer.Context,
+    name: str,
+    limit: int = typer.Option(100, help="at most this many"),
+    as_json: bool = JSON,
+) -> None:
+    """List a model's versions, newest first."""
+    page = client(ctx).registry.list_versions(name, limit=limit)
+    table(page.items, VERSION_COLUMNS, as_json=as_json, title=f"{name} versions")
+
+
+@app.command()
+def register(
+    ctx: typer.Context,
+    name: str,
+    path: str = typer.Argument(
+        ..., help="a model directory saved by modelyard, or models:/OTHER/N"
+    ),
+    alias: str = typer.Option(None, help="point this alias at the new version"),
+    run: str = typer.Option(None, help="the run that produced the model"),
+    dataset: list[str] = typer.Option([], help="DATASET_ID or DATASET_ID:role; repeatable"),
+    description: str = typer.Option("", help="what changed in this version"),
+    tag: list[str] = typer.Option([], help="key=value; repeatable"),
+    as_json: bool = JSON,
+) -> None:
+    """Upload a saved model and register it as the next version of NAME."""
+    links = [
+        {"dataset_id": d.split(":", 1)[0], "role": d.split(":", 1)[1] if ":" in d else "training"}
+        for d in dataset
+    ]
+    c = client(ctx)
+    if path.startswith("models:/"):
+        v = c.register_model(
+            path,
+            name,
+            run_id=run,
+            datasets=links,
+            description=description,
+            tags=pairs(tag),
+            alias=alias,
+        )
+    else:
+        src = Path(path)
+        total = sum(f.stat().st_size for f in src.rglob("*") if f.is_file()) if src.is_dir() else 0
+        with Progress(
+            TextColumn("uploading {task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            transient=True,
+            disable=as_json,
+        ) as bar:
+            task = bar.add_task(src.name, total=total)
+            v = c.register_model(
+                src,
+                name,
+                run_id=run,
+                datasets=links,
+                description=description,
+                tags=pairs(tag),
+                alias=alias,
+                progress=lambda _f, size: bar.advance(task, size),
+            )
+    if as_json:
+        record(v, as_json=True)
+    else:
+        ok(
+            f"registered [bold]{v.model}[/bold] version {v.version} ({v.format})"
+            + (f", alias {alias}" if alias else "")
+        )
+
+
+@app.command()
+def archive(
+    ctx: typer.Context,
+    name: str,
+    version: int = typer.Option(None, help="archive only this version"),
+    restore: bool = typer.Option(False, "--restore", help="undo an archive"),
+) -> None:
+    """Archive a model or one version (hidden from listings, kept for the record)."""
+    c = client(ctx)
+    if version is None:
+        c.registry.archive_model(name, archived=not restore)
+        ok(f"{'restored' if restore else 'archived'} model {name}")
+    else:
+        c.registry.archive_version(name, version, archived=not restore)
+        ok(f"{'restored' if restore else 'archived'} {name} v{version}")
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    name: str,
+    version: int = typer.Option(None, help="delete only this version"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+) -> None:
+    """Delete an archived model, or one version no alias points at."""
+    what = f"{name} v{version}" if version else f"model {name} and all its versions"
+    if not yes and not typer.confirm(f"delete {what}?"):
+        raise typer.Exit(1)
+    c = client(ctx)
+    if version is None:
+        c.registry.delete_model(name)
+    else:
+        c.registry.delete_version(name, version)
+    ok(f"deleted {what}")
+
+
+@app.command()
+def retention(
+    ctx: typer.Context,
+    name: str,
+    keep_last: int = typer.Option(..., help="always keep this many newest versions"),
+    min_age_days: float = typer.Option(0, help="only delete versions older than this"),
+    apply: bool = typer.Option(False, "--apply", help="delete; without it, only report"),
+    as_json: bool = JSON,
+) -> None:
+    """Delete old versions beyond the newest N (aliased versions are always kept)."""
+    result = client(ctx).registry.apply_retention(
+        name, keep_last=keep_last, min_age_days=min_age_days, dry_run=not apply
+    )
+    if as_json:
+        record(result, as_json=True)
+        return
+    verb = "deleted" if apply else "would delete"
+    ok(
+        f"{verb}: {', '.join(map(str, result.deleted)) or 'nothing'}; kept: "
+        f"{', '.join(map(str, result.kept))}"
+    )
+
+
+@app.command()
+def card(
+    ctx: typer.Context,
+    uri: str = typer.Argument(..., help="models:/NAME/VERSION or models:/NAME@alias"),
+    set_: list[str] = typer.Option([], "--set", help="section=text; repeatable"),
+    markdown: bool = typer.Option(True, "--markdown/--raw", help="render as Markdown"),
+    as_json: bool = JSON,
+) -> None:
+    """Show or edit a version's model card."""
+    c = client(ctx)
+    v = c.registry.resolve(uri)
+    if set_:
+        result = c.registry.update_card(v.model, v.version, pairs(set_))
+    else:
+        result = c.registry.get_card(v.model, v.version)
+    if as_json or not markdown:
+        record(result, as_json=True)
+    else:
+        from rich.markdown import Markdown
+
+        from modelyard.cli.output import console
+
+        console.print(Markdown(result.to_markdown()))
+
+
+@app.command()
+def lineage(ctx: typer.Context, uri: str, as_json: bool = JSON) -> None:
+    """Where a version came from: run, experiment, datasets, params, code version."""
+    c = client(ctx)
+    v = c.registry.resolve(uri)
+    record(c.registry.lineage(v.model, v.version), as_json=as_json)
+
+
+@alias_app.command("set")
+def alias_set(
+    ctx: typer.Context, name: str, alias: str, version: int, as_json: bool = JSON
+) -> None:
+    """Point ALIAS of NAME at VERSION (atomic; serving follows)."""
+    result = client(ctx).registry.set_alias(name, alias, version)
+    if as_json:
+        record(result, as_json=True)
+    else:
+        ok(f"models:/{name}@{alias} -> version {version}")
+
+
+@alias_app.command("get")
+def alias_get(ctx: typer.Context, name: str, alias: str, as_json: bool = JSON) -> None:
+    """Show the version ALIAS points at."""
+    record(client(ctx).registry.get_alias(name, alias), as_json=as_json)
+
+
+@alias_app.command("delete")
+def alias_delete(ctx: typer.Context, name: str, alias: str) -> None:
+    """Remove ALIAS from NAME."""
+    client(ctx).registry.delete_alias(name, alias)
+    ok(f"deleted alias {alias} of {name}")

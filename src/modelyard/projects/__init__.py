@@ -1,0 +1,1 @@
+"""Projects: the use case a model serves, its objective, KPIs, constraints and stakeholders."""
