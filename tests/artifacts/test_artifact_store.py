@@ -184,7 +184,9 @@ def test_materialize_writes_nothing_when_one_file_is_bad(
     assert list(cache.iterdir()) == []
 
 
-@pytest.mark.parametrize("rel", ["../x", "sub/../../x", "/etc/evil", "a/../../../x"])
+@pytest.mark.parametrize(
+    "rel", ["../x", "sub/../../x", "/etc/evil", "a/../../../x", "", ".", "a/.."]
+)
 def test_materialize_refuses_path_escaping_the_directory(
     store: ArtifactStore, tmp_path: Path, rel: str
 ) -> None:

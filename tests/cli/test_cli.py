@@ -156,3 +156,26 @@ def test_every_command_has_help(run) -> None:  # type: ignore[no-untyped-def]
         assert "Usage" in out and "Commands" in out
     assert "--port" in run("server", "--help").stdout
     assert "--rows" in run("quickstart", "--help").stdout
+
+
+def test_usage_errors_exit_2_without_traceback(run) -> None:  # type: ignore[no-untyped-def]
+    proc = run("models", "show", ok=False)
+    assert proc.returncode == 2 and "Missing argument" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run("models", "frobnicate", ok=False)
+    assert proc.returncode == 2 and "No such command" in proc.stderr
+
+
+def test_audit_verify_exits_1_when_the_chain_was_tampered_with(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    run("models", "create", "a")
+    run("models", "create", "b")
+    assert run("audit", "verify").returncode == 0
+    db = sqlite3.connect(tmp_path / "home" / "modelyard.db")
+    db.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1")
+    db.commit()
+    db.close()
+    proc = run("audit", "verify", ok=False)
+    assert proc.returncode == 1
+    assert "broken" in proc.stdout and "record 1" in proc.stdout

@@ -209,9 +209,12 @@ def materialize(source: BlobSource, files: dict[str, str], dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
     try:
+        inside = tmp.resolve()
         for rel, digest in files.items():
             target = (tmp / rel).resolve()
-            if not target.is_relative_to(tmp.resolve()):
+            # Strictly inside: a path naming the directory itself ("", ".", "a/..") would
+            # put a file where the model directory belongs.
+            if target == inside or not target.is_relative_to(inside):
                 raise InvalidInput(f"artifact path {rel!r} escapes the model directory")
             source.get_file(digest, target)
         try:

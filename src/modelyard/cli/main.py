@@ -58,21 +58,12 @@ app.command("quickstart")(quickstart.quickstart)
 
 
 def main() -> None:
-    """Run the CLI; a modelyard error prints one line and exits with its code."""
+    """Run the CLI; a modelyard error prints one line and exits with its code.
+
+    Usage errors (unknown option, missing argument) are reported by click itself, exit 2.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except ModelyardError as exc:
         err_console.print(f"[red]error:[/red] {exc.detail}", highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -59,7 +59,7 @@ def quickstart(
             )
             params = {"C": 1.0, "max_iter": 500}
             c.log_params(params)
-            model = LogisticRegression(**params).fit(train[features], train.is_fraud)  # type: ignore[arg-type]
+            model = LogisticRegression(**params).fit(train[features], train.is_fraud)
             proba = model.predict_proba(test[features])[:, 1]
             metrics = {
                 "roc_auc": float(roc_auc_score(test.is_fraud, proba)),

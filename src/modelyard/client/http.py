@@ -180,7 +180,7 @@ class HttpRegistry:
             "tags": dict(tags or {}),
             "project": project,
         }
-        return self.t.send("POST", "/models", RegisteredModel, body)  # type: ignore[no-any-return]
+        return self.t.send("POST", "/models", RegisteredModel, body)
 
     def get_model(self, name: str) -> RegisteredModel:
         return self.t.get(f"/models/{_q(name)}", RegisteredModel)
@@ -222,11 +222,11 @@ class HttpRegistry:
             "remove_tags": list(remove_tags),
             "project": project,
         }
-        return self.t.send("PATCH", f"/models/{_q(name)}", RegisteredModel, body)  # type: ignore[no-any-return]
+        return self.t.send("PATCH", f"/models/{_q(name)}", RegisteredModel, body)
 
     def archive_model(self, name: str, archived: bool = True) -> RegisteredModel:
         verb = "archive" if archived else "restore"
-        return self.t.send("POST", f"/models/{_q(name)}/{verb}", RegisteredModel)  # type: ignore[no-any-return]
+        return self.t.send("POST", f"/models/{_q(name)}/{verb}", RegisteredModel)
 
     def delete_model(self, name: str) -> None:
         self.t.request("DELETE", f"/models/{_q(name)}")
@@ -252,7 +252,7 @@ class HttpRegistry:
             "tags": dict(tags or {}),
             "source": source,
         }
-        return self.t.send("POST", f"/models/{_q(name)}/versions", ModelVersion, body)  # type: ignore[no-any-return]
+        return self.t.send("POST", f"/models/{_q(name)}/versions", ModelVersion, body)
 
     def get_version(self, name: str, version: int) -> ModelVersion:
         return self.t.get(f"/models/{_q(name)}/versions/{version}", ModelVersion)
@@ -287,11 +287,11 @@ class HttpRegistry:
             "tags": dict(tags or {}),
             "remove_tags": list(remove_tags),
         }
-        return self.t.send("PATCH", f"/models/{_q(name)}/versions/{version}", ModelVersion, body)  # type: ignore[no-any-return]
+        return self.t.send("PATCH", f"/models/{_q(name)}/versions/{version}", ModelVersion, body)
 
     def archive_version(self, name: str, version: int, archived: bool = True) -> ModelVersion:
         verb = "archive" if archived else "restore"
-        return self.t.send("POST", f"/models/{_q(name)}/versions/{version}/{verb}", ModelVersion)  # type: ignore[no-any-return]
+        return self.t.send("POST", f"/models/{_q(name)}/versions/{version}/{verb}", ModelVersion)
 
     def delete_version(self, name: str, version: int) -> None:
         self.t.request("DELETE", f"/models/{_q(name)}/versions/{version}")
@@ -300,12 +300,12 @@ class HttpRegistry:
         self, name: str, *, keep_last: int, min_age_days: float = 0, dry_run: bool = True
     ) -> RetentionResult:
         body = {"keep_last": keep_last, "min_age_days": min_age_days, "dry_run": dry_run}
-        return self.t.send("POST", f"/models/{_q(name)}/retention", RetentionResult, body)  # type: ignore[no-any-return]
+        return self.t.send("POST", f"/models/{_q(name)}/retention", RetentionResult, body)
 
     def set_alias(self, name: str, alias: str, version: int) -> Alias:
         return self.t.send(
             "PUT", f"/models/{_q(name)}/aliases/{_q(alias)}", Alias, {"version": version}
-        )  # type: ignore[no-any-return]
+        )
 
     def get_alias(self, name: str, alias: str) -> Alias:
         return self.t.get(f"/models/{_q(name)}/aliases/{_q(alias)}", Alias)
@@ -322,7 +322,7 @@ class HttpRegistry:
     def update_card(self, name: str, version: int, sections: Mapping[str, Any]) -> ModelCard:
         return self.t.send(
             "PATCH", f"/models/{_q(name)}/versions/{version}/card", ModelCard, dict(sections)
-        )  # type: ignore[no-any-return]
+        )
 
     def lineage(self, name: str, version: int) -> Lineage:
         return self.t.get(f"/models/{_q(name)}/versions/{version}/lineage", Lineage)
@@ -346,22 +346,22 @@ class HttpIdentities:
         return self.t.get("/whoami", Identity)
 
     def create_user(self, name: str, role: str = "viewer") -> User:
-        return self.t.send("POST", "/users", User, {"name": name, "role": str(role)})  # type: ignore[no-any-return]
+        return self.t.send("POST", "/users", User, {"name": name, "role": str(role)})
 
     def list_users(self) -> list[User]:
         return TypeAdapter(list[User]).validate_json(self.t.request("GET", "/users").content)
 
     def set_role(self, name: str, role: str) -> User:
-        return self.t.send("PATCH", f"/users/{_q(name)}", User, {"role": str(role)})  # type: ignore[no-any-return]
+        return self.t.send("PATCH", f"/users/{_q(name)}", User, {"role": str(role)})
 
     def disable_user(self, name: str) -> User:
-        return self.t.send("POST", f"/users/{_q(name)}/disable", User)  # type: ignore[no-any-return]
+        return self.t.send("POST", f"/users/{_q(name)}/disable", User)
 
     def create_token(
         self, user: str, *, name: str = "", expires_in_days: int | None = None
     ) -> IssuedToken:
         body = {"user": user, "name": name, "expires_in_days": expires_in_days}
-        return self.t.send("POST", "/tokens", IssuedToken, body)  # type: ignore[no-any-return]
+        return self.t.send("POST", "/tokens", IssuedToken, body)
 
     def list_tokens(self, user: str | None = None) -> list[Token]:
         params = {"user": user} if user else {}
@@ -370,7 +370,7 @@ class HttpIdentities:
         )
 
     def revoke_token(self, token_id: str) -> Token:
-        return self.t.send("DELETE", f"/tokens/{_q(token_id)}", Token)  # type: ignore[no-any-return]
+        return self.t.send("DELETE", f"/tokens/{_q(token_id)}", Token)
 
 
 class HttpAudit:
@@ -417,7 +417,7 @@ class HttpTracking:
         self, name: str, *, description: str = "", project: str | None = None
     ) -> Experiment:
         body = {"name": name, "description": description, "project": project}
-        return self.t.send("POST", "/experiments", Experiment, body)  # type: ignore[no-any-return]
+        return self.t.send("POST", "/experiments", Experiment, body)
 
     def get_experiment(self, name_or_id: str) -> Experiment:
         return self.t.get(f"/experiments/{_q(name_or_id)}", Experiment)
@@ -453,13 +453,13 @@ class HttpTracking:
             "tags": dict(tags or {}),
             "params": dict(params or {}),
         }
-        return self.t.send("POST", "/runs", Run, body)  # type: ignore[no-any-return]
+        return self.t.send("POST", "/runs", Run, body)
 
     def get_run(self, run_id: str) -> Run:
         return self.t.get(f"/runs/{_q(run_id)}", Run)
 
     def end_run(self, run_id: str, status: str = "finished") -> Run:
-        return self.t.send("POST", f"/runs/{_q(run_id)}/end", Run, {"status": status})  # type: ignore[no-any-return]
+        return self.t.send("POST", f"/runs/{_q(run_id)}/end", Run, {"status": status})
 
     def search_runs(
         self,
@@ -559,7 +559,7 @@ class HttpTracking:
             "run_id": run_id,
             "context": context,
         }
-        return self.t.send("POST", "/datasets", Dataset, body)  # type: ignore[no-any-return]
+        return self.t.send("POST", "/datasets", Dataset, body)
 
     def get_dataset(self, name: str, version: int | None = None) -> Dataset:
         return self.t.get(f"/datasets/{_q(name)}", Dataset, version=version)
@@ -614,7 +614,7 @@ class HttpProjects:
             "constraints": list(constraints),
             "stakeholders": [_dump(s) for s in stakeholders],
         }
-        return self.t.send("POST", "/projects", Project, body)  # type: ignore[no-any-return]
+        return self.t.send("POST", "/projects", Project, body)
 
     def get(self, name: str) -> Project:
         return self.t.get(f"/projects/{_q(name)}", Project)
@@ -636,7 +636,7 @@ class HttpProjects:
             for k, v in fields.items()
             if v is not None
         }
-        return self.t.send("PATCH", f"/projects/{_q(name)}", Project, body)  # type: ignore[no-any-return]
+        return self.t.send("PATCH", f"/projects/{_q(name)}", Project, body)
 
     def delete(self, name: str) -> None:
         self.t.request("DELETE", f"/projects/{_q(name)}")

@@ -88,7 +88,7 @@ def read_manifest(path: Path | str) -> Manifest:
     if not file.is_file():
         raise InvalidModel(
             f"{directory} has no {MANIFEST_NAME}; save the model with "
-            "modelyard.formats.save_model (or `modelyard models save`) to create it"
+            "modelyard.formats.save_model (or Client.log_model) to create it"
         )
     try:
         document = json.loads(file.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from ulid import ULID
 
 from modelyard.governance.entities import AuditRecord
@@ -23,6 +23,7 @@ from modelyard.store import Store, Tx
 from modelyard.store.tables import AuditRow
 
 GENESIS = "0" * 64
+_COLUMNS = [c.name for c in AuditRow.__table__.columns]
 
 
 def _canonical(value: Any) -> Any:
@@ -31,8 +32,8 @@ def _canonical(value: Any) -> Any:
 
 
 def _at(value: datetime) -> str:
-    # SQLite returns naive datetimes; every time we store is UTC.
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    # Hashed at the precision both databases keep (microseconds), in UTC.
+    return value.astimezone(UTC).isoformat()
 
 
 def record_hash(row: AuditRow) -> str:
@@ -63,6 +64,7 @@ def append_events(tx: Tx) -> None:
     ).first()
     seq, prev = (last[0], last[1]) if last else (0, GENESIS)
     now = datetime.now(UTC)
+    rows = []
     for event in tx.events:
         seq += 1
         row = AuditRow(
@@ -78,9 +80,10 @@ def append_events(tx: Tx) -> None:
             prev_hash=prev,
             hash="",
         )
-        row.hash = record_hash(row)
-        prev = row.hash
-        session.add(row)
+        row.hash = prev = record_hash(row)
+        rows.append({c: getattr(row, c) for c in _COLUMNS})
+    # A Core insert: this runs while the chain's lock is held, so it is kept cheap.
+    session.connection().execute(insert(AuditRow), rows)
     tx.events.clear()
 
 

@@ -142,8 +142,6 @@ class Identities:
             )
         token, user = found
         expires = token.expires_at
-        if expires is not None and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
         if token.revoked or user.disabled or (expires is not None and expires < datetime.now(UTC)):
             raise Unauthenticated("the API token was revoked or has expired; create a new one")
         return Identity(name=user.name, role=Role(user.role))

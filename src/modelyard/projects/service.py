@@ -195,11 +195,6 @@ class ProjectService:
         return row
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; every time we store is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _project(row: ProjectRow) -> Project:
     return Project(
         id=row.id,
@@ -209,8 +204,8 @@ def _project(row: ProjectRow) -> Project:
         kpis=[KPI.model_validate(k) for k in row.kpis],
         constraints=list(row.constraints),
         stakeholders=[Stakeholder.model_validate(s) for s in row.stakeholders],
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -60,10 +60,6 @@ if TYPE_CHECKING:
 
 MAX_TAG_KEY = 256
 MAX_TAG_VALUE = 5000
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
@@ -385,57 +381,59 @@ class RegistryService:
         create_model: bool,
         now: datetime,
     ) -> ModelVersion:
+        # Everything between the counter bump and the commit holds the model row's lock, so
+        # it is kept to a few Core statements with every value prepared beforehand.
         bump = (
             update(RegisteredModelRow)
             .where(RegisteredModelRow.name == name)
             .values(last_version=RegisteredModelRow.last_version + 1, updated_at=now)
             .returning(RegisteredModelRow.id, RegisteredModelRow.last_version)
         )
+        values = {
+            "id": str(ULID()),
+            "manifest_digest": manifest_digest,
+            "format": manifest["format"],
+            "manifest": manifest,
+            "description": description,
+            "status": "ready",
+            "run_id": run_id,
+            "source": source,
+            "created_at": now,
+            "updated_at": now,
+            "created_by": self.ws.actor,
+        }
+        audit_after = {
+            "manifest_digest": manifest_digest,
+            "run_id": run_id,
+            "format": manifest["format"],
+        }
         with self.store.write(self.ws.actor) as tx:
-            bumped = tx.session.execute(bump).first()
+            conn = tx.session.connection()
+            bumped = conn.execute(bump).first()
             if bumped is None:
                 if not create_model:
                     raise NotFound(f"no model {name!r}; create it first")
                 self._add_model_row(tx, name, now)
                 tx.record("model.create", "model", name, after={"description": "", "tags": {}})
-                bumped = tx.session.execute(bump).one()
+                bumped = conn.execute(bump).one()
             model_id, number = bumped
-            row = ModelVersionRow(
-                id=str(ULID()),
-                model_id=model_id,
-                version=number,
-                manifest_digest=manifest_digest,
-                format=manifest["format"],
-                manifest=manifest,
-                description=description,
-                status="ready",
-                run_id=run_id,
-                source=source,
-                card={**card, "version": number},
-                created_at=now,
-                updated_at=now,
-                created_by=self.ws.actor,
-            )
-            tx.session.add(row)
-            tx.session.flush()
-            tx.session.add_all(
-                ModelVersionTagRow(version_id=row.id, key=k, value=v) for k, v in tags.items()
-            )
-            tx.session.add_all(
-                ModelVersionDatasetRow(version_id=row.id, dataset_id=d.dataset_id, role=d.role)
-                for d in links
-            )
-            tx.record(
-                "version.create",
-                "model_version",
-                f"{name}/{number}",
-                after={
-                    "manifest_digest": manifest_digest,
-                    "run_id": run_id,
-                    "format": manifest["format"],
-                },
-            )
-        return self._version_entity(row, name, tags, [], links)
+            values.update(model_id=model_id, version=number, card={**card, "version": number})
+            conn.execute(insert(ModelVersionRow), values)
+            if tags:
+                conn.execute(
+                    insert(ModelVersionTagRow),
+                    [{"version_id": values["id"], "key": k, "value": v} for k, v in tags.items()],
+                )
+            if links:
+                conn.execute(
+                    insert(ModelVersionDatasetRow),
+                    [
+                        {"version_id": values["id"], "dataset_id": d.dataset_id, "role": d.role}
+                        for d in links
+                    ],
+                )
+            tx.record("version.create", "model_version", f"{name}/{number}", after=audit_after)
+        return self._version_entity(ModelVersionRow(**values), name, tags, [], links)
 
     def get_version(self, name: str, version: int) -> ModelVersion:
         with self.store.read() as s:
@@ -558,7 +556,7 @@ class RegistryService:
         doomed = [
             r.version
             for r in rows[keep_last:]
-            if r.version not in aliased and _utc(r.created_at) <= cutoff
+            if r.version not in aliased and r.created_at <= cutoff
         ]
         if not dry_run:
             for version in doomed:
@@ -617,7 +615,7 @@ class RegistryService:
                     f"`modelyard models alias set {name} {alias} VERSION`"
                 )
             return Alias(
-                model=name, alias=alias, version=found.version, updated_at=_utc(found.updated_at)
+                model=name, alias=alias, version=found.version, updated_at=found.updated_at
             )
 
     def delete_alias(self, name: str, alias: str) -> None:
@@ -816,7 +814,7 @@ class RegistryService:
         for a in s.scalars(select(ModelAliasRow).where(ModelAliasRow.model_id.in_(ids))):
             aliases[a.model_id][a.alias] = a.version
         latest = dict(
-            s.execute(  # type: ignore[arg-type]
+            s.execute(
                 select(ModelVersionRow.model_id, func.max(ModelVersionRow.version))
                 .where(ModelVersionRow.model_id.in_(ids))
                 .group_by(ModelVersionRow.model_id)
@@ -833,8 +831,8 @@ class RegistryService:
                 latest_version=latest.get(r.id),
                 project=projects.get(r.project_id) if r.project_id else None,
                 archived=r.archived,
-                created_at=_utc(r.created_at),
-                updated_at=_utc(r.updated_at),
+                created_at=r.created_at,
+                updated_at=r.updated_at,
                 created_by=r.created_by,
             )
             for r in rows
@@ -853,7 +851,7 @@ class RegistryService:
         for d in s.scalars(
             select(ModelVersionDatasetRow).where(ModelVersionDatasetRow.version_id.in_(ids))
         ):
-            links[d.version_id].append(DatasetLink(dataset_id=d.dataset_id, role=d.role))  # type: ignore[arg-type]
+            links[d.version_id].append(DatasetLink(dataset_id=d.dataset_id, role=d.role))
         by_version: dict[int, list[str]] = {}
         for a in s.scalars(select(ModelAliasRow).where(ModelAliasRow.model_id == rows[0].model_id)):
             by_version.setdefault(a.version, []).append(a.alias)
@@ -883,10 +881,10 @@ class RegistryService:
             description=r.description,
             tags=tags,
             aliases=aliases,
-            status=r.status,  # type: ignore[arg-type]
+            status=r.status,
             run_id=r.run_id,
             datasets=links,
             source=r.source,
-            created_at=_utc(r.created_at),
+            created_at=r.created_at,
             created_by=r.created_by,
         )

@@ -78,11 +78,6 @@ INSERT_METRICS = insert(Base.metadata.tables[MetricRow.__tablename__]).values(
 )
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; every time we store is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _check_key(key: Any, what: str) -> str:
     if not isinstance(key, str) or not KEY.match(key):
         raise InvalidInput(
@@ -491,9 +486,7 @@ class TrackingService:
                 .where(MetricRow.run_id == run_id, MetricRow.key == key)
                 .order_by(MetricRow.step, MetricRow.timestamp, MetricRow.id)
             ).all()
-        return [
-            MetricPoint(key=k, value=float(v), step=st, timestamp=_utc(ts)) for k, v, st, ts in rows
-        ]
+        return [MetricPoint(key=k, value=float(v), step=st, timestamp=ts) for k, v, st, ts in rows]
 
     # --- run artifacts --------------------------------------------------------------------
 
@@ -722,7 +715,7 @@ def _experiment(row: ExperimentRow, project: str | None) -> Experiment:
         description=row.description,
         project=project,
         archived=row.archived,
-        created_at=_utc(row.created_at),
+        created_at=row.created_at,
     )
 
 
@@ -793,8 +786,8 @@ def _runs(session: Session, rows: Sequence[RunRow]) -> list[Run]:
             experiment=experiments.get(r.experiment_id, ""),
             name=r.name,
             status=r.status,
-            start_time=_utc(r.start_time),
-            end_time=_utc(r.end_time) if r.end_time else None,
+            start_time=r.start_time,
+            end_time=r.end_time if r.end_time else None,
             created_by=r.created_by,
             params=params[r.id],
             tags=tags[r.id],
@@ -818,7 +811,7 @@ def _dataset(row: DatasetRow) -> Dataset:
             "schema": row.schema_,
             "profile": row.profile,
             "artifact_digest": row.artifact_digest,
-            "created_at": _utc(row.created_at),
+            "created_at": row.created_at,
             "created_by": row.created_by,
         }
     )
@@ -856,7 +849,7 @@ def _metric_time(key: str, timestamp: Any, default: datetime) -> datetime:
     if not isinstance(timestamp, datetime):
         raise InvalidInput(f"metric {key!r} has timestamp {timestamp!r}; give a datetime")
     # A naive timestamp is taken to be UTC, the only time zone modelyard stores.
-    return _utc(timestamp).astimezone(UTC)
+    return timestamp.astimezone(UTC)
 
 
 def _artifact_path(path: str) -> str:

@@ -1,0 +1,176 @@
+"""The hash-chained audit log: every registry change is recorded, and tampering is found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, select, update
+
+from modelyard.artifacts import digest_of_file
+from modelyard.formats import MANIFEST_NAME
+from modelyard.governance.audit import record_hash
+from modelyard.store.tables import AuditRow
+from modelyard.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from modelyard.formats import save_model
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 3))
+    y = (x[:, 2] > 0).astype(np.int64)
+    path = tmp_path_factory.mktemp("audit") / "model"
+    save_model(LogisticRegression().fit(x, y), path, input_example=x[:3])
+    return path
+
+
+def _upload(ws: Workspace, model_dir: Path) -> str:
+    for p in model_dir.rglob("*"):
+        if p.is_file():
+            ws.artifacts.put_file(p)
+    return digest_of_file(model_dir / MANIFEST_NAME)
+
+
+def _history(ws: Workspace) -> list:
+    return list(reversed(ws.audit.list(limit=1000).items))
+
+
+def _make_changes(ws: Workspace, model_dir: Path) -> None:
+    alice = ws.as_actor("alice")
+    bob = ws.as_actor("bob")
+    digest = _upload(ws, model_dir)
+    alice.registry.create_model("churn", description="first")
+    alice.registry.update_model("churn", description="second", tags={"team": "risk"})
+    bob.registry.create_version("churn", digest)
+    bob.registry.create_version("churn", digest)
+    alice.registry.set_alias("churn", "champion", 1)
+    alice.registry.set_alias("churn", "champion", 2)
+    bob.registry.delete_alias("churn", "champion")
+    alice.registry.archive_model("churn")
+
+
+def test_every_registry_change_is_audited(any_workspace: Workspace, model_dir: Path) -> None:
+    ws = any_workspace
+    _make_changes(ws, model_dir)
+    records = _history(ws)
+    summary = [(r.seq, r.actor, r.action, r.entity_id) for r in records]
+    assert summary == [
+        (1, "alice", "model.create", "churn"),
+        (2, "alice", "model.update", "churn"),
+        (3, "bob", "version.create", "churn/1"),
+        (4, "bob", "version.create", "churn/2"),
+        (5, "alice", "alias.set", "churn@champion"),
+        (6, "alice", "alias.set", "churn@champion"),
+        (7, "bob", "alias.delete", "churn@champion"),
+        (8, "alice", "model.archive", "churn"),
+    ]
+    by_seq = {r.seq: r for r in records}
+    assert by_seq[1].before is None and by_seq[1].after["description"] == "first"
+    assert by_seq[2].before["description"] == "first"
+    assert by_seq[2].after["description"] == "second"
+    assert by_seq[2].after["tags"] == {"team": "risk"}
+    assert by_seq[3].after["manifest_digest"] == digest_of_file(model_dir / MANIFEST_NAME)
+    assert by_seq[5].before is None and by_seq[5].after == {"version": 1}
+    assert by_seq[6].before == {"version": 1} and by_seq[6].after == {"version": 2}
+    assert by_seq[7].before == {"version": 2} and by_seq[7].after is None
+    assert by_seq[8].before == {"archived": False} and by_seq[8].after == {"archived": True}
+    assert len({r.hash for r in records}) == len(records)
+    assert all(r.at.tzinfo is not None for r in records)
+    # Filters.
+    assert [r.seq for r in ws.audit.list(actor="bob").items] == [7, 4, 3]
+    assert [r.seq for r in ws.audit.list(action="alias.set").items] == [6, 5]
+    result = ws.audit.verify()
+    assert result.ok, result.reason
+    assert result.records == 8
+    assert result.head == records[-1].hash
+
+
+def test_failed_change_leaves_no_audit_record(any_workspace: Workspace) -> None:
+    from modelyard.errors import AlreadyExists
+
+    ws = any_workspace
+    ws.registry.create_model("m")
+    with pytest.raises(AlreadyExists):
+        ws.registry.create_model("m")
+    assert [r.action for r in _history(ws)] == ["model.create"]
+    assert ws.audit.verify().ok
+
+
+def _seed(ws: Workspace) -> None:
+    for i in range(5):
+        ws.registry.create_model(f"m{i}", description=f"d{i}")
+    assert ws.audit.verify().ok
+
+
+def test_altered_record_is_named(any_workspace: Workspace) -> None:
+    ws = any_workspace
+    _seed(ws)
+    with ws.store.engine.begin() as conn:
+        conn.execute(
+            update(AuditRow).where(AuditRow.seq == 3).values(after={"description": "forged"})
+        )
+    result = ws.audit.verify()
+    assert not result.ok
+    assert result.broken_at == 3
+    assert "altered" in result.reason and "3" in result.reason
+    assert result.records == 2
+
+
+def test_altered_actor_is_named(any_workspace: Workspace) -> None:
+    ws = any_workspace
+    _seed(ws)
+    with ws.store.engine.begin() as conn:
+        conn.execute(update(AuditRow).where(AuditRow.seq == 5).values(actor="mallory"))
+    result = ws.audit.verify()
+    assert (result.ok, result.broken_at) == (False, 5)
+    assert "altered" in result.reason
+
+
+def test_deleted_middle_record_is_missing(any_workspace: Workspace) -> None:
+    ws = any_workspace
+    _seed(ws)
+    with ws.store.engine.begin() as conn:
+        conn.execute(delete(AuditRow).where(AuditRow.seq == 3))
+    result = ws.audit.verify()
+    assert not result.ok
+    assert result.broken_at == 3
+    assert "missing" in result.reason
+
+
+def test_rewritten_record_with_recomputed_hash_breaks_the_next_link(
+    any_workspace: Workspace,
+) -> None:
+    ws = any_workspace
+    _seed(ws)
+    with ws.store.read() as s:
+        row = s.scalars(select(AuditRow).where(AuditRow.seq == 2)).one()
+    row.after = {"description": "rewritten"}
+    forged = record_hash(row)
+    with ws.store.engine.begin() as conn:
+        conn.execute(
+            update(AuditRow)
+            .where(AuditRow.seq == 2)
+            .values(after={"description": "rewritten"}, hash=forged)
+        )
+    result = ws.audit.verify()
+    assert not result.ok
+    assert result.broken_at == 3
+    assert "link" in result.reason
+    assert result.records == 2
+
+
+def test_truncated_tail_is_detectable_by_head(any_workspace: Workspace) -> None:
+    """Deleting the newest record keeps the chain valid, but the head changes."""
+    ws = any_workspace
+    _seed(ws)
+    head = ws.audit.verify().head
+    with ws.store.engine.begin() as conn:
+        conn.execute(delete(AuditRow).where(AuditRow.seq == 5))
+    result = ws.audit.verify()
+    assert result.ok and result.records == 4
+    assert result.head != head

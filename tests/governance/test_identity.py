@@ -1,0 +1,135 @@
+"""Users, roles and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from modelyard.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
+from modelyard.governance import Role
+from modelyard.store.tables import TokenRow, UserRow
+from modelyard.workspace import Workspace
+
+
+def _all_token_values(ws: Workspace) -> list[str]:
+    with ws.store.read() as s:
+        rows = s.scalars(select(TokenRow)).all()
+        return [str(getattr(r, c.key)) for r in rows for c in TokenRow.__table__.columns]
+
+
+def test_token_is_stored_hashed_and_authenticates(any_workspace: Workspace) -> None:
+    ids = any_workspace.identities
+    user = ids.create_user("ada", "editor")
+    assert user.role is Role.editor and not user.disabled
+    issued = ids.create_token("ada", name="laptop")
+    assert issued.secret.startswith("myd_") and len(issued.secret) > 30
+    values = _all_token_values(any_workspace)
+    assert all(issued.secret not in v for v in values)
+    assert hashlib.sha256(issued.secret.encode()).hexdigest() in values
+    identity = ids.authenticate(issued.secret)
+    assert (identity.name, identity.role) == ("ada", Role.editor)
+    listed = ids.list_tokens("ada")
+    assert [(t.id, t.name, t.user) for t in listed] == [(issued.id, "laptop", "ada")]
+    assert not hasattr(listed[0], "secret")
+    # Two tokens never share a secret.
+    assert ids.create_token("ada").secret != issued.secret
+
+
+def test_unknown_or_altered_token_is_refused(any_workspace: Workspace) -> None:
+    ids = any_workspace.identities
+    ids.create_user("ada")
+    issued = ids.create_token("ada")
+    for bad in ["", "myd_nope", issued.secret + "x", issued.secret[:-1]]:
+        with pytest.raises(Unauthenticated):
+            ids.authenticate(bad)
+
+
+def test_revoked_token_is_refused(any_workspace: Workspace) -> None:
+    ids = any_workspace.identities
+    ids.create_user("ada")
+    keep = ids.create_token("ada")
+    gone = ids.create_token("ada")
+    revoked = ids.revoke_token(gone.id)
+    assert revoked.revoked
+    with pytest.raises(Unauthenticated):
+        ids.authenticate(gone.secret)
+    assert ids.authenticate(keep.secret).name == "ada"
+    with pytest.raises(NotFound):
+        ids.revoke_token("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+
+
+def test_expired_token_is_refused(any_workspace: Workspace) -> None:
+    ids = any_workspace.identities
+    ids.create_user("ada")
+    issued = ids.create_token("ada", expires_in_days=1)
+    assert issued.expires_at is not None
+    assert ids.authenticate(issued.secret).name == "ada"  # not yet expired
+    with any_workspace.store.engine.begin() as conn:
+        conn.execute(
+            update(TokenRow)
+            .where(TokenRow.id == issued.id)
+            .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    with pytest.raises(Unauthenticated):
+        ids.authenticate(issued.secret)
+    with pytest.raises(InvalidInput):
+        ids.create_token("ada", expires_in_days=0)
+
+
+def test_disabled_user_is_refused(any_workspace: Workspace) -> None:
+    ids = any_workspace.identities
+    ids.create_user("ada", "admin")
+    issued = ids.create_token("ada")
+    assert ids.disable_user("ada").disabled
+    with pytest.raises(Unauthenticated):
+        ids.authenticate(issued.secret)
+
+
+def test_roles(any_workspace: Workspace) -> None:
+    ids = any_workspace.identities
+    with pytest.raises(InvalidInput, match="role"):
+        ids.create_user("ada", "superuser")
+    assert ids.list_users() == []
+    ids.create_user("ada")
+    assert ids.get_user("ada").role is Role.viewer
+    assert ids.set_role("ada", "admin").role is Role.admin
+    with pytest.raises(InvalidInput):
+        ids.set_role("ada", "root")
+    assert ids.get_user("ada").role is Role.admin
+    assert Role.admin.allows(Role.editor) and not Role.viewer.allows(Role.editor)
+
+
+def test_duplicate_and_invalid_users(any_workspace: Workspace) -> None:
+    ids = any_workspace.identities
+    ids.create_user("ada")
+    with pytest.raises(AlreadyExists):
+        ids.create_user("ada", "admin")
+    for bad in ["", " ada", "a/b", "x" * 200, "-lead"]:
+        with pytest.raises(InvalidInput):
+            ids.create_user(bad)
+    with pytest.raises(NotFound):
+        ids.create_token("nobody")
+    with any_workspace.store.read() as s:
+        assert s.scalars(select(UserRow.name)).all() == ["ada"]
+
+
+def test_identity_changes_are_audited(any_workspace: Workspace) -> None:
+    ws = any_workspace.as_actor("root")
+    ws.identities.create_user("ada")
+    token = ws.identities.create_token("ada")
+    ws.identities.set_role("ada", "editor")
+    ws.identities.revoke_token(token.id)
+    ws.identities.disable_user("ada")
+    records = list(reversed(ws.audit.list().items))
+    assert [(r.actor, r.action) for r in records] == [
+        ("root", "user.create"),
+        ("root", "token.create"),
+        ("root", "user.set_role"),
+        ("root", "token.revoke"),
+        ("root", "user.disable"),
+    ]
+    assert all(token.secret not in str(r.after) for r in records)
+    assert ws.audit.verify().ok
