@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prepare the peers used by bench/: an MLflow virtualenv (never installed into
-# modelyard's own environment) and wrk for the serving benchmarks.
+# Prepare the peers used by bench/: an MLflow and a BentoML virtualenv (never installed
+# into modelyard's own environment) and wrk for the serving benchmarks.
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 
@@ -28,6 +28,29 @@ else
   "$VENV/bin/python" -m pip install --quiet \
       "mlflow==$MLFLOW_VERSION" "psycopg2-binary==$PSYCOPG2_VERSION"
   log "installed: $("$VENV/bin/mlflow" --version)"
+fi
+
+# --- BentoML virtualenv (serving benchmark) ------------------------------------
+# Its own venv: MLflow 3.17 and BentoML do not resolve together (see shared/PEERS.md).
+# scikit-learn is pinned to the version of the environment that saves the models.
+BENTOML_VERSION="${BENTOML_VERSION:-1.4.39}"
+BVENV="$BENCH_DIR/.venv-bentoml"
+SKLEARN_VERSION="${SKLEARN_VERSION:-$("$PY" -c 'import sklearn; print(sklearn.__version__)' 2>/dev/null || echo 1.9.1)}"
+if [ -x "$BVENV/bin/bentoml" ] && "$BVENV/bin/python" - "$BENTOML_VERSION" "$SKLEARN_VERSION" <<'PY'
+import sys, importlib.metadata as m
+ok = m.version("bentoml") == sys.argv[1] and m.version("scikit-learn") == sys.argv[2]
+m.version("pandas"); m.version("joblib")
+sys.exit(0 if ok else 1)
+PY
+then
+  log "bentoml $BENTOML_VERSION already in $BVENV: skipping"
+else
+  log "creating $BVENV with bentoml==$BENTOML_VERSION scikit-learn==$SKLEARN_VERSION"
+  [ -x "$BVENV/bin/python" ] || "$PY" -m venv "$BVENV"
+  "$BVENV/bin/python" -m pip install --quiet --upgrade pip
+  "$BVENV/bin/python" -m pip install --quiet \
+      "bentoml==$BENTOML_VERSION" "scikit-learn==$SKLEARN_VERSION" pandas joblib
+  log "installed: $("$BVENV/bin/bentoml" --version)"
 fi
 
 # --- wrk (serving benchmarks) ------------------------------------------------

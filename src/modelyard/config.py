@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         description="require API tokens; off means local single-user mode (everyone is admin)",
     )
     max_upload_bytes: int = Field(default=2 * 1024**3, description="largest artifact upload")
+    max_request_bytes: int = Field(
+        default=8 * 1024**2, description="largest inference request body the gateway accepts"
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
     uri: str | None = Field(
         default=None, description="server URL for the CLI and SDK; unset means work in-process"

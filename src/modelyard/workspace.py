@@ -20,6 +20,7 @@ from modelyard.store import Store
 if TYPE_CHECKING:
     from modelyard.projects.service import ProjectService
     from modelyard.registry.service import RegistryService
+    from modelyard.serving.endpoints import EndpointService
     from modelyard.tracking.service import TrackingService
 
 
@@ -78,6 +79,12 @@ class Workspace:
         from modelyard.projects.service import ProjectService
 
         return ProjectService(self)
+
+    @cached_property
+    def endpoints(self) -> EndpointService:
+        from modelyard.serving.endpoints import EndpointService
+
+        return EndpointService(self)
 
     @cached_property
     def identities(self) -> Identities:

@@ -48,6 +48,24 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[n
         dbs.drop(name)
 
 
+def _head() -> str:
+    """The newest migration in the package."""
+    from pathlib import Path
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    import modelyard.store
+
+    cfg = Config()
+    cfg.set_main_option(
+        "script_location", str(Path(modelyard.store.__file__).parent / "migrations")
+    )
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
 def test_fresh_database_matches_the_table_definitions(empty_url: str) -> None:
     store = Store(empty_url)
     try:
@@ -55,7 +73,7 @@ def test_fresh_database_matches_the_table_definitions(empty_url: str) -> None:
         store.migrate()
         assert _tables(store) == set(Base.metadata.tables)
         assert _differences(store) == []
-        assert _revision(store) == ["0001"]
+        assert _revision(store) == [_head()]
     finally:
         store.dispose()
 
@@ -85,7 +103,7 @@ def test_migrate_twice_is_a_no_op(empty_url: str) -> None:
             for t in _tables(store)
         }
         assert schema_after == schema_before
-        assert _revision(store) == ["0001"]
+        assert _revision(store) == [_head()]
         assert _differences(store) == []
         with store.engine.connect() as conn:
             assert conn.execute(text("SELECT name FROM users")).scalars().all() == ["kept"]
@@ -141,7 +159,7 @@ def test_four_processes_migrate_one_new_sqlite_file(tmp_path: Path) -> None:
     store = Store(url)
     try:
         assert _tables(store) == set(Base.metadata.tables)
-        assert _revision(store) == ["0001"]
+        assert _revision(store) == [_head()]
         assert _differences(store) == []
     finally:
         store.dispose()

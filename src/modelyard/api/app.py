@@ -8,7 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from modelyard import __version__
-from modelyard.api import artifacts, governance, problems, projects, registry, tracking
+from modelyard.api import (
+    artifacts,
+    governance,
+    problems,
+    projects,
+    registry,
+    serving,
+    tracking,
+)
 from modelyard.api.responses import ApiJSONResponse
 from modelyard.config import Settings
 from modelyard.workspace import Workspace
@@ -46,7 +54,7 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    for module in (registry, artifacts, tracking, projects, governance):
+    for module in (registry, artifacts, tracking, projects, serving, governance):
         api.include_router(module.router)
     app.include_router(api)
     return app

@@ -7,7 +7,16 @@ import sys
 import typer
 
 from modelyard import __version__
-from modelyard.cli import governance, models, projects, quickstart, server, tracking
+from modelyard.cli import (
+    governance,
+    models,
+    predict,
+    projects,
+    quickstart,
+    server,
+    serving,
+    tracking,
+)
 from modelyard.cli.context import state
 from modelyard.cli.output import err_console
 from modelyard.errors import ModelyardError
@@ -50,10 +59,13 @@ app.add_typer(tracking.experiments, name="experiments")
 app.add_typer(tracking.runs, name="runs")
 app.add_typer(tracking.datasets, name="datasets")
 app.add_typer(projects.app, name="projects")
+app.add_typer(serving.endpoints, name="endpoints")
 app.add_typer(governance.users, name="users")
 app.add_typer(governance.tokens, name="tokens")
 app.add_typer(governance.audit, name="audit")
 app.command("server")(server.server)
+app.command("serve")(serving.serve)
+app.command("predict")(predict.predict)
 app.command("quickstart")(quickstart.quickstart)
 
 

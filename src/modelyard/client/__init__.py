@@ -55,6 +55,7 @@ class Client:
             self.projects: Any = http.HttpProjects(transport)
             self.identities: Any = http.HttpIdentities(transport)
             self.audit: Any = http.HttpAudit(transport)
+            self.endpoints: Any = http.HttpEndpoints(transport)
         else:
             from modelyard.workspace import Workspace
 
@@ -66,6 +67,7 @@ class Client:
             self.projects = ws.projects
             self.identities = ws.identities
             self.audit = ws.audit
+            self.endpoints = ws.endpoints
             self._artifacts = ws.artifacts
 
     # --- models -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from modelyard.registry import (
     RegisteredModel,
     RetentionResult,
 )
+from modelyard.serving.entities import Endpoint
 from modelyard.tracking.entities import (
     Dataset,
     Experiment,
@@ -644,3 +645,41 @@ class HttpProjects:
 
 def _dump(item: Any) -> Any:
     return item.model_dump(mode="json") if isinstance(item, BaseModel) else dict(item)
+
+
+class HttpEndpoints:
+    """:class:`~modelyard.serving.endpoints.EndpointService` over HTTP."""
+
+    def __init__(self, t: HttpTransport) -> None:
+        self.t = t
+
+    def create(self, name: str, target: str, **fields: Any) -> Endpoint:
+        body = {
+            "name": name,
+            "target": target,
+            **{
+                k: _dump(v) if isinstance(v, BaseModel) else v
+                for k, v in fields.items()
+                if v is not None
+            },
+        }
+        return self.t.send("POST", "/endpoints", Endpoint, body)
+
+    def get(self, name: str) -> Endpoint:
+        return self.t.get(f"/endpoints/{_q(name)}", Endpoint)
+
+    def list(self) -> list[Endpoint]:
+        return TypeAdapter(list[Endpoint]).validate_json(
+            self.t.request("GET", "/endpoints").content
+        )
+
+    def update(self, name: str, **fields: Any) -> Endpoint:
+        body = {
+            k: _dump(v) if isinstance(v, BaseModel) else v
+            for k, v in fields.items()
+            if v is not None
+        }
+        return self.t.send("PATCH", f"/endpoints/{_q(name)}", Endpoint, body)
+
+    def delete(self, name: str) -> None:
+        self.t.request("DELETE", f"/endpoints/{_q(name)}")

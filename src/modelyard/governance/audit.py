@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, update
 from ulid import ULID
 
 from modelyard.governance.entities import AuditRecord
 from modelyard.page import Page
 from modelyard.store import Store, Tx
-from modelyard.store.tables import AuditRow
+from modelyard.store.tables import AuditHeadRow, AuditRow
 
 GENESIS = "0" * 64
 _COLUMNS = [c.name for c in AuditRow.__table__.columns]
@@ -56,13 +56,10 @@ def record_hash(row: AuditRow) -> str:
 def append_events(tx: Tx) -> None:
     """Chain ``tx``'s queued events onto the log; the ``before_commit`` hook of the store."""
     session = tx.session
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialises appends across connections; SQLite writers are already serialised.
-        session.execute(text("SELECT pg_advisory_xact_lock(424242)"))
-    last = session.execute(
-        select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
-    ).first()
-    seq, prev = (last[0], last[1]) if last else (0, GENESIS)
+    # Locks the head row (SQLite's writers are serialised already and ignore FOR UPDATE).
+    seq, prev = session.execute(
+        select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.id == 1).with_for_update()
+    ).one()
     now = datetime.now(UTC)
     rows = []
     for event in tx.events:
@@ -82,8 +79,14 @@ def append_events(tx: Tx) -> None:
         )
         row.hash = prev = record_hash(row)
         rows.append({c: getattr(row, c) for c in _COLUMNS})
-    # A Core insert: this runs while the chain's lock is held, so it is kept cheap.
-    session.connection().execute(insert(AuditRow), rows)
+    # Core statements: this runs while the chain's lock is held, so it is kept cheap.
+    conn = session.connection()
+    move_head = update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=seq, hash=prev)
+    if conn.dialect.name == "postgresql":  # one round trip: the head moves in a CTE
+        conn.execute(insert(AuditRow).values(rows).add_cte(move_head.cte("head")))
+    else:
+        conn.execute(insert(AuditRow), rows)
+        conn.execute(move_head)
     tx.events.clear()
 
 

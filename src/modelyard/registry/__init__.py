@@ -8,6 +8,7 @@ from modelyard.registry.entities import (
     ModelVersion,
     RegisteredModel,
     RetentionResult,
+    VersionRuntime,
 )
 from modelyard.registry.service import RegistryService
 from modelyard.registry.uri import ModelRef, parse_model_uri
@@ -22,5 +23,6 @@ __all__ = [
     "RegisteredModel",
     "RegistryService",
     "RetentionResult",
+    "VersionRuntime",
     "parse_model_uri",
 ]

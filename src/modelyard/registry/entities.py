@@ -133,3 +133,19 @@ class RetentionResult(BaseModel):
     deleted: list[int]
     kept: list[int]
     dry_run: bool
+
+
+class VersionRuntime(BaseModel):
+    """An optimised runtime checked against a version's native predictions (e.g. ONNX)."""
+
+    model: str
+    version: int
+    runtime: str
+    status: Literal["identical", "different", "failed", "unsupported"]
+    artifact_digest: str | None = None
+    report: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "identical" and self.artifact_digest is not None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Update, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -42,6 +42,7 @@ from modelyard.registry.entities import (
     ModelVersion,
     RegisteredModel,
     RetentionResult,
+    VersionRuntime,
 )
 from modelyard.registry.uri import ModelRef, check_alias, check_model_name, parse_model_uri
 from modelyard.store import Tx
@@ -52,6 +53,7 @@ from modelyard.store.tables import (
     ModelVersionRow,
     ModelVersionTagRow,
     RegisteredModelRow,
+    VersionRuntimeRow,
 )
 
 if TYPE_CHECKING:
@@ -401,6 +403,7 @@ class RegistryService:
             "created_at": now,
             "updated_at": now,
             "created_by": self.ws.actor,
+            "card": card,  # its version number is filled in when the card is read
         }
         audit_after = {
             "manifest_digest": manifest_digest,
@@ -409,16 +412,16 @@ class RegistryService:
         }
         with self.store.write(self.ws.actor) as tx:
             conn = tx.session.connection()
-            bumped = conn.execute(bump).first()
+            bumped = self._bump_and_insert(conn, bump, values)
             if bumped is None:
                 if not create_model:
                     raise NotFound(f"no model {name!r}; create it first")
                 self._add_model_row(tx, name, now)
                 tx.record("model.create", "model", name, after={"description": "", "tags": {}})
-                bumped = conn.execute(bump).one()
-            model_id, number = bumped
-            values.update(model_id=model_id, version=number, card={**card, "version": number})
-            conn.execute(insert(ModelVersionRow), values)
+                bumped = self._bump_and_insert(conn, bump, values)
+                assert bumped is not None
+            values["model_id"], number = bumped
+            values["version"] = number
             if tags:
                 conn.execute(
                     insert(ModelVersionTagRow),
@@ -434,6 +437,36 @@ class RegistryService:
                 )
             tx.record("version.create", "model_version", f"{name}/{number}", after=audit_after)
         return self._version_entity(ModelVersionRow(**values), name, tags, [], links)
+
+    @staticmethod
+    def _bump_and_insert(
+        conn: Connection, bump: Update, values: dict[str, Any]
+    ) -> tuple[str, int] | None:
+        """Take the next version number and insert the version row; None if no such model.
+
+        On PostgreSQL this is one statement (one round trip while the model row is locked).
+        """
+        if conn.dialect.name == "postgresql":
+            bumped = bump.cte("bumped")
+            columns = list(values)
+            table = ModelVersionRow.__table__.c
+            source = select(
+                *(literal(values[c], type_=table[c].type).label(c) for c in columns),
+                bumped.c.id.label("model_id"),
+                bumped.c.last_version.label("version"),
+            )
+            row = conn.execute(
+                insert(ModelVersionRow)
+                .from_select([*columns, "model_id", "version"], source)
+                .add_cte(bumped)
+                .returning(ModelVersionRow.model_id, ModelVersionRow.version)
+            ).first()
+            return None if row is None else (row[0], row[1])
+        found = conn.execute(bump).first()
+        if found is None:
+            return None
+        conn.execute(insert(ModelVersionRow), {**values, "model_id": found[0], "version": found[1]})
+        return found[0], found[1]
 
     def get_version(self, name: str, version: int) -> ModelVersion:
         with self.store.read() as s:
@@ -662,6 +695,70 @@ class RegistryService:
 
         version = self.resolve(uri) if isinstance(uri, str) else uri
         return load_model(self.local_path(version), trusted=trusted)
+
+    def record_runtime(
+        self,
+        name: str,
+        version: int,
+        runtime: str,
+        *,
+        status: str,
+        artifact_digest: str | None,
+        report: Mapping[str, Any],
+    ) -> VersionRuntime:
+        """Record how an optimised runtime compared with the version's native predictions."""
+        if artifact_digest is not None and not self.ws.artifacts.exists(artifact_digest):
+            raise InvalidInput(f"no artifact {artifact_digest}; upload the runtime's file first")
+        now = datetime.now(UTC)
+        with self.store.write(self.ws.actor) as tx:
+            row = self._version_row(tx.session, self._model_row(tx.session, name), version)
+            existing = tx.session.get(VersionRuntimeRow, (row.id, runtime))
+            if existing is not None:
+                tx.session.delete(existing)
+                tx.session.flush()
+            tx.session.add(
+                VersionRuntimeRow(
+                    version_id=row.id,
+                    runtime=runtime,
+                    status=status,
+                    artifact_digest=artifact_digest,
+                    report=dict(report),
+                    created_at=now,
+                )
+            )
+            tx.record(
+                "version.runtime",
+                "model_version",
+                f"{name}/{version}",
+                None if existing is None else {"runtime": runtime, "status": existing.status},
+                {"runtime": runtime, "status": status},
+            )
+        return VersionRuntime(
+            model=name,
+            version=version,
+            runtime=runtime,
+            status=status,
+            artifact_digest=artifact_digest,
+            report=dict(report),
+            created_at=now,
+        )
+
+    def get_runtime(self, name: str, version: int, runtime: str) -> VersionRuntime | None:
+        """The recorded check of ``runtime`` for a version, if one was made."""
+        with self.store.read() as s:
+            row = self._version_row(s, self._model_row(s, name), version)
+            found = s.get(VersionRuntimeRow, (row.id, runtime))
+            if found is None:
+                return None
+            return VersionRuntime(
+                model=name,
+                version=version,
+                runtime=runtime,
+                status=found.status,
+                artifact_digest=found.artifact_digest,
+                report=found.report,
+                created_at=found.created_at,
+            )
 
     # --- cards and lineage ------------------------------------------------------------
 

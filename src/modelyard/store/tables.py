@@ -281,3 +281,66 @@ class AuditRow(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class VersionRuntimeRow(Base):
+    """An optimised runtime checked for a version (e.g. ONNX): its file and how it compared."""
+
+    __tablename__ = "version_runtimes"
+    version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    runtime: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # identical | different | failed
+    artifact_digest: Mapped[str | None] = mapped_column(String(80))
+    report: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+# --- serving ----------------------------------------------------------------------------
+
+
+class EndpointRow(Base):
+    __tablename__ = "endpoints"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    target: Mapped[str] = mapped_column(String(1024))  # models:/name@alias or models:/name/3
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)  # split routes, shadow
+    batching: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cache: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    runtime: Mapped[str] = mapped_column(String(16), default="auto")  # auto | native
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    timeout_ms: Mapped[int] = mapped_column(Integer, default=10_000)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+# --- monitoring -------------------------------------------------------------------------
+
+
+class PredictionSegmentRow(Base):
+    """One Parquet segment of the prediction log, stored in the artifact store."""
+
+    __tablename__ = "prediction_segments"
+    __table_args__ = (Index("ix_prediction_segments_endpoint_start", "endpoint", "start_at"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(256))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    rows: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime]
+
+
+class AuditHeadRow(Base):
+    """The newest record of the audit chain, in one row that appenders lock.
+
+    Locking this row (SELECT ... FOR UPDATE) serialises appends in one round trip, and a
+    waiter reads the head as its predecessor left it.
+    """
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

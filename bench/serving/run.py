@@ -1,0 +1,1046 @@
+#!/usr/bin/env python3
+"""Serving benchmark: modelyard's gateway vs MLflow vs BentoML vs FastAPI vs a bare ASGI app.
+
+Same machine, same run, interleaved. For each model (a scikit-learn LogisticRegression ``lr``
+and a RandomForestClassifier ``rf`` with 100 trees of max_depth 8, both fitted on a pandas
+DataFrame with 20 named columns f0..f19, fixed seed) every server is started fresh (cold start
+= process start to first successful prediction), warmed up with one discarded 2 s wrk run, then
+measured with ``wrk -t2 -cC -dDs --latency -s post.lua`` (single-row JSON POSTs on 127.0.0.1),
+rounds interleaving the servers. Servers:
+
+  mlflow        ``mlflow models serve --env-manager local`` (bench/.venv-mlflow), /invocations
+  bentoml       ``bentoml serve`` of bench/serving/bento_service.py, adaptive batching on
+                (bench/.venv-bentoml), /predict
+  fastapi       bench/serving/fastapi_app.py under uvicorn, /invocations (pydantic + sklearn)
+  bare          bench/serving/bare_asgi.py under uvicorn: parses nothing, the HTTP ceiling
+  modelyard     ``python -m modelyard serve`` gateway: two rows, MLflow-format
+                /endpoints/{name}/invocations ("modelyard") and OIP v2 /v2/models/{name}/infer
+                ("modelyard-v2"), on the same server
+
+plus the in-process ceiling: sklearn ``predict`` on one row (a prebuilt DataFrame) and ONNX
+Runtime (skl2onnx) on one row, calls/s.
+
+Run with modelyard's Python (needs numpy, pandas, scikit-learn, joblib, rich; skl2onnx and
+onnxruntime for the ONNX ceiling, fastapi/uvicorn/uvloop/httptools for the FastAPI and bare
+servers) after ``bash bench/setup.sh`` (MLflow + BentoML venvs, wrk):
+
+    python bench/serving/run.py                                  # everything, 3 rounds of 10 s
+    python bench/serving/run.py --servers mlflow,bentoml,fastapi,bare --duration 5 --rounds 1
+
+Medians over rounds go to a rich table and to the "## serving" section of bench/RESULTS.md.
+Every process started is stopped (whole process tree, collected from /proc) even on Ctrl-C.
+The modelyard side is ``ModelyardAdapter`` below: adjust it there if the CLI or routes change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SERVING_DIR = Path(__file__).resolve().parent
+BENCH_DIR = SERVING_DIR.parent
+REPO_DIR = BENCH_DIR.parent
+MLFLOW_VENV = BENCH_DIR / ".venv-mlflow"
+BENTOML_VENV = BENCH_DIR / ".venv-bentoml"
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+SECTION = "## serving"
+LUA = SERVING_DIR / "post.lua"
+
+SERVERS = ["mlflow", "bentoml", "fastapi", "bare", "modelyard"]
+MODELS = ["lr", "rf"]
+COLUMNS = [f"f{i}" for i in range(20)]
+SEED = 42
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def log(msg: str) -> None:
+    print(f"[serving {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Skip(Exception):
+    """A system that cannot be run here (yet): reported, not a failure of the harness."""
+
+
+# ----------------------------------------------------------------------------------------
+# Processes: start, per-process CPU and RSS over a whole process tree, stop
+# (same approach as bench/registry/run.py, copied so that file stays untouched)
+# ----------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_table() -> dict[int, tuple[int, float, int]]:
+    """pid -> (ppid, cpu seconds, rss bytes) for every process, from /proc/<pid>/stat."""
+    out: dict[int, tuple[int, float, int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                raw = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2:].split()
+        # fields after the name: state(0) ppid(1) ... utime(11) stime(12) ... rss(21, pages)
+        if rest[0] == "Z":
+            continue
+        out[int(d)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK,
+                       int(rest[21]) * PAGE)
+    return out
+
+
+def descendants(root: int, table: dict | None = None) -> list[int]:
+    table = table if table is not None else _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, row in table.items():
+        children.setdefault(row[0], []).append(pid)
+    out, stack = [], [root]
+    while stack:
+        p = stack.pop()
+        if p in table:
+            out.append(p)
+        stack.extend(children.get(p, []))
+    return out
+
+
+def tree_snapshot(root: int) -> dict[int, tuple[float, int]]:
+    """pid -> (cpu seconds, rss bytes) for the live processes of the tree under ``root``."""
+    table = _proc_table()
+    return {p: (table[p][1], table[p][2]) for p in descendants(root, table)}
+
+
+def proc_label(pid: int) -> str:
+    """A short name for a process, from its command line."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "?"
+    argv = [a for a in argv if a]
+    if not argv:
+        return "?"
+    joined = " ".join(argv)
+    for key, name in (("multiprocessing.spawn", "mp-worker"), ("multiprocessing.fork", "mp-worker"),
+                      ("resource_tracker", "mp-tracker"), ("_bentoml_impl.worker", "bento-worker"),
+                      ("circus", "bento-arbiter")):
+        if key in joined:
+            return name
+    skip_next = False
+    for a in argv:
+        base = os.path.basename(a)
+        if skip_next:
+            return base[:24]
+        if base.startswith("python") or base in ("env",):
+            continue
+        if a in ("-m", "-c"):
+            skip_next = a == "-m"
+            if a == "-c":
+                return "python-c"
+            continue
+        if a.startswith("-"):
+            continue
+        return base[:24]
+    return os.path.basename(argv[0])[:24]
+
+
+@dataclass
+class Server:
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    log_path: Path
+    cwd: Path | None = None
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the process' life
+        log(f"starting {self.name}: {shlex.join(self.cmd)}  (log: {self.log_path})")
+        self.started = time.monotonic()
+        # Own session: Ctrl-C in the terminal reaches only this script, which stops it.
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     cwd=self.cwd)
+        logf.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        p, self.proc = self.proc, None
+        pids = descendants(p.pid)
+        log(f"stopping {self.name} (pid {p.pid}, {len(pids)} processes)")
+        # SIGTERM to the group and, for processes that left it (BentoML's workers), to the
+        # parent only via the group: the parent shuts its workers down itself.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            log(f"{self.name} ignored SIGTERM for {grace:.0f}s: killing")
+        # Anything of the tree still alive (its own group, or one that left it) is killed.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(x) for x in pids):
+            time.sleep(0.2)
+        for x in pids:
+            if _alive(x):
+                log(f"  killing leftover pid {x} ({proc_label(x)})")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(x, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            p.wait(5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ")[-1][:1] != b"Z"
+    except OSError:
+        return False
+
+
+LAST_HEADERS: dict[str, str] = {}
+
+
+def post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            LAST_HEADERS.clear()
+            LAST_HEADERS.update({k.lower(): v for k, v in r.headers.items()})
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_ready(server: Server, url: str, body: bytes, timeout: float) -> tuple[float, bytes]:
+    """POST ``body`` until a 2xx, then wait for the process tree to go quiet (workers may still
+    import). Returns (seconds from process start to the first successful prediction, body)."""
+    assert server.proc is not None
+    last = ""
+    while True:
+        if not server.alive():
+            tail = server.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{server.name} exited during start-up:\n{tail}")
+        try:
+            code, resp = post(url, body, timeout=5)
+            if 200 <= code < 300:
+                break
+            last = f"{code}: {resp[:200]!r}"
+        except (OSError, urllib.error.URLError) as e:
+            last = type(e).__name__
+        if time.monotonic() - server.started > timeout:
+            raise RuntimeError(f"{server.name}: no successful prediction from {url} after "
+                               f"{timeout:.0f}s (last: {last}); see {server.log_path}")
+        time.sleep(0.05)
+    cold = time.monotonic() - server.started
+    t1 = time.monotonic()
+    while time.monotonic() - t1 < 60:  # < 10% of a core over 1 s, at most 60 s
+        a = sum(c for c, _ in tree_snapshot(server.proc.pid).values())
+        time.sleep(1.0)
+        if sum(c for c, _ in tree_snapshot(server.proc.pid).values()) - a < 0.10:
+            break
+    log(f"{server.name} first prediction after {cold:.2f}s, "
+        f"quiet after {time.monotonic() - server.started:.1f}s")
+    return cold, resp
+
+
+def clean_env(*drop_prefixes: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop_prefixes or ("\0",))}
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+# ----------------------------------------------------------------------------------------
+# Models and request bodies
+# ----------------------------------------------------------------------------------------
+
+def make_models(outdir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Fit the models on a DataFrame (fixed seed), save each as joblib. Returns
+    name -> {"model", "path", "X", "row", "expected"}."""
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(SEED)
+    X = pd.DataFrame(rng.normal(size=(2000, 20)), columns=COLUMNS)
+    w = rng.normal(size=20)
+    y = ((X.to_numpy() @ w + rng.normal(scale=0.5, size=2000)) > 0).astype(int)
+    out = {}
+    (outdir / "models").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if name == "lr":
+            model = LogisticRegression(max_iter=1000, random_state=SEED)
+        elif name == "rf":
+            model = RandomForestClassifier(n_estimators=100, max_depth=8, random_state=SEED)
+        else:
+            raise SystemExit(f"unknown model {name!r}")
+        model.fit(X, y)
+        path = outdir / "models" / f"{name}.joblib"
+        joblib.dump(model, path)
+        row = [round(float(v), 6) for v in X.iloc[0]]
+        expected = int(model.predict(pd.DataFrame([row], columns=COLUMNS))[0])
+        out[name] = {"model": model, "path": path, "X": X, "row": row, "expected": expected}
+    return out
+
+
+def body_mlflow(row: list[float]) -> bytes:
+    return json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [row]}}).encode()
+
+
+def body_v2(row: list[float]) -> bytes:
+    return json.dumps({"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [v]}
+                                  for c, v in zip(COLUMNS, row)]}).encode()
+
+
+def body_bento(row: list[float]) -> bytes:
+    return json.dumps({"input": [row]}).encode()
+
+
+# ----------------------------------------------------------------------------------------
+# Adapters: one per server. ``prepare`` runs before the server starts (logs the model, ...),
+# ``server`` builds the command, ``targets`` are the measured (row name, path, body) on it.
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class Target:
+    row: str
+    path: str
+    body: bytes
+
+
+class Adapter:
+    name = "?"
+
+    def __init__(self, model: str, info: dict, workdir: Path, args: argparse.Namespace):
+        self.model, self.info, self.workdir, self.args = model, info, workdir, args
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def prepare(self) -> None:
+        pass
+
+    def server(self, port: int) -> Server:
+        raise NotImplementedError
+
+    def targets(self) -> list[Target]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+class MlflowAdapter(Adapter):
+    """``mlflow models serve --env-manager local`` from bench/.venv-mlflow (1 uvicorn worker by
+    default; --workers passes -w)."""
+
+    name = "mlflow"
+
+    def _env(self) -> dict[str, str]:
+        env = clean_env("MLFLOW_")
+        # `mlflow models serve` starts a bare `uvicorn`: the venv's bin must be on PATH (else 127)
+        env["PATH"] = f"{MLFLOW_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{self.workdir / 'mlflow.db'}"
+        return env
+
+    def prepare(self) -> None:
+        py = MLFLOW_VENV / "bin" / "python"
+        if not (MLFLOW_VENV / "bin" / "mlflow").exists():
+            raise Skip(f"{MLFLOW_VENV}/bin/mlflow missing: run bash bench/setup.sh first")
+        t0 = time.monotonic()
+        r = subprocess.run([str(py), str(SERVING_DIR / "mlflow_log.py"), str(self.info["path"]),
+                            self.model], env=self._env(), cwd=self.workdir, capture_output=True,
+                           text=True, timeout=600)
+        (self.workdir / "log_model.log").write_text(r.stdout + r.stderr)
+        m = re.search(r"^MODEL_URI=(\S+)", r.stdout, re.M)
+        if r.returncode != 0 or not m:
+            raise RuntimeError(f"logging {self.model} to MLflow failed ({r.returncode}):\n"
+                               f"{(r.stdout + r.stderr)[-2000:]}")
+        self.model_uri = m.group(1)
+        log(f"mlflow: logged {self.model} as {self.model_uri} in {time.monotonic() - t0:.1f}s")
+
+    def server(self, port):
+        cmd = [str(MLFLOW_VENV / "bin" / "mlflow"), "models", "serve", "-m", self.model_uri,
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+        if self.args.workers:
+            cmd += ["-w", str(self.args.workers)]
+        return Server("mlflow", cmd, self._env(), self.workdir / "server.log", cwd=self.workdir)
+
+    def targets(self):
+        return [Target("mlflow", "/invocations", body_mlflow(self.info["row"]))]
+
+    def describe(self):
+        return f"MLflow {_pkg_version(MLFLOW_VENV, 'mlflow')}"
+
+
+class BentomlAdapter(Adapter):
+    """``bentoml serve bento_service:Classifier`` from bench/.venv-bentoml, adaptive batching."""
+
+    name = "bentoml"
+
+    def prepare(self):
+        if not (BENTOML_VENV / "bin" / "bentoml").exists():
+            raise Skip(f"{BENTOML_VENV}/bin/bentoml missing: run bash bench/setup.sh first")
+
+    def server(self, port):
+        env = clean_env("BENTOML_")
+        env["PATH"] = f"{BENTOML_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        env["BENCH_MODEL_PATH"] = str(self.info["path"])
+        env["BENTOML_HOME"] = str(self.workdir / "bentoml_home")
+        env["BENTOML_DO_NOT_TRACK"] = "true"
+        env["BENCH_BENTO_MAX_BATCH"] = str(self.args.bento_max_batch)
+        env["BENCH_BENTO_MAX_LATENCY_MS"] = str(self.args.bento_max_latency_ms)
+        if self.args.workers:
+            env["BENCH_BENTO_WORKERS"] = str(self.args.workers)
+        cmd = [str(BENTOML_VENV / "bin" / "bentoml"), "serve", "bento_service:Classifier",
+               "--working-dir", str(SERVING_DIR), "--host", "127.0.0.1", "--port", str(port)]
+        return Server("bentoml", cmd, env, self.workdir / "server.log", cwd=self.workdir)
+
+    def targets(self):
+        return [Target("bentoml", "/predict", body_bento(self.info["row"]))]
+
+    def describe(self):
+        return f"BentoML {_pkg_version(BENTOML_VENV, 'bentoml')}"
+
+
+def _uvicorn_cmd(app: str, port: int, workers: int | None) -> list[str]:
+    cmd = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(SERVING_DIR),
+           "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+           "--no-access-log", "--log-level", "warning"]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    return cmd
+
+
+class FastapiAdapter(Adapter):
+    """bench/serving/fastapi_app.py under uvicorn, in this (modelyard's) environment."""
+
+    name = "fastapi"
+
+    def server(self, port):
+        env = clean_env()
+        env["BENCH_MODEL_PATH"] = str(self.info["path"])
+        return Server("fastapi", _uvicorn_cmd("fastapi_app:app", port, self.args.workers), env,
+                      self.workdir / "server.log")
+
+    def targets(self):
+        return [Target("fastapi", "/invocations", body_mlflow(self.info["row"]))]
+
+    def describe(self):
+        import fastapi
+        import uvicorn
+        return f"FastAPI {fastapi.__version__} (uvicorn {uvicorn.__version__})"
+
+
+class BareAdapter(Adapter):
+    """bench/serving/bare_asgi.py under uvicorn: fixed answer, parses nothing."""
+
+    name = "bare"
+
+    def server(self, port):
+        return Server("bare", _uvicorn_cmd("bare_asgi:app", port, self.args.workers), clean_env(),
+                      self.workdir / "server.log")
+
+    def targets(self):
+        return [Target("bare", "/invocations", body_mlflow(self.info["row"]))]
+
+    def describe(self):
+        return "bare ASGI (uvicorn + uvloop + httptools)"
+
+
+def _modelyard_setup(home: str, model_path: str, name: str) -> None:
+    """Runs in a spawned child process: log the model with modelyard's SDK, alias champion."""
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from modelyard import Client
+
+    model = joblib.load(model_path)
+    X = pd.DataFrame(np.random.default_rng(SEED).normal(size=(5, 20)), columns=COLUMNS)
+    c = Client(home)
+    v = c.log_model(model, name, input_example=X.head(5))
+    c.set_alias(name, "champion", v.version)
+
+
+class ModelyardAdapter(Adapter):
+    """modelyard's serving gateway. Assumed (adjust here if it differs):
+
+    - setup, before the server starts: SDK ``Client(home).log_model(model, name,
+      input_example=X.head(5))`` + ``set_alias(name, "champion", version)`` (in a child
+      process), then ``python -m modelyard endpoints create NAME --model models:/NAME@champion``,
+      both with ``MODELYARD_HOME=<home>``;
+    - server: ``python -m modelyard serve --host 127.0.0.1 --port PORT`` (+ ``--workers N`` if
+      --workers is given), ``MODELYARD_HOME=<home>``;
+    - rows: "modelyard" = MLflow format POST /endpoints/NAME/invocations (dataframe_split);
+      "modelyard-v2" = OIP v2 POST /v2/models/NAME/infer (one FP64 input per column).
+    """
+
+    name = "modelyard"
+
+    @property
+    def home(self) -> Path:
+        return self.workdir / "home"
+
+    def _env(self) -> dict[str, str]:
+        env = clean_env("MODELYARD_")
+        env["MODELYARD_HOME"] = str(self.home)
+        src = str(REPO_DIR / "src")
+        env["PYTHONPATH"] = src  # the work tree's modelyard, even if not pip-installed
+        return env
+
+    def _cli(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "modelyard", *argv], env=self._env(),
+                              capture_output=True, text=True, timeout=timeout, cwd=self.workdir)
+
+    def prepare(self):
+        # Is the gateway there yet? (`serve` and `endpoints` commands)
+        for cmd in (["serve", "--help"], ["endpoints", "create", "--help"]):
+            r = self._cli(*cmd)
+            if r.returncode != 0:
+                raise Skip(f"`python -m modelyard {' '.join(cmd[:-1])}` is not available yet "
+                           f"(exit {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]})")
+        self.home.mkdir(parents=True, exist_ok=True)
+        p = mp.get_context("spawn").Process(
+            target=_modelyard_setup, args=(str(self.home), str(self.info["path"]), self.model))
+        old = os.environ.get("MODELYARD_HOME")
+        os.environ["MODELYARD_HOME"] = str(self.home)  # inherited by the spawned child
+        try:
+            p.start()
+            p.join(300)
+        finally:
+            if old is None:
+                os.environ.pop("MODELYARD_HOME", None)
+            else:
+                os.environ["MODELYARD_HOME"] = old
+        if p.exitcode != 0:
+            raise RuntimeError(f"modelyard SDK setup (log_model/set_alias) failed: exit {p.exitcode}")
+        r = self._cli("endpoints", "create", self.model,
+                      "--model", f"models:/{self.model}@champion")
+        (self.workdir / "endpoint_create.log").write_text(r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise RuntimeError(f"modelyard endpoints create failed ({r.returncode}): "
+                               f"{(r.stderr or r.stdout)[-1000:]}")
+
+    def server(self, port):
+        cmd = [sys.executable, "-m", "modelyard", "serve", "--host", "127.0.0.1",
+               "--port", str(port)]
+        if self.args.workers:
+            cmd += ["--workers", str(self.args.workers)]
+        return Server("modelyard", cmd, self._env(), self.workdir / "server.log", cwd=self.workdir)
+
+    def targets(self):
+        row = self.info["row"]
+        return [Target("modelyard", f"/endpoints/{self.model}/invocations", body_mlflow(row)),
+                Target("modelyard-v2", f"/v2/models/{self.model}/infer", body_v2(row))]
+
+    def describe(self):
+        with contextlib.suppress(Exception):
+            import importlib.metadata as md
+            return f"modelyard {md.version('modelyard')}"
+        return "modelyard"
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    "mlflow": MlflowAdapter, "bentoml": BentomlAdapter, "fastapi": FastapiAdapter,
+    "bare": BareAdapter, "modelyard": ModelyardAdapter,
+}
+
+
+def _pkg_version(venv: Path, pkg: str) -> str:
+    r = subprocess.run([str(venv / "bin" / "python"), "-c",
+                        f"import importlib.metadata as m; print(m.version({pkg!r}))"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "?"
+
+
+# ----------------------------------------------------------------------------------------
+# wrk
+# ----------------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else float("nan")
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.0+)?%\s+(\S+)", out, re.M)
+        res[f"p{pct}"] = _ms(m.group(1)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    res["errors"] = res["non2xx"] + res["socket_errors"]
+    return res
+
+
+def run_wrk(url: str, body_file: Path, conc: int, threads: int, duration: float,
+            timeout_s: float) -> dict[str, Any]:
+    cmd = ["wrk", f"-t{min(threads, conc)}", f"-c{conc}", f"-d{duration:g}s", "--latency",
+           f"--timeout={timeout_s:g}s", "-s", str(LUA), url]
+    env = dict(os.environ, WRK_BODY_FILE=str(body_file))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                       timeout=duration + timeout_s + 30)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0 or "Requests/sec" not in r.stdout:
+        raise RuntimeError(f"wrk failed ({r.returncode}): {r.stdout[-500:]} {r.stderr[-500:]}")
+    res = parse_wrk(r.stdout)
+    res["wrk_cpu"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    res["raw"] = r.stdout
+    return res
+
+
+# ----------------------------------------------------------------------------------------
+# In-process ceiling
+# ----------------------------------------------------------------------------------------
+
+def _time_calls(fn, duration: float) -> dict[str, float]:
+    for _ in range(50):
+        fn()
+    lat = []
+    t0 = time.perf_counter()
+    end = t0 + duration
+    while True:
+        a = time.perf_counter()
+        fn()
+        b = time.perf_counter()
+        lat.append(b - a)
+        if b >= end:
+            break
+    total = time.perf_counter() - t0
+    lat.sort()
+    return {"calls_s": len(lat) / total, "p50": lat[len(lat) // 2] * 1e3,
+            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3}
+
+
+def inprocess(info: dict, duration: float) -> dict[str, dict[str, float]]:
+    import numpy as np
+    import pandas as pd
+
+    model = info["model"]
+    df = pd.DataFrame([info["row"]], columns=COLUMNS)
+    out = {"sklearn predict": _time_calls(lambda: model.predict(df), duration)}
+    try:
+        import onnxruntime as ort
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import FloatTensorType
+
+        onx = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, 20]))],
+                              options={id(model): {"zipmap": False}})
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(onx.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        x = np.asarray([info["row"]], dtype=np.float32)
+        label = sess.get_outputs()[0].name
+        got = int(sess.run([label], {"input": x})[0][0])
+        if got != info["expected"]:
+            log(f"onnxruntime predicts {got}, sklearn {info['expected']} (float32 rounding?)")
+        out["onnxruntime (skl2onnx)"] = _time_calls(lambda: sess.run([label], {"input": x}),
+                                                    duration)
+    except ImportError as e:
+        log(f"ONNX ceiling skipped: {e}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    rounds: list[dict] = field(default_factory=list)
+
+    def med(self, key: str) -> float:
+        vals = [r[key] for r in self.rounds if r.get(key) == r.get(key)]
+        return statistics.median(vals) if vals else float("nan")
+
+    def median_round(self) -> dict:
+        rs = sorted(self.rounds, key=lambda r: r["rps"])
+        return rs[(len(rs) - 1) // 2]
+
+
+@dataclass
+class Live:
+    adapter: Adapter
+    server: Server
+    base: str
+    targets: list[Target]
+    body_files: dict[str, Path]
+
+
+def cpu_by_process(before: dict, after: dict) -> list[tuple[str, int, float]]:
+    """[(label, pid, cpu seconds)] over the window, every process of the tree, biggest first."""
+    out = []
+    for pid, (cpu, _) in after.items():
+        out.append((proc_label(pid), pid, cpu - before.get(pid, (0.0, 0))[0]))
+    return sorted(out, key=lambda x: -x[2])
+
+
+def run_model(model: str, info: dict, systems: list[str], args, outdir: Path, results: dict,
+              meta: dict, started: list[Server]) -> None:
+    log(f"=== model {model}: load average {os.getloadavg()[0]:.2f} "
+        f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    ip = inprocess(info, args.inproc_duration)
+    for k, v in ip.items():
+        meta.setdefault("inproc", {})[(model, k)] = v
+        log(f"{model} in-process {k}: {v['calls_s']:,.0f} calls/s "
+            f"(p50 {v['p50'] * 1e3:.0f} us, p99 {v['p99'] * 1e3:.0f} us)")
+    live: dict[str, Live] = {}
+    try:
+        for system in systems:
+            wd = outdir / model / system
+            adapter = ADAPTERS[system](model, info, wd, args)
+            try:
+                adapter.prepare()
+                port = free_port()
+                server = adapter.server(port)
+                started.append(server)
+                server.start()
+                base = f"http://127.0.0.1:{port}"
+                targets = adapter.targets()
+                cold, resp = wait_ready(server, base + targets[0].path, targets[0].body,
+                                        args.start_timeout)
+                body_files = {}
+                for t in targets:
+                    bf = wd / f"body-{t.row}.json"
+                    bf.write_bytes(t.body)
+                    body_files[t.row] = bf
+                    code, resp = post(base + t.path, t.body, timeout=30)
+                    if not 200 <= code < 300:
+                        raise RuntimeError(f"{t.row}: POST {t.path} -> {code}: {resp[:300]!r}")
+                    log(f"{t.row}: POST {t.path} -> {code} {resp[:120].decode(errors='replace')}"
+                        f"  (expected prediction {info['expected']})")
+                    # Every wrk request carries the same row: a response cache would serve
+                    # them all. Say so if the server reports one (modelyard: x-modelyard-cache).
+                    cache = {k: v for k, v in LAST_HEADERS.items() if "cache" in k}
+                    if cache:
+                        log(f"{t.row}: cache headers {cache}: identical requests may be cached")
+                        meta.setdefault("cache_headers", {})[t.row] = cache
+                    meta.setdefault("cold", {})[(model, t.row)] = cold
+                    meta.setdefault("sample", {})[(model, t.row)] = resp[:200].decode(
+                        errors="replace")
+                meta.setdefault("versions", {})[system] = adapter.describe()
+                live[system] = Live(adapter, server, base, targets, body_files)
+            except Skip as e:
+                log(f"SKIP {system}: {e}")
+                meta.setdefault("skipped", {})[system] = str(e)
+            except Exception as e:  # noqa: BLE001 - report and go on with the others
+                import traceback
+                traceback.print_exc()
+                meta.setdefault("failures", []).append(f"{model}/{system}: {type(e).__name__}: "
+                                                       f"{str(e)[:300]}")
+                log(f"FAILED {model}/{system}: {e}")
+        # warm-up: one discarded run per target at the highest concurrency
+        for system, lv in live.items():
+            for t in lv.targets:
+                with contextlib.suppress(Exception):
+                    r = run_wrk(lv.base + t.path, lv.body_files[t.row], max(args.concurrency),
+                                args.threads, args.warmup, args.wrk_timeout)
+                    log(f"warm-up {model} {t.row}: {r['rps']:.0f} req/s (discarded)")
+        for rnd in range(args.rounds):
+            for conc in args.concurrency:
+                for system, lv in live.items():
+                    for t in lv.targets:
+                        if not lv.server.alive():
+                            msg = f"{model}/{system} died; see {lv.server.log_path}"
+                            if msg not in meta.setdefault("failures", []):
+                                meta["failures"].append(msg)
+                            continue
+                        pid = lv.server.proc.pid
+                        before = tree_snapshot(pid)
+                        res = run_wrk(lv.base + t.path, lv.body_files[t.row], conc, args.threads,
+                                      args.duration, args.wrk_timeout)
+                        after = tree_snapshot(pid)
+                        res["procs"] = cpu_by_process(before, after)
+                        res["server_cpu"] = sum(c for _, _, c in res["procs"])
+                        res["rss"] = sum(r for _, r in after.values())
+                        res["nprocs"] = len(after)
+                        raw = res.pop("raw")
+                        (outdir / model / system / f"wrk-{t.row}-c{conc}-r{rnd + 1}.txt"
+                         ).write_text(raw)
+                        results.setdefault((model, conc, t.row), Cell()).rounds.append(res)
+                        log(f"{model} c{conc:<3d} round {rnd + 1}/{args.rounds} {t.row:13s} "
+                            f"{res['rps']:9.1f} req/s p50 {res['p50']:8.2f} ms "
+                            f"p99 {res['p99']:8.2f} ms err {res['errors']:5d}  "
+                            f"cpu server {res['server_cpu']:.1f}s wrk {res['wrk_cpu']:.1f}s "
+                            f"rss {res['rss'] / 2**20:.0f} MiB")
+    finally:
+        for lv in live.values():
+            lv.server.stop()
+
+
+# ----------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------
+
+def fmt(x: float, nd: int = 1) -> str:
+    return "—" if x != x else f"{x:,.{nd}f}"
+
+
+def ratio(a: float, b: float) -> str:
+    if not (a == a and b == b and b > 0):
+        return "—"
+    r = a / b
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.4f}×"
+
+
+def build_rows(results: dict, models: list[str], args, meta: dict):
+    rows_order = [r for s in SERVERS for r in ((s, s + "-v2") if s == "modelyard" else (s,))]
+    head = ["model", "clients", "server", "req/s", "p50 ms", "p99 ms", "errors", "RSS MiB",
+            "cold start s", "÷ mlflow", "÷ bentoml", "÷ bare", "server CPU s (per process)",
+            "wrk CPU s"]
+    rows = []
+    for m in models:
+        for conc in args.concurrency:
+            cells = {r: results[(m, conc, r)] for r in rows_order if (m, conc, r) in results}
+            rps = {r: c.med("rps") for r, c in cells.items()}
+            for r, c in cells.items():
+                mr = c.median_round()
+                procs = [(lbl, cpu) for lbl, _, cpu in mr["procs"] if cpu >= 0.05]
+                per = ", ".join(f"{lbl} {cpu:.1f}" for lbl, cpu in procs[:6]) or "0"
+                total_req = sum(x["requests"] for x in c.rounds)
+                errs = sum(x["errors"] for x in c.rounds)
+                rows.append([
+                    m, str(conc), r, fmt(rps[r]), fmt(c.med("p50"), 2), fmt(c.med("p99"), 2),
+                    f"{errs}/{total_req}" if errs else "0",
+                    fmt(c.rounds[-1]["rss"] / 2**20, 0),
+                    fmt(meta.get("cold", {}).get((m, r), float("nan")), 2),
+                    ratio(rps[r], rps.get("mlflow", float("nan"))),
+                    ratio(rps[r], rps.get("bentoml", float("nan"))),
+                    ratio(rps[r], rps.get("bare", float("nan"))),
+                    f"{mr['server_cpu']:.1f} ({per})", f"{mr['wrk_cpu']:.1f}",
+                ])
+    ihead = ["model", "in-process (1 row, 1 thread)", "calls/s", "p50 µs", "p99 µs"]
+    irows = [[m, k, fmt(v["calls_s"], 0), fmt(v["p50"] * 1e3, 0), fmt(v["p99"] * 1e3, 0)]
+             for (m, k), v in meta.get("inproc", {}).items()]
+    return head, rows, ihead, irows
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(x.replace("|", "\\|") for x in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_results(section: str) -> None:
+    """Replace (or append) only the "## serving" section of bench/RESULTS.md."""
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
+    lines = text.splitlines()
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.strip() == SECTION)
+        end = next((i for i in range(start + 1, len(lines))
+                    if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = section.rstrip("\n").splitlines() + [""]
+        text = "\n".join(lines).rstrip("\n") + "\n"
+    except StopIteration:
+        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    RESULTS_MD.write_text(text)
+
+
+def report(results: dict, models: list[str], args, meta: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    head, rows, ihead, irows = build_rows(results, models, args, meta)
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+    t = Table(title=f"serving: medians of {args.rounds} round(s), wrk -t{args.threads} "
+                    f"-d{args.duration:g}s, single-row JSON POST")
+    for h in head:
+        t.add_column(h, justify="left" if h in ("model", "server", "server CPU s (per process)")
+                     else "right")
+    prev = None
+    for r in rows:
+        if prev is not None and r[:2] != prev:
+            t.add_section()
+        prev = r[:2]
+        t.add_row(*r)
+    console.print(t)
+    it = Table(title=f"in-process ceiling ({args.inproc_duration:g} s each)")
+    for h in ihead:
+        it.add_column(h)
+    for r in irows:
+        it.add_row(*r)
+    console.print(it)
+
+    la0, la1 = meta.get("load_before"), meta.get("load_after")
+    versions = meta.get("versions", {})
+    lines = [
+        SECTION, "",
+        f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores "
+        f"({platform.machine()}), Python {platform.python_version()}; "
+        f"`python bench/serving/run.py {' '.join(sys.argv[1:])}`.",
+        "",
+        f"- Servers: {', '.join(versions.get(s, s) for s in SERVERS if s in versions)}. "
+        f"Each in its default process count (MLflow `models serve` 1 uvicorn worker, BentoML 1 "
+        f"worker, uvicorn 1 worker for FastAPI/bare, modelyard `serve` one gateway process per "
+        f"core)"
+        + (f", overridden by --workers {args.workers}" if args.workers else "")
+        + f"; BentoML adaptive batching on (max_batch_size {args.bento_max_batch}, "
+        f"max_latency_ms {args.bento_max_latency_ms}). FastAPI and bare run without access log.",
+        f"- Models: scikit-learn LogisticRegression (`lr`) and RandomForestClassifier (`rf`, 100 "
+        f"trees, max_depth 8), fitted on a DataFrame f0..f19 (seed {SEED}). Bodies: MLflow "
+        f"`dataframe_split` (mlflow, fastapi, bare, modelyard), `{{\"input\": [[...]]}}` "
+        f"(bentoml /predict), OIP v2 one FP64 input per column (modelyard-v2).",
+        f"- Load: `wrk -t{args.threads} -c<clients> -d{args.duration:g}s --latency "
+        f"--timeout {args.wrk_timeout:g}s -s bench/serving/post.lua` on 127.0.0.1, sharing the "
+        f"2 cores with the server (see wrk CPU s). Each server started fresh per model, one "
+        f"{args.warmup:g} s warm-up run discarded, then rounds interleaved over servers and "
+        f"client counts ×{args.rounds}; req/s, p50, p99 are medians over rounds; errors = "
+        f"(non-2xx + socket errors)/requests over all rounds; RSS = sum over the server's "
+        f"process tree after its last run; cold start = process start to first 2xx prediction; "
+        f"server CPU s = CPU seconds of the server's process tree during the median round "
+        f"(per process ≥ 0.05 s in parentheses: two processes busy = both cores used).",
+        "- The machine is shared: other sessions' processes may run beside the benchmark "
+        "(compare the load average with the 2 cores); judge ratios within one run.",
+        f"- Load average (1/5/15 min) before: "
+        f"{' '.join(f'{x:.2f}' for x in la0) if la0 else '?'}; after: "
+        f"{' '.join(f'{x:.2f}' for x in la1) if la1 else '?'}.",
+    ]
+    for s, why in meta.get("skipped", {}).items():
+        lines.append(f"- **Skipped {s}:** {why}")
+    for f in meta.get("failures", []):
+        lines.append(f"- **Failed:** {f}")
+    lines += ["", md_table(head, rows), "", md_table(ihead, irows), ""]
+    section = "\n".join(lines)
+    print(section)
+    if not args.no_results:
+        write_results(section)
+        log(f"updated {RESULTS_MD}")
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--models", default="lr,rf", help=f"comma list from {MODELS}")
+    ap.add_argument("--concurrency", default="16,64", help="comma list of wrk connection counts")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--servers", default=",".join(SERVERS), help=f"comma list from {SERVERS}")
+    ap.add_argument("--threads", type=int, default=2, help="wrk threads (-t)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="discarded wrk run, seconds")
+    ap.add_argument("--wrk-timeout", type=float, default=10.0,
+                    help="wrk --timeout: slower responses count as socket timeouts")
+    ap.add_argument("--inproc-duration", type=float, default=3.0,
+                    help="seconds per in-process ceiling measurement")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="worker processes for every server (default: each server's default)")
+    ap.add_argument("--bento-max-batch", type=int, default=100,
+                    help="BentoML max_batch_size (100 = BentoML's default)")
+    ap.add_argument("--bento-max-latency-ms", type=int, default=60000,
+                    help="BentoML max_latency_ms (60000 = BentoML's default)")
+    ap.add_argument("--start-timeout", type=float, default=180.0)
+    ap.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
+    args = ap.parse_args(argv)
+    args.models = _csv(args.models)
+    args.servers = _csv(args.servers)
+    args.concurrency = [int(x) for x in _csv(args.concurrency)]
+    if bad := set(args.models) - set(MODELS):
+        ap.error(f"unknown models {sorted(bad)}")
+    if bad := set(args.servers) - set(SERVERS):
+        ap.error(f"unknown servers {sorted(bad)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: run bash bench/setup.sh (apt-get install -y wrk)")
+    systems = [s for s in SERVERS if s in args.servers]
+    outdir = BENCH_DIR / "runs" / f"serving-{time.strftime('%Y%m%d-%H%M%S')}"
+    outdir.mkdir(parents=True, exist_ok=True)
+    la = os.getloadavg()
+    log(f"work dir {outdir}")
+    log(f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} cores"
+        + ("  (busy machine: numbers will be noisy)" if la[0] > 1.0 else ""))
+
+    # SIGTERM behaves like Ctrl-C so that the finally blocks stop the servers.
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _term)
+    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT
+    # for background jobs (a non-interactive `cmd &` inherits SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    results: dict = {}
+    meta: dict = {"load_before": la}
+    started: list[Server] = []
+    code = 0
+    try:
+        log("fitting models")
+        infos = make_models(outdir, args.models)
+        for m in args.models:
+            run_model(m, infos[m], systems, args, outdir, results, meta, started)
+    except KeyboardInterrupt:
+        log("interrupted: stopping servers")
+        code = 130
+    except Exception as e:  # noqa: BLE001 - report what was measured
+        import traceback
+        traceback.print_exc()
+        meta.setdefault("failures", []).append(f"{type(e).__name__}: {str(e)[:300]}")
+        code = 1
+    finally:
+        for s in started:
+            s.stop()
+    meta["load_after"] = os.getloadavg()
+    if results and code != 130:
+        report(results, args.models, args, meta)
+    (outdir / "raw.json").write_text(json.dumps({
+        f"{m}/c{c}/{r}": cell.rounds for (m, c, r), cell in results.items()}, indent=1,
+        default=str))
+    for f in meta.get("failures", []):
+        log(f"FAILED {f}")
+    if meta.get("failures") and code == 0:
+        code = 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""``modelyard serve`` and ``modelyard endpoints``: the gateway and what it serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import typer
+
+from modelyard.cli.context import JSON, client
+from modelyard.cli.output import ok, record, table
+from modelyard.config import Settings
+from modelyard.errors import InvalidInput
+
+endpoints = typer.Typer(help="Endpoints: what the gateway serves, and how.", no_args_is_help=True)
+
+
+def serve(
+    host: str = typer.Option(None, help="interface to bind (default MODELYARD_HOST or 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default MODELYARD_PORT or 8080)"),
+    workers: int = typer.Option(0, help="gateway processes; 0 means one per core", min=0),
+    data_plane_only: bool = typer.Option(
+        False, "--data-plane-only", help="serve predictions only, without the /api/v1 API"
+    ),
+    log_level: str = typer.Option("warning", help="uvicorn log level"),
+) -> None:
+    """Serve every endpoint over OIP v2 (/v2/models/NAME/infer) and MLflow's /invocations."""
+    from modelyard.server import run
+
+    settings = Settings()
+    run(
+        settings,
+        host or settings.host,
+        port or settings.port,
+        role="gateway" if data_plane_only else "both",
+        workers=workers,
+        log_level=log_level,
+    )
+
+
+def _json_option(text: str | None, what: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise InvalidInput(
+            f"{what} must be a JSON object, e.g. '{{\"max_batch_size\": 32}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return value
+
+
+def _policy(split: list[str], shadow: str | None) -> dict[str, Any] | None:
+    if not split and shadow is None:
+        return None
+    routes = []
+    for item in split:
+        target, sep, weight = item.rpartition("=")
+        if not sep:
+            raise InvalidInput(f"--split {item!r} must look like models:/NAME/VERSION=WEIGHT")
+        try:
+            routes.append({"target": target, "weight": float(weight)})
+        except ValueError:
+            raise InvalidInput(f"--split weight {weight!r} must be a number") from None
+    return {"routes": routes, "shadow": shadow}
+
+
+@endpoints.command("create")
+def create(
+    ctx: typer.Context,
+    name: str,
+    model: str = typer.Option(..., "--model", help="models:/NAME@ALIAS (follows the alias) or /N"),
+    split: list[str] = typer.Option([], help="models:/NAME/N=WEIGHT; repeatable (A/B, canary)"),
+    shadow: str = typer.Option(None, help="a models:/ URI that gets a copy of every request"),
+    batching: str = typer.Option(None, help='JSON, e.g. {"max_batch_size": 32, "max_wait_ms": 2}'),
+    cache: str = typer.Option(None, help='JSON, e.g. {"enabled": true, "ttl_seconds": 60}'),
+    runtime: str = typer.Option("auto", help="auto (ONNX Runtime when identical) or native"),
+    pin: bool = typer.Option(False, "--pin", help="keep the model loaded at all times"),
+    timeout_ms: int = typer.Option(10_000, help="per-request timeout"),
+    as_json: bool = JSON,
+) -> None:
+    """Create an endpoint; the gateway starts serving it within a second."""
+    endpoint = _service(ctx).create(
+        name,
+        model,
+        policy=_policy(split, shadow),
+        batching=_json_option(batching, "--batching"),
+        cache=_json_option(cache, "--cache"),
+        runtime=runtime,
+        pinned=pin,
+        timeout_ms=timeout_ms,
+    )
+    if as_json:
+        record(endpoint, as_json=True)
+    else:
+        ok(f"endpoint {endpoint.name} -> {endpoint.target}")
+
+
+@endpoints.command("update")
+def update(
+    ctx: typer.Context,
+    name: str,
+    model: str = typer.Option(None, "--model", help="new target URI"),
+    split: list[str] = typer.Option([], help="models:/NAME/N=WEIGHT; repeatable"),
+    shadow: str = typer.Option(None, help="shadow target URI"),
+    batching: str = typer.Option(None, help="JSON batching settings"),
+    cache: str = typer.Option(None, help="JSON cache settings"),
+    runtime: str = typer.Option(None, help="auto or native"),
+    timeout_ms: int = typer.Option(None, help="per-request timeout"),
+    as_json: bool = JSON,
+) -> None:
+    """Change an endpoint (hot swap: no request fails)."""
+    endpoint = _service(ctx).update(
+        name,
+        target=model,
+        policy=_policy(split, shadow),
+        batching=_json_option(batching, "--batching"),
+        cache=_json_option(cache, "--cache"),
+        runtime=runtime,
+        timeout_ms=timeout_ms,
+    )
+    record(endpoint, as_json=as_json)
+
+
+@endpoints.command("list")
+def list_endpoints(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """List endpoints."""
+    table(
+        _service(ctx).list(),
+        ("name", "target", "policy", "runtime", "pinned", "updated_at"),
+        as_json=as_json,
+        title="endpoints",
+    )
+
+
+@endpoints.command("show")
+def show(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
+    """Show an endpoint."""
+    record(_service(ctx).get(name), as_json=as_json)
+
+
+@endpoints.command("delete")
+def delete(ctx: typer.Context, name: str) -> None:
+    """Delete an endpoint; the gateway stops serving it."""
+    _service(ctx).delete(name)
+    ok(f"deleted endpoint {name}")
+
+
+def _service(ctx: typer.Context) -> Any:
+    return client(ctx).endpoints

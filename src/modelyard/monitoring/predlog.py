@@ -1,0 +1,609 @@
+"""The prediction log: every answered prediction, off the hot path, in Parquet segments.
+
+The serving gateway calls :meth:`PredictionLog.log` on its event loop for every request. That
+call only appends a tuple of references to a :class:`collections.deque` (and bumps a counter
+under a lock held for a few instructions); it never converts, never does I/O and never waits.
+When more than ``max_queue_rows`` rows are waiting it refuses the record, counts the drop and
+returns ``False``: losing log records under overload is preferable to slowing predictions.
+
+One background writer thread drains the queue, groups records by endpoint and column set
+(names, dtypes and trailing shapes of the inputs and outputs), and turns each group into an
+Arrow table with one row per predicted row:
+
+``request_id`` (string), ``at`` (timestamp[us, UTC]), ``endpoint`` (string), ``model``
+(string), ``version`` (int32), ``latency_ms`` (float32, the whole request's latency),
+``shadow`` (bool), then ``in__<name>`` per input and ``out__<name>`` per output: a scalar per
+row for 1-D arrays, a fixed-size list per row for 2-D arrays (class probabilities) and nested
+fixed-size lists for more dimensions.
+
+A group becomes a segment when it reaches ``segment_rows`` rows (longer groups are cut at
+exactly ``segment_rows``; a multi-row request may straddle two segments) or when its oldest
+record has waited ``flush_seconds``. A segment is written as zstd Parquet to the artifact
+store and indexed by a :class:`~modelyard.store.tables.PredictionSegmentRow` (``start_at`` and
+``end_at`` are the smallest and largest ``at`` it holds). Segment rows are data, not audited
+changes, so no audit record is made for them. A failed write is retried with exponential
+backoff; when every attempt fails the rows are dropped, counted in ``write_errors`` and
+``dropped_rows`` and the error is logged, and the writer carries on.
+
+Callers hand over their arrays: they must not modify them after :meth:`~PredictionLog.log`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import select
+from ulid import ULID
+
+from modelyard.store.tables import PredictionSegmentRow
+
+if TYPE_CHECKING:
+    from modelyard.workspace import Workspace
+
+log = logging.getLogger("modelyard.monitoring.predlog")
+
+__all__ = ["BASE_SCHEMA", "PredictionLog", "PredictionSegment"]
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+#: The columns every segment starts with; inputs and outputs follow.
+BASE_SCHEMA = pa.schema(
+    [
+        pa.field("request_id", pa.string()),
+        pa.field("at", TIMESTAMP),
+        pa.field("endpoint", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("version", pa.int32()),
+        pa.field("latency_ms", pa.float32()),
+        pa.field("shadow", pa.bool_()),
+    ]
+)
+
+INPUT_PREFIX = "in__"
+OUTPUT_PREFIX = "out__"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+# Positions in a queued record (a plain tuple: the cheapest thing to build on the hot path).
+_ENDPOINT: Final = 0
+_MODEL: Final = 1
+_VERSION: Final = 2
+_REQUEST_ID: Final = 3
+_INPUTS: Final = 4
+_OUTPUTS: Final = 5
+_ROWS: Final = 6
+_LATENCY: Final = 7
+_AT: Final = 8
+_SHADOW: Final = 9
+
+Record = tuple[
+    str, str, int, str, Mapping[str, Any], Mapping[str, Any], int, float, datetime | float, bool
+]
+# (name, dtype kind, trailing shape) per column: records with equal signatures share a segment.
+Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
+GroupKey = tuple[str, Signature, Signature]
+
+
+@dataclass(frozen=True)
+class PredictionSegment:
+    """One Parquet segment of an endpoint's prediction log."""
+
+    id: str
+    endpoint: str
+    start_at: datetime
+    end_at: datetime
+    rows: int
+    digest: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: PredictionSegmentRow) -> PredictionSegment:
+        return cls(
+            id=row.id,
+            endpoint=row.endpoint,
+            start_at=row.start_at,
+            end_at=row.end_at,
+            rows=row.rows,
+            digest=row.digest,
+            created_at=row.created_at,
+        )
+
+
+@dataclass
+class _Group:
+    """Records of one endpoint and column set waiting to become a segment."""
+
+    endpoint: str
+    inputs: list[str]
+    outputs: list[str]
+    since: float  # monotonic time the oldest waiting record arrived
+    records: list[Record] = field(default_factory=list)
+    rows: int = 0
+    carry: pa.Table | None = None  # rows left over after cutting full segments
+
+
+class PredictionLog:
+    """Append-only log of served predictions; see the module documentation."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        max_queue_rows: int = 200_000,
+        segment_rows: int = 50_000,
+        flush_seconds: float = 5.0,
+        retries: int = 3,
+        retry_backoff: float = 0.5,
+        poll_seconds: float = 0.05,
+    ) -> None:
+        if max_queue_rows < 1 or segment_rows < 1:
+            raise ValueError("max_queue_rows and segment_rows must be at least 1")
+        self.ws = ws
+        self.max_queue_rows = max_queue_rows
+        self.segment_rows = segment_rows
+        self.flush_seconds = flush_seconds
+        self.retries = max(0, retries)
+        self.retry_backoff = retry_backoff
+        self.poll_seconds = min(poll_seconds, flush_seconds) if flush_seconds > 0 else poll_seconds
+
+        self._queue: collections.deque[Record] = collections.deque()
+        # Producer side, changed under _lock (held for a few instructions only).
+        self._lock = threading.Lock()
+        self._accepted_rows = 0
+        self._dropped_queue_rows = 0
+        #: Records refused by :meth:`log` because the queue was full (or the log closed).
+        self.dropped = 0
+        # Writer side, changed only while holding _process_lock.
+        self._process_lock = threading.Lock()
+        self._groups: dict[GroupKey, _Group] = {}
+        self._done_rows = 0  # written or lost: no longer pending
+        self._written_rows = 0
+        self._lost_rows = 0
+        self._segments = 0
+        self._write_errors = 0
+        self._invalid_records = 0
+        # Writer thread control.
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closed = False
+        self._flush_cond = threading.Condition()
+        self._flush_requested = 0
+        self._flush_done = 0
+
+    # -- hot path ---------------------------------------------------------------------------
+
+    def log(
+        self,
+        *,
+        endpoint: str,
+        model: str,
+        version: int,
+        request_id: str,
+        inputs: dict[str, np.ndarray],
+        outputs: dict[str, np.ndarray],
+        rows: int,
+        latency_ms: float,
+        at: datetime | None = None,
+        shadow: bool = False,
+    ) -> bool:
+        """Queue one answered request of ``rows`` predicted rows; ``False`` if it was dropped.
+
+        O(1) and non-blocking: the arrays are kept by reference and converted later by the
+        writer thread. ``at`` defaults to now.
+        """
+        # Appending under the lock keeps close() exact: once it has set _closed, nothing
+        # more reaches the queue. The lock is held for a check, an add and an append.
+        with self._lock:
+            if self._closed or self._accepted_rows - self._done_rows + rows > self.max_queue_rows:
+                self.dropped += 1
+                self._dropped_queue_rows += rows
+                return False
+            self._accepted_rows += rows
+            self._queue.append(
+                (
+                    endpoint,
+                    model,
+                    version,
+                    request_id,
+                    inputs,
+                    outputs,
+                    rows,
+                    latency_ms,
+                    time.time() if at is None else at,
+                    shadow,
+                )
+            )
+        return True
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background writer thread (once; calling again does nothing)."""
+        if self._closed:
+            raise RuntimeError("the prediction log is closed")
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._thread = threading.Thread(target=self._run, name="modelyard-predlog", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Write everything queued before this call; :class:`TimeoutError` if not done in time.
+
+        Without a running writer thread the work is done in the calling thread.
+        """
+        if not self.running:
+            with self._process_lock:
+                self._process(force=True)
+            return
+        with self._flush_cond:
+            self._flush_requested += 1
+            target = self._flush_requested
+        self._wake.set()
+        with self._flush_cond:
+            if not self._flush_cond.wait_for(lambda: self._flush_done >= target, timeout):
+                raise TimeoutError(
+                    f"the prediction log did not flush within {timeout}s "
+                    f"({self.stats()['queued_rows']} rows still queued)"
+                )
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Refuse new records, write everything queued, and stop the writer thread."""
+        with self._lock:
+            self._closed = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._stop.set()
+            self._wake.set()
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning(
+                    "prediction log writer still busy after %ss; %d rows may be lost",
+                    timeout,
+                    self.stats()["queued_rows"],
+                )
+                return
+        # Records that slipped in while closing, or a log that was never started.
+        with self._process_lock:
+            self._process(force=True)
+
+    def __enter__(self) -> PredictionLog:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: rows logged, written, dropped (queue full or write failed), still queued."""
+        accepted = self._accepted_rows
+        done = self._done_rows
+        return {
+            "logged_rows": accepted,
+            "written_rows": self._written_rows,
+            "dropped_rows": self._dropped_queue_rows + self._lost_rows,
+            "queued_rows": accepted - done,
+            "segments": self._segments,
+            "write_errors": self._write_errors,
+            "dropped_records": self.dropped,
+            "invalid_records": self._invalid_records,
+        }
+
+    # -- writer -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            with self._flush_cond:
+                requested = self._flush_requested
+            try:
+                with self._process_lock:
+                    self._process(force=stopping or requested > self._flush_done)
+            except Exception:  # never let the writer die
+                log.exception("prediction log writer failed; continuing")
+            if requested > self._flush_done:
+                with self._flush_cond:
+                    self._flush_done = requested
+                    self._flush_cond.notify_all()
+            if stopping:
+                return
+
+    def _process(self, *, force: bool) -> None:
+        """Drain the queue into groups and write the groups that are due (all if ``force``)."""
+        queue = self._queue
+        add = self._add
+        while queue:
+            try:
+                record = queue.popleft()
+            except IndexError:
+                break
+            add(record)
+        now = time.monotonic()
+        for key in list(self._groups):
+            group = self._groups[key]
+            if force or now - group.since >= self.flush_seconds:
+                self._write_group(group, final=True)
+                del self._groups[key]
+            elif group.rows >= self.segment_rows:
+                self._write_group(group, final=False)
+                if group.rows == 0:
+                    del self._groups[key]
+
+    def _add(self, record: Record) -> None:
+        endpoint, model, version, request_id, raw_in, raw_out, rows, latency, at, shadow = record
+        try:
+            inputs, in_signature = _prepare(raw_in, rows)
+            outputs, out_signature = _prepare(raw_out, rows)
+        except (ValueError, TypeError) as exc:
+            self._invalid_records += 1
+            self._lose(rows)
+            log.warning(
+                "dropped prediction record %s of endpoint %s: %s", request_id, endpoint, exc
+            )
+            return
+        key = (endpoint, in_signature, out_signature)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(
+                endpoint, list(inputs), list(outputs), time.monotonic()
+            )
+        group.records.append(
+            (endpoint, model, version, request_id, inputs, outputs, rows, latency, at, shadow)
+        )
+        group.rows += rows
+
+    def _lose(self, rows: int) -> None:
+        self._lost_rows += rows
+        self._done_rows += rows
+
+    def _write_group(self, group: _Group, *, final: bool) -> None:
+        """Write ``group`` as segments of ``segment_rows``; keep a partial tail unless final."""
+        try:
+            if not group.records:
+                table = group.carry if group.carry is not None else BASE_SCHEMA.empty_table()
+            elif group.carry is not None:
+                table = pa.concat_tables(
+                    [group.carry, _to_table(group)], promote_options="permissive"
+                )
+            else:
+                table = _to_table(group)
+        except Exception:
+            self._write_errors += 1
+            self._lose(group.rows)
+            log.exception(
+                "could not convert %d prediction rows of endpoint %s; they are dropped",
+                group.rows,
+                group.endpoint,
+            )
+            group.records, group.rows, group.carry = [], 0, None
+            return
+        group.records, group.carry = [], None
+        size = self.segment_rows
+        offset = 0
+        while offset < table.num_rows:
+            if not final and table.num_rows - offset < size:
+                group.carry = table.slice(offset)
+                group.since = time.monotonic()
+                break
+            chunk = table.slice(offset, size)
+            offset += chunk.num_rows
+            self._write_segment(group.endpoint, chunk)
+        group.rows = 0 if group.carry is None else group.carry.num_rows
+
+    def _write_segment(self, endpoint: str, table: pa.Table) -> None:
+        rows = table.num_rows
+        try:
+            data = _parquet_bytes(table)
+            bounds = pc.min_max(table["at"]).as_py()
+            start_at, end_at = bounds["min"], bounds["max"]
+        except Exception:
+            self._write_errors += 1
+            self._lose(rows)
+            log.exception("could not encode %d prediction rows of %s; dropped", rows, endpoint)
+            return
+        delay = self.retry_backoff
+        for attempt in range(self.retries + 1):
+            try:
+                digest = self.ws.artifacts.put_bytes(data)
+                with self.ws.store.write(self.ws.actor) as tx:
+                    tx.session.add(
+                        PredictionSegmentRow(
+                            id=str(ULID()),
+                            endpoint=endpoint,
+                            start_at=start_at,
+                            end_at=end_at,
+                            rows=rows,
+                            digest=digest,
+                            created_at=datetime.now(UTC),
+                        )
+                    )
+            except Exception as exc:
+                if attempt < self.retries:
+                    log.warning(
+                        "writing a prediction segment of %s failed (attempt %d of %d): %s",
+                        endpoint,
+                        attempt + 1,
+                        self.retries + 1,
+                        exc,
+                    )
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                self._write_errors += 1
+                self._lose(rows)
+                log.error(
+                    "dropped %d prediction rows of endpoint %s: writing their segment failed "
+                    "%d times",
+                    rows,
+                    endpoint,
+                    self.retries + 1,
+                    exc_info=True,
+                )
+                return
+            self._written_rows += rows
+            self._done_rows += rows
+            self._segments += 1
+            return
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def segments(
+        self, endpoint: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[PredictionSegment]:
+        """The segments of ``endpoint`` that may hold rows with ``start <= at < end``."""
+        query = select(PredictionSegmentRow).where(PredictionSegmentRow.endpoint == endpoint)
+        if start is not None:
+            query = query.where(PredictionSegmentRow.end_at >= _aware(start))
+        if end is not None:
+            query = query.where(PredictionSegmentRow.start_at < _aware(end))
+        query = query.order_by(PredictionSegmentRow.start_at, PredictionSegmentRow.id)
+        with self.ws.store.read() as session:
+            return [PredictionSegment.from_row(row) for row in session.scalars(query)]
+
+    def read(
+        self,
+        endpoint: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        version: int | None = None,
+    ) -> pa.Table:
+        """The logged rows of ``endpoint`` with ``start <= at < end`` (and ``version``).
+
+        Segments with different column sets are concatenated by column name; a column missing
+        from a segment is null in its rows. Rows come in segment order.
+        """
+        tables = []
+        for segment in self.segments(endpoint, start, end):
+            table = pq.read_table(pa.BufferReader(self.ws.artifacts.get_bytes(segment.digest)))
+            mask = None
+            if start is not None:
+                mask = _and(mask, pc.greater_equal(table["at"], _ts(start)))
+            if end is not None:
+                mask = _and(mask, pc.less(table["at"], _ts(end)))
+            if version is not None:
+                mask = _and(mask, pc.equal(table["version"], pa.scalar(version, pa.int32())))
+            if mask is not None:
+                table = table.filter(mask)
+            if table.num_rows:
+                tables.append(table)
+        if not tables:
+            return BASE_SCHEMA.empty_table()
+        if len(tables) == 1:
+            return tables[0]
+        return pa.concat_tables(tables, promote_options="permissive")
+
+
+# -- conversion -----------------------------------------------------------------------------
+
+
+def _prepare(arrays: Mapping[str, Any], rows: int) -> tuple[Mapping[str, Any], Signature]:
+    """Check that every array has ``rows`` rows; return the arrays and their signature.
+
+    The signature uses the dtype kind, not the exact dtype: "<U3" and "<U5" (or int32 and
+    int64) concatenate into one column, so requests with different string widths share a
+    segment. Names keep the caller's order (the gateway always uses the same one).
+    """
+    out: dict[str, np.ndarray] | None = None
+    signature = []
+    for name, value in arrays.items():
+        arr = value
+        if type(arr) is not np.ndarray:
+            arr = np.asarray(value)
+        shape = arr.shape
+        if not shape:
+            arr = arr.reshape(1)
+            shape = (1,)
+        if shape[0] != rows:
+            raise ValueError(f"{name!r} has {shape[0]} rows, the request has {rows}")
+        if arr is not value and out is None:
+            out = dict(arrays)
+        if out is not None:
+            out[name] = arr
+        kind = arr.dtype.kind
+        signature.append((name, "O" if kind == "U" else kind, shape[1:]))
+    return (arrays if out is None else out), tuple(signature)
+
+
+def _to_table(group: _Group) -> pa.Table:
+    records = group.records
+    n = len(records)
+    counts = np.fromiter((r[_ROWS] for r in records), dtype=np.int64, count=n)
+    single = bool((counts == 1).all())
+
+    def per_row(values: np.ndarray) -> np.ndarray:
+        return values if single else np.repeat(values, counts)
+
+    request_ids = np.array([r[_REQUEST_ID] for r in records], dtype=object)
+    models = np.array([r[_MODEL] for r in records], dtype=object)
+    ats = np.fromiter((_micros(r[_AT]) for r in records), dtype=np.int64, count=n)
+    versions = np.fromiter((r[_VERSION] for r in records), dtype=np.int32, count=n)
+    latencies = np.fromiter((r[_LATENCY] for r in records), dtype=np.float32, count=n)
+    shadows = np.fromiter((r[_SHADOW] for r in records), dtype=np.bool_, count=n)
+    total = int(counts.sum())
+    columns: dict[str, pa.Array] = {
+        "request_id": pa.array(per_row(request_ids), pa.string()),
+        "at": pa.array(per_row(ats), pa.int64()).cast(TIMESTAMP),
+        "endpoint": pa.array([group.endpoint], pa.string()).take(np.zeros(total, np.int32)),
+        "model": pa.array(per_row(models), pa.string()),
+        "version": pa.array(per_row(versions), pa.int32()),
+        "latency_ms": pa.array(per_row(latencies), pa.float32()),
+        "shadow": pa.array(per_row(shadows), pa.bool_()),
+    }
+    for name in group.inputs:
+        columns[INPUT_PREFIX + name] = _arrow_column([r[_INPUTS][name] for r in records])
+    for name in group.outputs:
+        columns[OUTPUT_PREFIX + name] = _arrow_column([r[_OUTPUTS][name] for r in records])
+    return pa.table(columns)
+
+
+def _arrow_column(parts: list[np.ndarray]) -> pa.Array:
+    values = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if values.ndim == 1:
+        return pa.array(values)
+    column = pa.array(values.reshape(-1))
+    for size in reversed(values.shape[1:]):
+        column = pa.FixedSizeListArray.from_arrays(column, size)
+    return column
+
+
+def _micros(at: datetime | float) -> int:
+    if isinstance(at, datetime):
+        return (_aware(at) - _EPOCH) // _ONE_US
+    return round(at * 1_000_000)
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def _ts(at: datetime) -> pa.Scalar:
+    return pa.scalar(_micros(at), pa.int64()).cast(TIMESTAMP)
+
+
+def _and(mask: Any, other: Any) -> Any:
+    return other if mask is None else pc.and_(mask, other)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())

@@ -1,0 +1,568 @@
+"""Adaptive request batching: one queue and one worker task per loaded model.
+
+Callers ``await batcher.submit(inputs, rows)`` and get back their own slice of the outputs
+of the predict call their request was grouped into.
+
+How a batch is formed (the adaptivity):
+
+* One worker task per batcher runs at most one ``predict`` at a time.
+* When a request arrives and nothing is running, it is predicted at once: no timer, no
+  waiting. For a cheap model (see below) ``submit`` calls ``predict`` itself, skipping even
+  the hop to the worker; otherwise the worker wakes on the next event-loop iteration, so
+  requests submitted in the same iteration are grouped for free.
+* While a predict runs, arrivals queue; the next batch takes everything queued, up to
+  ``max_batch_size`` rows ("natural batching"). The busier the model, the bigger the batch;
+  a lone request is never delayed.
+* An extra wait of at most ``max_wait_ms`` is added only when (a) the batch is below half of
+  ``max_batch_size``, (b) the recent arrival rate (an EWMA of the time between arrivals)
+  says another request will arrive within the wait, (c) the batch would run in the executor
+  (for an inline-cheap model a wait costs far more than it saves: event-loop timers have
+  about 1 ms granularity), and (d) recent waits did gain requests (an EWMA of arrivals per
+  wait >= 0.5; otherwise one wait in ``_PROBE_EVERY`` batches probes again). (d) keeps a
+  client that sends requests back to back, each after the previous answer, from paying a
+  wait on every request: its arrivals are frequent but never come during a wait. The wait is
+  cut short as soon as the batch reaches half of ``max_batch_size``, or when no request
+  arrived for about two mean inter-arrival gaps.
+
+How a batch is executed:
+
+* If the recent predict calls (an EWMA of their duration, scaled to the batch's rows) take
+  under ``INLINE_SECONDS`` (0.2 ms), ``predict`` is called inline on the event loop: a hop
+  to a thread and back costs more than, e.g., ONNX Runtime's ~15 µs single-row predict.
+* Otherwise it runs in ``executor`` (default: a one-thread ``ThreadPoolExecutor`` owned by
+  this batcher; predictors release the GIL in native code) so the loop keeps serving.
+  Durations are measured inside the thread, so a model that becomes fast again moves back
+  inline. Until a duration is known (``expected_predict_seconds``) the first call runs in
+  the executor.
+
+Inputs are ``dict[str, ndarray]`` with the batch dimension first. A batch of one request is
+passed through untouched (no concatenation, no slicing copies); otherwise each key is
+``np.concatenate``-d along axis 0 and every caller receives views of its rows. Requests whose
+keys, dtypes or trailing shapes differ from the others are predicted in a separate call.
+If ``predict`` raises, every caller of that call gets the exception as-is, and the batcher
+carries on with later requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from modelyard.errors import ModelyardError
+
+Inputs = dict[str, NDArray[Any]]
+Outputs = dict[str, NDArray[Any]]
+PredictFn = Callable[[Inputs], Outputs]
+
+log = logging.getLogger("modelyard.serving")
+
+INLINE_SECONDS = 0.0002
+"""Predict calls estimated below this run inline on the event loop; others in the executor."""
+
+_ALPHA = 0.2  # EWMA weight of the newest observation
+_PROBE_EVERY = 64  # after unproductive waits, try waiting again once per this many batches
+_MAX_GAP = 1.0  # inter-arrival gaps are clipped, so traffic resuming after idling is seen soon
+_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # batch-size histogram bounds (le)
+
+
+class BatcherClosed(ModelyardError):
+    """The model is being unloaded or replaced; the request can be retried."""
+
+    status = 503
+    title = "Model unavailable"
+
+
+class BatchOutputMismatch(ModelyardError):
+    """The model returned a different number of rows than it was given."""
+
+    status = 500
+    title = "Model output mismatch"
+
+
+@dataclass
+class BatcherStats:
+    """A snapshot of a batcher's counters (all counts since it was created)."""
+
+    name: str
+    requests: int
+    batches: int
+    rows: int
+    queue_depth: int
+    queued_rows: int
+    inline_calls: int
+    threaded_calls: int
+    failed_batches: int
+    split_batches: int
+    """Batches that held requests of different shapes and were predicted in several calls."""
+    waits: int
+    """Batches that waited for more arrivals before running."""
+    ewma_predict_seconds: float | None
+    """EWMA of the duration of one predict call."""
+    ewma_seconds_per_row: float | None
+    ewma_interarrival_seconds: float | None
+    batch_size_buckets: list[tuple[float, int]] = field(default_factory=list)
+    """Cumulative histogram of rows per predict call: (upper bound, count), Prometheus style;
+    the last bound is ``inf``."""
+    batch_size_sum: int = 0
+    batch_size_count: int = 0
+
+    def prometheus_buckets(self) -> list[tuple[str, float]]:
+        """The histogram as ``HistogramMetricFamily.add_metric(labels, buckets, sum_value)``
+        takes it: cumulative ``(le, count)`` pairs ending with ``"+Inf"``."""
+        return [
+            ("+Inf" if bound == float("inf") else f"{bound:g}", float(count))
+            for bound, count in self.batch_size_buckets
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "batches": self.batches,
+            "rows": self.rows,
+            "queue_depth": self.queue_depth,
+            "queued_rows": self.queued_rows,
+            "inline_calls": self.inline_calls,
+            "threaded_calls": self.threaded_calls,
+            "failed_batches": self.failed_batches,
+            "split_batches": self.split_batches,
+            "waits": self.waits,
+            "ewma_predict_seconds": self.ewma_predict_seconds,
+            "ewma_seconds_per_row": self.ewma_seconds_per_row,
+            "ewma_interarrival_seconds": self.ewma_interarrival_seconds,
+            "batch_size_buckets": [
+                ["+Inf" if bound == float("inf") else bound, count]
+                for bound, count in self.batch_size_buckets
+            ],
+            "batch_size_sum": self.batch_size_sum,
+            "batch_size_count": self.batch_size_count,
+        }
+
+
+# A queued request: (inputs, rows, future of the caller).
+_Request = tuple[Inputs, int, "asyncio.Future[Outputs]"]
+
+
+class Batcher:
+    """Groups concurrent requests for one model into one ``predict`` call (see module doc)."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        max_batch_size: int = 64,
+        max_wait_ms: float = 2.0,
+        name: str = "",
+        executor: concurrent.futures.Executor | None = None,
+        expected_predict_seconds: float | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must not be negative")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self._predict = predict
+        self._executor = executor
+        self._owns_executor = executor is None
+        self._half = max(1, max_batch_size // 2)
+
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # set while the worker is idle
+        self._closed = False
+        self._idle = False  # the worker is parked with an empty queue (not mid-batch)
+        self._wait_gain = 1.0  # EWMA of the requests a fill wait gained
+        self._skipped_waits = 0
+
+        # Estimates.
+        self._ewma_call: float | None = expected_predict_seconds
+        self._ewma_row: float | None = expected_predict_seconds
+        self._ewma_rows_per_call = 1.0
+        self._ewma_gap: float | None = None
+        self._last_arrival = 0.0
+
+        # Counters.
+        self._requests = 0
+        self._batches = 0
+        self._rows = 0
+        self._inline = 0
+        self._threaded = 0
+        self._failed = 0
+        self._split = 0
+        self._waits = 0
+        self._hist = [0] * (len(_BUCKETS) + 1)
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    async def submit(self, inputs: Inputs, rows: int) -> Outputs:
+        """Queue ``inputs`` (``rows`` rows, batch dimension first); return this caller's outputs.
+
+        Raises whatever ``predict`` raised for the call this request was part of, and
+        :class:`BatcherClosed` once :meth:`close` has been called.
+        """
+        if self._closed:
+            raise BatcherClosed(
+                f"model {self.name or '(unnamed)'} is being unloaded; retry the request",
+                model=self.name,
+            )
+        loop = self._loop
+        if loop is None:
+            loop = self._start()
+        now = time.perf_counter()
+        last = self._last_arrival
+        self._last_arrival = now
+        if last:
+            gap = now - last
+            if gap > _MAX_GAP:
+                gap = _MAX_GAP
+            ewma = self._ewma_gap
+            self._ewma_gap = gap if ewma is None else ewma + _ALPHA * (gap - ewma)
+        self._requests += 1
+        if self._idle and self._inline_for(rows):
+            # Nothing queued or running and the model is cheap: predict right here, without
+            # the hop to the worker task (the lone-request fast path).
+            self._inline += 1
+            start = now
+            try:
+                return self._predict(inputs)
+            except Exception:
+                self._failed += 1
+                raise
+            finally:
+                self._observe(time.perf_counter() - start, rows)
+        future: asyncio.Future[Outputs] = loop.create_future()
+        self._queue.append((inputs, rows, future))
+        self._queued_rows += rows
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return await future
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._worker = loop.create_task(self._run(), name=f"batcher:{self.name}")
+        return loop
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while True:
+            if not queue:
+                if self._closed:
+                    return
+                waiter = loop.create_future()
+                self._waiter = waiter
+                self._idle = True
+                try:
+                    await waiter
+                finally:
+                    self._idle = False
+                continue
+            if self._should_wait():
+                await self._fill(loop)
+            batch = self._take()
+            if batch:
+                await self._execute(loop, batch)
+
+    def _should_wait(self) -> bool:
+        """Whether to wait for more arrivals before predicting what is queued."""
+        gap = self._ewma_gap
+        if (
+            self.max_wait <= 0
+            or self._closed
+            or self._queued_rows >= self._half
+            or gap is None
+            or gap >= self.max_wait
+            or self._inline_for(self._queued_rows)
+        ):
+            return False
+        if self._wait_gain >= 0.5:
+            return True
+        # Recent waits gained nothing (the clients wait on us: a closed loop). Try again now
+        # and then, in case the traffic changed.
+        self._skipped_waits += 1
+        if self._skipped_waits >= _PROBE_EVERY:
+            self._skipped_waits = 0
+            return True
+        return False
+
+    def _inline_for(self, rows: int) -> bool:
+        """Whether a call on ``rows`` rows is expected to be cheap enough to run inline."""
+        estimate = self._ewma_call
+        if estimate is None:
+            return False
+        if rows > self._ewma_rows_per_call:
+            estimate *= rows / self._ewma_rows_per_call
+        return estimate < INLINE_SECONDS
+
+    async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait (at most ``max_wait``) for more arrivals while they keep coming."""
+        self._waits += 1
+        before = self._requests
+        try:
+            await self._collect(loop)
+        finally:
+            gained = self._requests - before
+            self._wait_gain += _ALPHA * (gained - self._wait_gain)
+
+    async def _collect(self, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = loop.time() + self.max_wait
+        while self._queued_rows < self._half and not self._closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            gap = self._ewma_gap or self.max_wait
+            seen = self._requests
+            waiter = loop.create_future()
+            self._waiter = waiter
+            handle = loop.call_later(min(remaining, max(2.0 * gap, 5e-5)), _wake, waiter)
+            try:
+                await waiter
+            finally:
+                handle.cancel()
+                if self._waiter is waiter:
+                    self._waiter = None
+            if self._requests == seen:  # nobody came during a couple of gaps: go now
+                return
+            # Woken by an arrival (submit sets the waiter): keep collecting.
+
+    def _take(self) -> list[_Request]:
+        """Pop up to ``max_batch_size`` rows of live requests (at least one request)."""
+        queue = self._queue
+        batch: list[_Request] = []
+        total = 0
+        limit = self.max_batch_size
+        while queue:
+            request = queue[0]
+            rows = request[1]
+            if batch and total + rows > limit:
+                break
+            queue.popleft()
+            self._queued_rows -= rows
+            if request[2].done():  # the caller gave up (cancelled): skip its work
+                continue
+            batch.append(request)
+            total += rows
+        return batch
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
+        if len(batch) == 1:
+            await self._execute_group(loop, batch)
+            return
+        for group in self._groups(batch):
+            await self._execute_group(loop, group)
+
+    def _groups(self, batch: list[_Request]) -> list[list[_Request]]:
+        """Split a batch into groups of requests that can be concatenated together."""
+        first = _layout(batch[0][0])
+        groups: dict[object, list[_Request]] | None = None
+        for index in range(1, len(batch)):
+            layout = _layout(batch[index][0])
+            if layout != first:
+                groups = {}
+                for request in batch:
+                    groups.setdefault(_layout(request[0]), []).append(request)
+                break
+        if groups is None:
+            return [batch]
+        self._split += 1
+        return list(groups.values())
+
+    async def _execute_group(self, loop: asyncio.AbstractEventLoop, group: list[_Request]) -> None:
+        total = 0
+        for request in group:
+            total += request[1]
+        try:
+            if len(group) == 1:
+                merged = group[0][0]
+            else:
+                keys = group[0][0].keys()
+                merged = {key: np.concatenate([r[0][key] for r in group]) for key in keys}
+            outputs = await self._call(loop, merged, total)
+            if len(group) > 1:
+                for key, value in outputs.items():
+                    if np.ndim(value) == 0 or len(value) != total:
+                        raise BatchOutputMismatch(
+                            f"model {self.name or '(unnamed)'} returned output {key!r} of shape "
+                            f"{np.shape(value)} for a batch of {total} rows; its outputs must "
+                            "have one row per input row to be batched (set max_batch_size=1)",
+                            model=self.name,
+                        )
+        except BaseException as exc:
+            self._failed += 1
+            _fail(group, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if len(group) == 1:
+            if not group[0][2].done():
+                group[0][2].set_result(outputs)
+            return
+        start = 0
+        for _, rows, future in group:
+            end = start + rows
+            if not future.done():
+                future.set_result({key: value[start:end] for key, value in outputs.items()})
+            start = end
+
+    async def _call(self, loop: asyncio.AbstractEventLoop, inputs: Inputs, rows: int) -> Outputs:
+        """Run one predict call, inline or in the executor, and update the estimates."""
+        if self._inline_for(rows):
+            self._inline += 1
+            start = time.perf_counter()
+            try:
+                outputs = self._predict(inputs)
+            finally:
+                self._observe(time.perf_counter() - start, rows)
+        else:
+            self._threaded += 1
+            executor = self._executor
+            if executor is None:
+                executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"batcher-{self.name}"
+                )
+                self._executor = executor
+            start = time.perf_counter()
+            try:
+                outputs, seconds = await loop.run_in_executor(executor, self._timed, inputs)
+            except BaseException:
+                self._observe(time.perf_counter() - start, rows)
+                raise
+            self._observe(seconds, rows)
+        return outputs
+
+    def _timed(self, inputs: Inputs) -> tuple[Outputs, float]:
+        """Runs in the executor: time measured here leaves out the hop to the thread."""
+        start = time.perf_counter()
+        outputs = self._predict(inputs)
+        return outputs, time.perf_counter() - start
+
+    def _observe(self, seconds: float, rows: int) -> None:
+        self._batches += 1
+        self._rows += rows
+        self._hist[_bucket(rows)] += 1
+        per_row = seconds / rows if rows > 0 else seconds
+        if self._ewma_call is None or self._ewma_row is None:
+            self._ewma_call = seconds
+            self._ewma_row = per_row
+            self._ewma_rows_per_call = float(max(rows, 1))
+            return
+        self._ewma_call += _ALPHA * (seconds - self._ewma_call)
+        self._ewma_row += _ALPHA * (per_row - self._ewma_row)
+        self._ewma_rows_per_call += _ALPHA * (max(rows, 1) - self._ewma_rows_per_call)
+
+    # -- lifecycle and introspection ----------------------------------------------------------
+
+    async def close(self) -> None:
+        """Finish the queued work, then stop; later :meth:`submit` calls raise BatcherClosed."""
+        self._closed = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        worker = self._worker
+        if worker is not None and not worker.done():
+            if worker.get_loop() is asyncio.get_running_loop():
+                await worker
+            else:  # the loop it ran on is gone: nothing can finish the queue any more
+                worker.cancel()
+        if self._owns_executor and self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def stats(self) -> BatcherStats:
+        cumulative: list[tuple[float, int]] = []
+        running = 0
+        for bound, count in zip((*_BUCKETS, float("inf")), self._hist, strict=True):
+            running += count
+            cumulative.append((float(bound), running))
+        return BatcherStats(
+            name=self.name,
+            requests=self._requests,
+            batches=self._batches,
+            rows=self._rows,
+            queue_depth=len(self._queue),
+            queued_rows=self._queued_rows,
+            inline_calls=self._inline,
+            threaded_calls=self._threaded,
+            failed_batches=self._failed,
+            split_batches=self._split,
+            waits=self._waits,
+            ewma_predict_seconds=self._ewma_call,
+            ewma_seconds_per_row=self._ewma_row,
+            ewma_interarrival_seconds=self._ewma_gap,
+            batch_size_buckets=cumulative,
+            batch_size_sum=self._rows,
+            batch_size_count=self._batches,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Batcher({self.name!r}, max_batch_size={self.max_batch_size}, "
+            f"max_wait_ms={self.max_wait * 1000:g}, queued={len(self._queue)})"
+        )
+
+
+def _fail(requests: list[_Request], exc: BaseException) -> None:
+    """Give every caller of a failed call the exception (cancel them if it is a cancellation)."""
+    for _, _, future in requests:
+        if future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _bucket(rows: int) -> int:
+    """Index of the histogram bucket for a batch of ``rows`` rows (powers of two, then +Inf)."""
+    index = (rows - 1).bit_length() if rows > 1 else 0
+    return index if index < len(_BUCKETS) else len(_BUCKETS)
+
+
+def _layout(inputs: Inputs) -> object:
+    """What must match for two requests to be concatenated: keys, dtypes, trailing shapes.
+
+    Inputs that are not a dict of arrays get a unique layout, so they are predicted alone
+    (and fail alone, if the model rejects them).
+    """
+    try:
+        return tuple((key, value.dtype, value.shape[1:]) for key, value in inputs.items())
+    except AttributeError:
+        return object()
+
+
+__all__ = ["BatchOutputMismatch", "Batcher", "BatcherClosed", "BatcherStats", "Inputs"]

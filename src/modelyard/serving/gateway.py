@@ -1,0 +1,756 @@
+"""The data plane: every endpoint behind the Open Inference Protocol v2 and MLflow's scoring.
+
+The hot routes (``.../infer`` and ``.../invocations``) are plain ASGI, not a framework
+route: at thousands of requests a second on two cores, each layer of routing, dependency
+injection and response validation costs a visible share of the budget. Everything else
+(health, metadata, ``/metrics``, the control-plane API) goes through Starlette.
+
+What an endpoint serves is a :class:`Served` snapshot, replaced whole when the registry
+changes (an alias moves, an endpoint is edited): the new versions are loaded and warmed
+first, the snapshot is swapped in one assignment, and the old models are retired once the
+requests already using them have finished. No request ever sees an unready model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from cachetools import TTLCache
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+
+from modelyard.errors import BadRequest, ModelyardError, NotFound, PayloadTooLarge
+from modelyard.formats import Predictor
+from modelyard.monitoring.predlog import PredictionLog
+from modelyard.registry import ModelVersion
+from modelyard.serving.endpoints import Endpoint
+from modelyard.serving.metrics import GatewayMetrics
+from modelyard.serving.pool import LoadedModel, ModelPool
+from modelyard.serving.protocols import mlflow as mlflow_protocol
+from modelyard.serving.protocols import oip
+from modelyard.workspace import Workspace
+
+log = logging.getLogger("modelyard.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PROBLEM = b"application/problem+json"
+JSON = b"application/json"
+CONVERTIBLE = {"sklearn", "xgboost", "lightgbm"}
+MAX_SHADOW_IN_FLIGHT = 64
+
+
+class ModelFailed(ModelyardError):
+    """The model raised while predicting; the gateway keeps serving everything else."""
+
+    status = 500
+    title = "Model failed"
+
+
+class NotReady(ModelyardError):
+    """The endpoint exists but its model is not loaded (yet), or it took too long."""
+
+    status = 503
+    title = "Not ready"
+
+
+@dataclass(frozen=True)
+class Served:
+    """One endpoint as the gateway serves it right now."""
+
+    endpoint: Endpoint
+    models: tuple[LoadedModel, ...]
+    cumulative: tuple[float, ...]
+    shadow: LoadedModel | None = None
+    cache: TTLCache[bytes, bytes] | None = None
+
+    def pick(self) -> LoadedModel:
+        """A model by weight; a single route costs no random draw."""
+        if len(self.models) == 1:
+            return self.models[0]
+        draw = random.random() * self.cumulative[-1]
+        return self.models[bisect.bisect_right(self.cumulative, draw)]
+
+    def by_version(self, version: int) -> LoadedModel | None:
+        for m in self.models:
+            if m.version.version == version:
+                return m
+        return None
+
+    @property
+    def keys(self) -> set[tuple[str, int, str]]:
+        found = {m.key for m in self.models}
+        if self.shadow is not None:
+            found.add(self.shadow.key)
+        return found
+
+
+@dataclass
+class Plan:
+    """What an endpoint should serve, resolved from the registry (off the event loop)."""
+
+    endpoint: Endpoint
+    routes: list[tuple[ModelVersion, float, str]]  # version, weight, runtime
+    shadow: tuple[ModelVersion, str] | None = None
+
+
+@dataclass
+class GatewayState:
+    served: dict[str, Served] = field(default_factory=dict)
+    not_ready: dict[str, str] = field(default_factory=dict)
+    synced: bool = False
+
+
+class Gateway:
+    """An ASGI application serving every endpoint of a workspace."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        control_plane: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+        refresh_seconds: float = 0.5,
+        prediction_log: PredictionLog | None = None,
+        memory_budget_bytes: int | None = None,
+    ) -> None:
+        self.ws = ws.as_actor("gateway")
+        self.control_plane = control_plane
+        self.refresh_seconds = refresh_seconds
+        self.max_body = ws.settings.max_request_bytes
+        self.state = GatewayState()
+        self.metrics = GatewayMetrics()
+        self.pool = ModelPool(self._load, memory_budget_bytes=memory_budget_bytes)
+        self.log = prediction_log if prediction_log is not None else PredictionLog(ws)
+        self._refresher: asyncio.Task[None] | None = None
+        self._shadow_in_flight = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sync_lock = asyncio.Lock()
+        self.metrics.add_collector(self._collect)
+        self.router = Router(
+            routes=[
+                Route("/v2", self._server_metadata, methods=["GET"]),
+                Route("/v2/health/live", self._live, methods=["GET"]),
+                Route("/v2/health/ready", self._ready, methods=["GET"]),
+                Route("/v2/models/{name}", self._model_metadata, methods=["GET"]),
+                Route(
+                    "/v2/models/{name}/versions/{version:int}",
+                    self._model_metadata,
+                    methods=["GET"],
+                ),
+                Route("/v2/models/{name}/ready", self._model_ready, methods=["GET"]),
+                Route(
+                    "/v2/models/{name}/versions/{version:int}/ready",
+                    self._model_ready,
+                    methods=["GET"],
+                ),
+                Route("/ping", self._live, methods=["GET"]),
+                Route("/health", self._live, methods=["GET"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
+            ]
+        )
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every endpoint's models, then keep following the registry."""
+        self.log.start()
+        await self.sync()
+        self._refresher = asyncio.create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        """Stop following the registry, let in-flight requests finish, flush the log."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await self.pool.close()
+        await asyncio.to_thread(self.log.close)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                await self.sync()
+            except Exception:  # a registry hiccup must not stop the gateway
+                log.exception("refreshing endpoints failed; serving what was loaded")
+
+    async def sync(self) -> None:
+        """Bring what is served in line with the registry (new, changed, removed endpoints)."""
+        async with self._sync_lock:
+            plans, errors = await asyncio.to_thread(self._plans)
+            state = self.state
+            for name, reason in errors.items():
+                state.not_ready[name] = reason
+            wanted = {p.endpoint.name for p in plans} | set(errors)
+            for plan in plans:
+                current = state.served.get(plan.endpoint.name)
+                if current is not None and _same(current, plan):
+                    continue
+                try:
+                    state.served[plan.endpoint.name] = await self._serve(plan, current)
+                    state.not_ready.pop(plan.endpoint.name, None)
+                except Exception as exc:  # keep serving the old versions
+                    log.exception("endpoint %s: loading failed", plan.endpoint.name)
+                    state.not_ready[plan.endpoint.name] = f"{type(exc).__name__}: {exc}"
+            for name in list(state.served):
+                if name not in wanted:
+                    del state.served[name]
+            for name in list(state.not_ready):
+                if name not in wanted:
+                    del state.not_ready[name]
+            in_use = set().union(*(s.keys for s in state.served.values()))
+            for key in set(self.pool.keys()) - in_use:
+                self._background(self.pool.retire(key))
+            state.synced = True
+
+    async def _serve(self, plan: Plan, current: Served | None) -> Served:
+        endpoint = plan.endpoint
+        batching = endpoint.batching.model_dump()
+        models = []
+        for version, _, runtime in plan.routes:
+            models.append(await self.pool.get(version, runtime=runtime, batching=batching))
+            if endpoint.pinned:
+                self.pool.pin(models[-1].key)
+        shadow = None
+        if plan.shadow is not None:
+            shadow = await self.pool.get(plan.shadow[0], runtime=plan.shadow[1], batching=batching)
+        cumulative, total = [], 0.0
+        for _, weight, _ in plan.routes:
+            total += weight
+            cumulative.append(total)
+        cache = None
+        if endpoint.cache.enabled:
+            same_cache = current is not None and current.endpoint.cache == endpoint.cache
+            cache = (
+                current.cache
+                if same_cache and current is not None
+                else TTLCache(maxsize=endpoint.cache.max_entries, ttl=endpoint.cache.ttl_seconds)
+            )
+        return Served(endpoint, tuple(models), tuple(cumulative), shadow, cache)
+
+    def _plans(self) -> tuple[list[Plan], dict[str, str]]:
+        """Resolve every endpoint's targets to versions and runtimes (blocking: a thread)."""
+        plans, errors = [], {}
+        for endpoint in self.ws.endpoints.list():
+            try:
+                routes = endpoint.policy.routes or []
+                pairs = [(r.target, r.weight) for r in routes] or [(endpoint.target, 1.0)]
+                resolved = []
+                for target, weight in pairs:
+                    version = self.ws.registry.resolve(target)
+                    resolved.append((version, weight, self._runtime(endpoint, version)))
+                shadow = None
+                if endpoint.policy.shadow:
+                    sv = self.ws.registry.resolve(endpoint.policy.shadow)
+                    shadow = (sv, self._runtime(endpoint, sv))
+                plans.append(Plan(endpoint, resolved, shadow))
+            except ModelyardError as exc:
+                errors[endpoint.name] = exc.detail
+        return plans, errors
+
+    def _runtime(self, endpoint: Endpoint, version: ModelVersion) -> str:
+        """ "onnx" when the version converts to ONNX with identical predictions, else "native".
+
+        The check runs once per version and is recorded on it in the registry.
+        """
+        if endpoint.runtime == "native" or version.format not in CONVERTIBLE:
+            return "native"
+        recorded = self.ws.registry.get_runtime(version.model, version.version, "onnx")
+        if recorded is None:
+            recorded = check_onnx(self.ws, version)
+        return "onnx" if recorded.usable else "native"
+
+    def _load(self, version: ModelVersion, runtime: str) -> Predictor:
+        if runtime == "onnx":
+            from modelyard.formats.onnx_runtime import load_onnx_predictor
+
+            recorded = self.ws.registry.get_runtime(version.model, version.version, "onnx")
+            if recorded is not None and recorded.artifact_digest is not None:
+                native = self.ws.registry.local_path(version)
+                from modelyard.formats import read_manifest
+
+                return load_onnx_predictor(
+                    self.ws.artifacts.get_bytes(recorded.artifact_digest), read_manifest(native)
+                )
+        return self.ws.registry.load_model(version)
+
+    # --- ASGI -------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if scope["method"] == "POST":
+                if path.endswith("/infer") and path.startswith("/v2/models/"):
+                    parts = path[len("/v2/models/") : -len("/infer")].split("/")
+                    if len(parts) == 1:
+                        await self._infer(scope, receive, send, parts[0], "v2", None)
+                        return
+                    if len(parts) == 3 and parts[1] == "versions" and parts[2].isdigit():
+                        await self._infer(scope, receive, send, parts[0], "v2", int(parts[2]))
+                        return
+                elif path.endswith("/invocations"):
+                    if path == "/invocations":
+                        await self._infer(scope, receive, send, None, "mlflow", None)
+                        return
+                    if path.startswith("/endpoints/") and path.count("/") == 3:
+                        name = path[len("/endpoints/") : -len("/invocations")]
+                        await self._infer(scope, receive, send, name, "mlflow", None)
+                        return
+            if _is_gateway_path(path) or self.control_plane is None:
+                await self.router(scope, receive, send)
+                return
+            await self.control_plane(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif self.control_plane is not None:
+            await self.control_plane(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    log.exception("gateway failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _infer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        name: str | None,
+        protocol: str,
+        version: int | None,
+    ) -> None:
+        start = time.perf_counter()
+        headers = dict(scope["headers"])
+        request_id = (headers.get(b"x-request-id") or b"").decode() or uuid.uuid4().hex
+        served = None
+        loaded: LoadedModel | None = None
+        label_name = name or "-"
+        try:
+            served = self._served(name, headers)
+            label_name = served.endpoint.name
+            loaded = served.pick() if version is None else served.by_version(version)
+            if loaded is None:
+                versions = ", ".join(str(m.version.version) for m in served.models)
+                raise NotFound(
+                    f"endpoint {label_name!r} does not serve version {version}; "
+                    f"it serves {versions}"
+                )
+            # Entering use() does not suspend, so nothing can retire the model between the
+            # pick and this point; from here on a hot swap waits for this request to finish.
+            async with loaded.use():
+                body = await _read_body(receive, self.max_body, headers)
+                if body is None:  # the client went away; nobody to answer
+                    self.metrics.errors.labels(label_name, "client_disconnected").inc()
+                    return
+                payload, tag = await self._answer(
+                    served, loaded, protocol, body, headers, request_id
+                )
+        except ModelyardError as exc:
+            await self._problem(send, exc, label_name, loaded, protocol, start, request_id)
+            return
+        tagline = f"{loaded.version.model}/{loaded.version.version}"
+        await _send(send, 200, payload, JSON, request_id, tagline.encode(), tag)
+        seconds = time.perf_counter() - start
+        self.metrics.observe(label_name, str(loaded.version.version), protocol, 200, seconds)
+
+    async def _answer(
+        self,
+        served: Served,
+        loaded: LoadedModel,
+        protocol: str,
+        body: bytes,
+        headers: dict[bytes, bytes],
+        request_id: str,
+    ) -> tuple[bytes, bytes]:
+        endpoint = served.endpoint
+        key = b""
+        if served.cache is not None:
+            key = _cache_key(loaded, protocol, body)
+            hit = served.cache.get(key)
+            self.metrics.cache.labels(endpoint.name, "hit" if hit is not None else "miss").inc()
+            if hit is not None:
+                return hit, b"hit"
+        model = loaded.version.model
+        signature = loaded.predictor.signature
+        start = time.perf_counter()
+        if protocol == "v2":
+            _require_json(headers, model)
+            request = oip.parse_infer_request(body, signature, model=model)
+            inputs, rows, request_id = request.inputs, request.rows, request.id or request_id
+        else:
+            inputs, rows = mlflow_protocol.parse_invocations(
+                body, (headers.get(b"content-type") or b"").decode(), signature, model=model
+            )
+            request = None
+        outputs = await self._predict(loaded, inputs, rows, endpoint.timeout_ms)
+        if request is not None:
+            payload = oip.encode_infer_response(
+                model=endpoint.name,
+                version=str(loaded.version.version),
+                outputs=outputs,
+                request_id=request.id,
+                requested=request.outputs,
+            )
+        else:
+            payload = mlflow_protocol.encode_predictions(outputs)
+        latency_ms = (time.perf_counter() - start) * 1000
+        self.log.log(
+            endpoint=endpoint.name,
+            model=model,
+            version=loaded.version.version,
+            request_id=request_id,
+            inputs=inputs,
+            outputs=outputs,
+            rows=rows,
+            latency_ms=latency_ms,
+        )
+        if served.cache is not None:
+            served.cache[key] = payload
+        if served.shadow is not None:
+            self._mirror(served, served.shadow, inputs, rows, request_id)
+        return payload, b"miss" if served.cache is not None else b""
+
+    async def _predict(
+        self, loaded: LoadedModel, inputs: dict[str, Any], rows: int, timeout_ms: int
+    ) -> dict[str, Any]:
+        model = f"{loaded.version.model} v{loaded.version.version}"
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                return await loaded.batcher.submit(inputs, rows)
+        except TimeoutError:
+            raise NotReady(
+                f"{model} did not answer within {timeout_ms} ms; raise the endpoint's "
+                "timeout_ms or lower the load"
+            ) from None
+        except ModelyardError:
+            raise
+        except Exception as exc:
+            log.warning("%s failed to predict: %s", model, exc)
+            raise ModelFailed(f"{model} failed to predict: {type(exc).__name__}: {exc}") from None
+
+    def _mirror(
+        self, served: Served, shadow: LoadedModel, inputs: dict[str, Any], rows: int, rid: str
+    ) -> None:
+        """Send a copy to the shadow version; its answer is logged, never returned."""
+        labels = (served.endpoint.name, str(shadow.version.version))
+        if self._shadow_in_flight >= MAX_SHADOW_IN_FLIGHT:
+            self.metrics.shadow.labels(*labels, "dropped").inc()
+            return
+        self._shadow_in_flight += 1
+
+        async def run() -> None:
+            start = time.perf_counter()
+            try:
+                async with shadow.use():
+                    outputs = await self._predict(shadow, inputs, rows, served.endpoint.timeout_ms)
+                self.log.log(
+                    endpoint=served.endpoint.name,
+                    model=shadow.version.model,
+                    version=shadow.version.version,
+                    request_id=rid,
+                    inputs=inputs,
+                    outputs=outputs,
+                    rows=rows,
+                    latency_ms=(time.perf_counter() - start) * 1000,
+                    shadow=True,
+                )
+                self.metrics.shadow.labels(*labels, "ok").inc()
+            except Exception:
+                self.metrics.shadow.labels(*labels, "failed").inc()
+            finally:
+                self._shadow_in_flight -= 1
+
+        self._background(run())
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        # The loop keeps only weak references to tasks: hold them until they finish.
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _served(self, name: str | None, headers: dict[bytes, bytes]) -> Served:
+        served = self.state.served
+        if name is None:  # MLflow's bare /invocations: the header, or the only endpoint
+            chosen = headers.get(b"x-modelyard-endpoint")
+            if chosen is not None:
+                name = chosen.decode()
+            elif len(served) == 1:
+                return next(iter(served.values()))
+            else:
+                raise NotFound(
+                    "/invocations needs an endpoint: POST to /endpoints/NAME/invocations or "
+                    f"send the header X-Modelyard-Endpoint (endpoints: {', '.join(sorted(served))})"
+                )
+        found = served.get(name)
+        if found is None:
+            if name in self.state.not_ready:
+                raise NotReady(f"endpoint {name!r} is not ready: {self.state.not_ready[name]}")
+            raise NotFound(f"no endpoint {name!r}; create it with `modelyard endpoints create`")
+        return found
+
+    async def _problem(
+        self,
+        send: Send,
+        exc: ModelyardError,
+        endpoint: str,
+        loaded: LoadedModel | None,
+        protocol: str,
+        start: float,
+        request_id: str,
+    ) -> None:
+        version = str(loaded.version.version) if loaded is not None else "-"
+        problem = exc.problem()
+        problem["endpoint"] = endpoint
+        if loaded is not None:
+            problem["model"] = loaded.version.model
+            problem["version"] = loaded.version.version
+        reason = exc.title.lower().replace(" ", "_")
+        self.metrics.errors.labels(endpoint, reason).inc()
+        self.metrics.observe(endpoint, version, protocol, exc.status, time.perf_counter() - start)
+        tag = f"{loaded.version.model}/{loaded.version.version}".encode() if loaded else b""
+        await _send(send, exc.status, orjson.dumps(problem), PROBLEM, request_id, tag, b"")
+
+    # --- the other routes --------------------------------------------------------------
+
+    async def _live(self, _: Request) -> Response:
+        return Response(b'{"live":true}', media_type="application/json")
+
+    async def _ready(self, _: Request) -> Response:
+        ready = self.state.synced and not self.state.not_ready
+        body = {"ready": ready, "not_ready": self.state.not_ready}
+        return Response(
+            orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json"
+        )
+
+    async def _server_metadata(self, _: Request) -> Response:
+        from modelyard import __version__
+
+        body = {"name": "modelyard", "version": __version__, "extensions": []}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def _model_metadata(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            served = self._served(name, {})
+            loaded = self._pick_version(served, request.path_params.get("version"))
+        except ModelyardError as exc:
+            return _problem_response(exc, name)
+        body = oip.model_metadata(
+            name,
+            [str(m.version.version) for m in served.models],
+            loaded.predictor.signature,
+            platform=f"modelyard_{loaded.version.format}_{loaded.key[2]}",
+        )
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def _model_ready(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            self._pick_version(self._served(name, {}), request.path_params.get("version"))
+        except ModelyardError as exc:
+            return _problem_response(exc, name)
+        return Response(orjson.dumps({"name": name, "ready": True}), media_type="application/json")
+
+    @staticmethod
+    def _pick_version(served: Served, version: int | None) -> LoadedModel:
+        if version is None:
+            return served.models[0]
+        found = served.by_version(version)
+        if found is None:
+            raise NotFound(f"endpoint {served.endpoint.name!r} does not serve version {version}")
+        return found
+
+    async def _metrics(self, _: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def _collect(self) -> list[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        loaded = GaugeMetricFamily(
+            "modelyard_model_loaded",
+            "Models in the pool (1 per model, version, runtime)",
+            labels=["model", "version", "runtime"],
+        )
+        load_seconds = GaugeMetricFamily(
+            "modelyard_model_load_seconds",
+            "Seconds the last load took",
+            labels=["model", "version", "runtime", "phase"],
+        )
+        queue = GaugeMetricFamily(
+            "modelyard_batch_queue_depth",
+            "Requests waiting for a batch",
+            labels=["model", "version"],
+        )
+        batches = CounterMetricFamily(
+            "modelyard_batches", "Predict calls made by the batcher", labels=["model", "version"]
+        )
+        batch_rows = CounterMetricFamily(
+            "modelyard_batch_rows", "Rows predicted by the batcher", labels=["model", "version"]
+        )
+        sizes = HistogramMetricFamily(
+            "modelyard_batch_size", "Rows per predict call", labels=["model", "version"]
+        )
+        for m in self.pool.snapshot():
+            labels = [m["model"], str(m["version"])]
+            loaded.add_metric([*labels, m["runtime"]], 1)
+            load_seconds.add_metric([*labels, m["runtime"], "load"], m["load_seconds"])
+            load_seconds.add_metric([*labels, m["runtime"], "warm_up"], m["warm_seconds"])
+            stats = m["batcher"]
+            queue.add_metric(labels, stats["queue_depth"])
+            batches.add_metric(labels, stats["batches"])
+            batch_rows.add_metric(labels, stats["rows"])
+            buckets = [(str(b), c) for b, c in stats["batch_size_buckets"]]
+            sizes.add_metric(labels, buckets, stats["batch_size_sum"])
+        logged = CounterMetricFamily(
+            "modelyard_prediction_log_rows", "Prediction log rows by outcome", labels=["outcome"]
+        )
+        log_stats = self.log.stats()
+        for outcome in ("logged", "written", "dropped"):
+            logged.add_metric([outcome], log_stats.get(f"{outcome}_rows", 0))
+        cached = GaugeMetricFamily(
+            "modelyard_cache_entries", "Cached predictions", labels=["endpoint"]
+        )
+        for name, served in self.state.served.items():
+            if served.cache is not None:
+                cached.add_metric([name], len(served.cache))
+        return [loaded, load_seconds, queue, batches, batch_rows, sizes, logged, cached]
+
+
+def check_onnx(ws: Workspace, version: ModelVersion) -> Any:
+    """Convert a version to ONNX, compare predictions, and record the outcome on the version."""
+    from modelyard.formats.onnx_runtime import convert
+
+    result = convert(ws.registry.local_path(version))
+    digest = ws.artifacts.put_bytes(result.onnx_bytes) if result.onnx_bytes else None
+    return ws.registry.record_runtime(
+        version.model,
+        version.version,
+        "onnx",
+        status=result.status,
+        artifact_digest=digest,
+        report=result.report,
+    )
+
+
+def _same(current: Served, plan: Plan) -> bool:
+    if current.endpoint != plan.endpoint:
+        return False
+    wanted = [(v.model, v.version, rt) for v, _, rt in plan.routes]
+    if [m.key for m in current.models] != wanted:
+        return False
+    shadow = (
+        None
+        if plan.shadow is None
+        else (plan.shadow[0].model, plan.shadow[0].version, plan.shadow[1])
+    )
+    return (current.shadow.key if current.shadow else None) == shadow
+
+
+def _is_gateway_path(path: str) -> bool:
+    return path.startswith("/v2") or path in ("/metrics", "/ping", "/health")
+
+
+def _cache_key(loaded: LoadedModel, protocol: str, body: bytes) -> bytes:
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    return f"{loaded.key}|{protocol}|".encode() + digest
+
+
+def _require_json(headers: dict[bytes, bytes], model: str) -> None:
+    content_type = headers.get(b"content-type")
+    if content_type is not None and not content_type.startswith(b"application/json"):
+        raise BadRequest(
+            f"{model}: content type {content_type.decode()!r} is not accepted; "
+            "send application/json"
+        )
+
+
+async def _read_body(receive: Receive, limit: int, headers: dict[bytes, bytes]) -> bytes | None:
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"request body of {int(declared)} bytes is over the {limit} byte limit; send "
+            "fewer rows per request or raise MODELYARD_MAX_REQUEST_BYTES"
+        )
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request body is over the {limit} byte limit; send fewer rows per request "
+                "or raise MODELYARD_MAX_REQUEST_BYTES"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    request_id: str,
+    version: bytes,
+    cache: bytes,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if version:
+        headers.append((b"x-modelyard-version", version))
+    if cache:
+        headers.append((b"x-modelyard-cache", cache))
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    except OSError:  # the client disconnected before the answer; nothing left to do
+        pass
+
+
+def _problem_response(exc: ModelyardError, endpoint: str) -> Response:
+    problem = exc.problem()
+    problem["endpoint"] = endpoint
+    return Response(
+        orjson.dumps(problem), status_code=exc.status, media_type="application/problem+json"
+    )

@@ -1,0 +1,313 @@
+"""The batcher's scheduling: immediate lone requests, natural batching, errors, shapes, close.
+
+Slow predictions are simulated with a ``threading.Event`` gate inside the fake model, so the
+tests sequence events instead of measuring time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelyard.serving.batcher import Batcher, BatcherClosed
+
+SLOW = 0.05  # an expected predict time that makes the batcher use its executor
+FAST = 1e-6  # one that makes it predict inline
+
+
+class FakeModel:
+    """Doubles ``x``; records every call. ``gate`` blocks calls until set (threaded mode)."""
+
+    def __init__(
+        self,
+        gate: threading.Event | None = None,
+        fail_if: Callable[[dict[str, np.ndarray]], bool] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.gate = gate
+        self.delay = delay
+        self.fail_if = fail_if
+        self.calls = 0
+        self.sizes: list[int] = []
+        self.batches: list[dict[str, np.ndarray]] = []
+        self.started = threading.Event()
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        self.batches.append(inputs)
+        self.sizes.append(len(next(iter(inputs.values()))))
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(10), "the test never opened the gate"
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_if is not None and self.fail_if(inputs):
+            raise ValueError("model exploded")
+        x = inputs["x"]
+        return {"y": x * 2, "total": x.reshape(len(x), -1).sum(axis=1)}
+
+
+def row(value: float, rows: int = 1, width: int = 2) -> dict[str, np.ndarray]:
+    """``rows`` distinct rows of ``width`` features, starting at ``value``."""
+    base = value + np.arange(rows, dtype=np.float64)[:, None] / 100
+    return {"x": np.repeat(base, width, axis=1)}
+
+
+async def started(model: FakeModel) -> None:
+    """Wait (without blocking the loop) until the model's first call has begun."""
+    assert await asyncio.to_thread(model.started.wait, 10)
+
+
+async def settle() -> None:
+    """Let every ready task run up to its next real wait."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_lone_request_runs_at_once_in_a_batch_of_one() -> None:
+    async def main() -> None:
+        model = FakeModel()
+        batcher = Batcher(model.predict, max_batch_size=64, max_wait_ms=50.0, name="m:1")
+        inputs = row(3.0)
+        out = await batcher.submit(inputs, 1)
+        assert model.calls == 1
+        assert model.sizes == [1]
+        assert model.batches[0] is inputs  # fast path: the caller's dict, untouched
+        np.testing.assert_array_equal(out["y"], [[6.0, 6.0]])
+        stats = batcher.stats
+        assert (stats.batches, stats.rows, stats.requests, stats.waits) == (1, 1, 1, 0)
+        assert stats.threaded_calls == 1  # no estimate yet: the first call is kept off the loop
+        assert stats.queue_depth == 0
+        assert stats.batch_size_buckets[0] == (1.0, 1)
+        assert stats.prometheus_buckets()[-1] == ("+Inf", 1.0)
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_fast_model_predicts_inline_and_slow_model_in_a_thread() -> None:
+    async def main() -> None:
+        fast, slow = FakeModel(), FakeModel()
+        inline = Batcher(fast.predict, expected_predict_seconds=FAST)
+        threaded = Batcher(slow.predict, expected_predict_seconds=SLOW)
+        await inline.submit(row(1.0), 1)
+        await threaded.submit(row(1.0), 1)
+        assert (inline.stats.inline_calls, inline.stats.threaded_calls) == (1, 0)
+        assert (threaded.stats.inline_calls, threaded.stats.threaded_calls) == (0, 1)
+        assert inline.stats.ewma_seconds_per_row is not None
+        await inline.close()
+        await threaded.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_requests_are_batched_and_each_caller_gets_its_rows() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(
+            model.predict, max_batch_size=16, max_wait_ms=0.0, expected_predict_seconds=SLOW
+        )
+        first = asyncio.create_task(batcher.submit(row(1000.0), 1))
+        await started(model)  # the first request runs alone while the others arrive
+        rows = [1 + i % 2 for i in range(63)]
+        tasks = [
+            asyncio.create_task(batcher.submit(row(float(i), n), n)) for i, n in enumerate(rows)
+        ]
+        await settle()
+        assert batcher.stats.queue_depth == 63
+        assert batcher.stats.queued_rows == sum(rows)
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        np.testing.assert_array_equal((await first)["y"], [[2000.0, 2000.0]])
+
+        assert model.sizes[0] == 1
+        assert model.calls < 64 // 4
+        assert max(model.sizes) <= 16
+        assert sum(model.sizes) == 1 + sum(rows)
+        for i, (n, out) in enumerate(zip(rows, results, strict=True)):
+            expected = row(float(i), n)["x"]
+            np.testing.assert_array_equal(out["y"], expected * 2)
+            np.testing.assert_array_equal(out["total"], expected.sum(axis=1))
+        stats = batcher.stats
+        assert stats.batches == model.calls
+        assert stats.rows == 1 + sum(rows)
+        assert stats.batch_size_count == model.calls
+        assert stats.queue_depth == 0
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_an_exception_reaches_exactly_the_callers_of_its_batch() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate, fail_if=lambda inputs: bool((inputs["x"] < 0).any()))
+        batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=SLOW)
+        first = asyncio.create_task(batcher.submit(row(1.0), 1))
+        await started(model)
+        doomed = [asyncio.create_task(batcher.submit(row(v), 1)) for v in (2.0, -1.0, 3.0)]
+        await settle()
+        gate.set()
+        outcomes = await asyncio.gather(*doomed, return_exceptions=True)
+        assert all(isinstance(o, ValueError) for o in outcomes), outcomes
+        np.testing.assert_array_equal((await first)["y"], [[2.0, 2.0]])
+        assert model.sizes == [1, 3]
+
+        later = await batcher.submit(row(5.0), 1)  # the batcher keeps working
+        np.testing.assert_array_equal(later["y"], [[10.0, 10.0]])
+        assert batcher.stats.failed_batches == 1
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_lone_failing_request_gets_its_exception() -> None:
+    async def main() -> None:
+        model = FakeModel(fail_if=lambda inputs: True)
+        batcher = Batcher(model.predict, expected_predict_seconds=FAST)
+        with pytest.raises(ValueError, match="exploded"):
+            await batcher.submit(row(1.0), 1)
+        model.fail_if = None
+        assert (await batcher.submit(row(1.0), 1))["y"].shape == (1, 2)
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_requests_of_different_shapes_are_not_concatenated() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=SLOW)
+        first = asyncio.create_task(batcher.submit(row(1.0), 1))
+        await started(model)
+        requests: list[tuple[dict[str, Any], int]] = [
+            (row(1.0), 1),
+            (row(2.0, width=3), 1),
+            (row(3.0, rows=2), 2),
+            ({"x": np.array([[4, 4]], dtype=np.int64)}, 1),  # another dtype
+            ({**row(5.0), "extra": np.zeros(1)}, 1),  # another set of keys
+            (row(6.0, width=3), 1),
+        ]
+        tasks = [asyncio.create_task(batcher.submit(x, n)) for x, n in requests]
+        await settle()
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        await first
+
+        for (inputs, _), out in zip(requests, results, strict=True):
+            np.testing.assert_array_equal(out["y"], inputs["x"] * 2)
+            assert out["y"].dtype == inputs["x"].dtype
+        # Every call saw one layout; the 2-wide floats and the 3-wide floats were grouped.
+        for batch in model.batches:
+            assert len({x.shape[1:] for x in batch.values() if x.ndim > 1}) <= 1
+        assert sorted(model.sizes[1:]) == [1, 1, 2, 3]
+        assert model.calls == 5
+        assert batcher.stats.split_batches == 1
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_close_finishes_queued_work_and_refuses_new_work() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(model.predict, name="churn:2", expected_predict_seconds=SLOW)
+        first = asyncio.create_task(batcher.submit(row(1.0), 1))
+        await started(model)
+        queued = asyncio.create_task(batcher.submit(row(2.0), 1))
+        await settle()
+        closing = asyncio.create_task(batcher.close())
+        await settle()
+        assert not closing.done()  # waits for the queued request
+        with pytest.raises(BatcherClosed, match="churn:2"):
+            await batcher.submit(row(3.0), 1)
+        gate.set()
+        await closing
+        np.testing.assert_array_equal((await queued)["y"], [[4.0, 4.0]])
+        await first
+        assert batcher.closed
+        with pytest.raises(BatcherClosed) as caught:
+            await batcher.submit(row(4.0), 1)
+        assert caught.value.status == 503
+        assert model.calls == 2
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_caller_is_skipped() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=SLOW)
+        first = asyncio.create_task(batcher.submit(row(1.0), 1))
+        await started(model)
+        gone = asyncio.create_task(batcher.submit(row(2.0), 1))
+        kept = asyncio.create_task(batcher.submit(row(3.0), 1))
+        await settle()
+        gone.cancel()
+        gate.set()
+        np.testing.assert_array_equal((await kept)["y"], [[6.0, 6.0]])
+        await first
+        assert gone.cancelled()
+        assert model.sizes == [1, 1]
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_busy_slow_model_waits_for_a_fuller_batch_and_a_cheap_one_never_waits() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(
+            model.predict, max_batch_size=8, max_wait_ms=1000.0, expected_predict_seconds=SLOW
+        )
+        first = asyncio.create_task(batcher.submit(row(0.0), 1))
+        await started(model)
+        tasks = [asyncio.create_task(batcher.submit(row(float(i)), 1)) for i in (1, 2)]
+        await settle()  # two quick arrivals: the arrival rate is high, the queue below half
+        gate.set()
+        results = [await first, *await asyncio.gather(*tasks)]
+        for i, out in enumerate(results):
+            np.testing.assert_array_equal(out["y"], row(float(i))["x"] * 2)
+        assert model.sizes == [1, 2]
+        assert batcher.stats.waits == 1
+        await batcher.close()
+
+        cheap = FakeModel()
+        inline = Batcher(
+            cheap.predict, max_batch_size=8, max_wait_ms=1000.0, expected_predict_seconds=FAST
+        )
+        for i in range(20):  # back to back: frequent arrivals, but nothing to wait for
+            await inline.submit(row(float(i)), 1)
+        burst = [asyncio.create_task(inline.submit(row(float(i)), 1)) for i in range(3)]
+        await asyncio.gather(*burst)
+        assert inline.stats.waits == 0
+        assert inline.stats.inline_calls == cheap.calls == 23
+        await inline.close()
+
+    asyncio.run(main())
+
+
+def test_back_to_back_requests_to_a_slow_model_stop_waiting() -> None:
+    async def main() -> None:
+        model = FakeModel(delay=0.0005)  # slow enough to run in the executor
+        batcher = Batcher(model.predict, max_wait_ms=1.0)
+        for i in range(30):
+            out = await batcher.submit(row(float(i)), 1)
+            np.testing.assert_array_equal(out["y"], row(float(i))["x"] * 2)
+        assert model.sizes == [1] * 30
+        assert batcher.stats.threaded_calls == 30
+        assert batcher.stats.waits < 10  # unproductive waits are given up
+        await batcher.close()
+
+    asyncio.run(main())

@@ -1,0 +1,290 @@
+"""The gateway over real HTTP: OIP v2 (with tritonclient), MLflow scoring, errors, policies."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+from tests.serving.conftest import FEATURES, GatewayServer
+
+from modelyard.client import Client
+
+
+def register(
+    gw: GatewayServer, model: object, name: str, X: pd.DataFrame, alias: str | None = None
+) -> int:
+    c = Client(str(gw.ws.settings.resolved_home), settings=gw.ws.settings)
+    v = c.log_model(model, name, input_example=X.head(5), alias=alias)
+    c.close()
+    return v.version
+
+
+def split_body(X: pd.DataFrame) -> dict:
+    return {"dataframe_split": {"columns": list(X.columns), "data": X.to_numpy().tolist()}}
+
+
+def test_mlflow_and_oip_answers_match_sklearn(gateway: GatewayServer, models, frame) -> None:
+    X, _ = frame
+    register(gateway, models["lr"], "fraud", X, alias="champion")
+    gateway.ws.endpoints.create("fraud", "models:/fraud@champion")
+    url = gateway.start()
+    rows = X.head(7)
+    expected = models["lr"].predict(rows)
+
+    r = httpx.post(f"{url}/endpoints/fraud/invocations", json=split_body(rows))
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == expected.tolist()
+    assert r.headers["x-modelyard-version"] == "fraud/1"
+    assert r.headers["x-request-id"]
+
+    # MLflow's bare /invocations serves the only endpoint
+    r = httpx.post(f"{url}/invocations", json={"dataframe_records": rows.to_dict("records")})
+    assert r.json()["predictions"] == expected.tolist()
+
+    # OIP v2 with the real Triton client
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("fraud")
+    meta = client.get_model_metadata("fraud")
+    assert [i["name"] for i in meta["inputs"]] == FEATURES
+    inputs = []
+    for name in FEATURES:
+        tensor = triton.InferInput(name, [len(rows)], "FP64")
+        tensor.set_data_from_numpy(rows[name].to_numpy(), binary_data=False)
+        inputs.append(tensor)
+    result = client.infer(
+        "fraud",
+        inputs,
+        request_id="req-42",
+        outputs=[triton.InferRequestedOutput("predictions", binary_data=False)],
+    )
+    np.testing.assert_array_equal(result.as_numpy("predictions"), expected)
+    response = result.get_response()
+    assert response["model_version"] == "1" and response["id"] == "req-42"
+
+
+def test_bad_requests_get_problem_json(gateway: GatewayServer, models, frame) -> None:
+    X, _ = frame
+    register(gateway, models["lr"], "fraud", X)
+    gateway.ws.endpoints.create("fraud", "models:/fraud/1")
+    url = gateway.start()
+    ep = f"{url}/endpoints/fraud/invocations"
+
+    def problem(r: httpx.Response, status: int, needle: str, endpoint: str = "fraud") -> None:
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        body = r.json()
+        assert needle in body["detail"], body
+        assert body["endpoint"] == endpoint
+
+    problem(
+        httpx.post(ep, content=b"{not json", headers={"content-type": "application/json"}),
+        400,
+        "JSON",
+    )
+    problem(
+        httpx.post(ep, content=b"a,b\n1,2", headers={"content-type": "application/xml"}),
+        400,
+        "content type",
+    )
+    missing = X.head(1).drop(columns=["f3"])
+    problem(httpx.post(ep, json=split_body(missing)), 422, "f3")
+    bad = X.head(2).astype(object)
+    bad.iloc[1, 0] = "abc"
+    problem(httpx.post(ep, json=split_body(bad)), 422, "f0")
+    nan = X.head(1).copy()
+    nan.iloc[0, 2] = np.nan
+    r = httpx.post(
+        ep,
+        content=b'{"dataframe_split": {"columns": '
+        + str(FEATURES).replace("'", '"').encode()
+        + b', "data": [[1, 2, NaN, 4, 5, 6]]}}',
+        headers={"content-type": "application/json"},
+    )
+    assert 400 <= r.status_code < 500
+    problem(
+        httpx.post(f"{url}/endpoints/ghost/invocations", json=split_body(X.head(1))),
+        404,
+        "ghost",
+        endpoint="ghost",
+    )
+    problem(
+        httpx.post(f"{url}/v2/models/fraud/versions/9/infer", json={"inputs": []}), 404, "version 9"
+    )
+    big = b"x" * (gateway.ws.settings.max_request_bytes + 10)
+    problem(httpx.post(ep, content=big, headers={"content-type": "application/json"}), 413, "limit")
+    # ...and it still serves
+    assert httpx.post(ep, json=split_body(X.head(1))).status_code == 200
+
+
+def test_model_that_raises_gets_500_and_others_keep_working(
+    gateway: GatewayServer, models, frame
+) -> None:
+    from modelyard.formats import PythonModel
+
+    class Exploding(PythonModel):
+        def predict(self, inputs):  # type: ignore[no-untyped-def]
+            if float(np.asarray(inputs["f0"])[0]) > 100:
+                raise ValueError("cannot score amounts above 100")
+            return np.zeros(len(inputs["f0"]))
+
+    X, _ = frame
+    c = Client(str(gateway.ws.settings.resolved_home), settings=gateway.ws.settings)
+    c.log_model(Exploding(), "boom", input_example=X.head(3))
+    register(gateway, models["lr"], "fraud", X)
+    gateway.ws.endpoints.create("fraud", "models:/fraud/1")
+    gateway.ws.endpoints.create("boom", "models:/boom/1")
+    url = gateway.start()
+    # pyfunc needs trust: the endpoint reports why it is not ready
+    r = httpx.post(f"{url}/endpoints/boom/invocations", json=split_body(X.head(1)))
+    assert r.status_code == 503 and "trusted" in r.json()["detail"]
+    assert (
+        httpx.post(f"{url}/endpoints/fraud/invocations", json=split_body(X.head(1))).status_code
+        == 200
+    )
+    ready = httpx.get(f"{url}/v2/health/ready")
+    assert ready.status_code == 503 and "boom" in ready.json()["not_ready"]
+
+
+def _load(url: str, path: str, body: dict, stop: threading.Event, results: list) -> None:
+    with httpx.Client(base_url=url, timeout=30) as c:
+        deadline = time.monotonic() + 300  # bounded even if the test body fails
+        while not stop.is_set() and time.monotonic() < deadline:
+            r = c.post(path, json=body)
+            results.append((r.status_code, r.headers.get("x-modelyard-version"), r.text))
+
+
+def test_alias_moves_under_load_fail_no_request(gateway: GatewayServer, models, frame) -> None:
+    """Move champion 20 times while 4 clients send requests: none fails, each names its version."""
+    X, _ = frame
+    register(gateway, models["lr"], "fraud", X, alias="champion")
+    register(gateway, models["lr2"], "fraud", X)
+    gateway.ws.endpoints.create("fraud", "models:/fraud@champion")
+    url = gateway.start()
+    body = split_body(X.head(1))
+    results: list = []
+    stop = threading.Event()
+    threads = [
+        threading.Thread(
+            target=_load, args=(url, "/endpoints/fraud/invocations", body, stop, results)
+        )
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        seen_versions = set()
+        for i in range(20):
+            target = 2 if i % 2 == 0 else 1
+            gateway.ws.registry.set_alias("fraud", "champion", target)
+            deadline = time.monotonic() + 30
+            while True:  # wait until the gateway answers with the new version
+                r = httpx.post(f"{url}/endpoints/fraud/invocations", json=body)
+                assert r.status_code == 200, r.text
+                if r.headers["x-modelyard-version"] == f"fraud/{target}":
+                    seen_versions.add(target)
+                    break
+                assert time.monotonic() < deadline, "the gateway did not follow the alias"
+                time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert seen_versions == {1, 2}
+    assert len(results) > 20
+    failed = [r for r in results if r[0] != 200]
+    assert failed == []
+    assert {r[1] for r in results} <= {"fraud/1", "fraud/2"}
+
+
+def test_weighted_split_and_shadow(gateway: GatewayServer, models, frame) -> None:
+    X, _ = frame
+    register(gateway, models["lr"], "fraud", X)
+    register(gateway, models["lr2"], "fraud", X)
+    register(gateway, models["rf"], "fraud", X)
+    gateway.ws.endpoints.create(
+        "fraud",
+        "models:/fraud/1",
+        policy={
+            "routes": [
+                {"target": "models:/fraud/1", "weight": 3},
+                {"target": "models:/fraud/2", "weight": 1},
+            ],
+            "shadow": "models:/fraud/3",
+        },
+    )
+    url = gateway.start()
+    answered = []
+    with httpx.Client(base_url=url) as c:
+        for _ in range(200):
+            r = c.post("/endpoints/fraud/invocations", json=split_body(X.head(1)))
+            assert r.status_code == 200
+            answered.append(r.headers["x-modelyard-version"])
+    share = answered.count("fraud/1") / len(answered)
+    assert 0.6 < share < 0.9  # 3:1 split; 200 draws
+    assert "fraud/3" not in answered  # shadow answers are never returned
+    gateway.gateway.log.flush()
+    table = gateway.gateway.log.read("fraud")
+    shadow_rows = table.filter(table["shadow"]).num_rows
+    assert shadow_rows > 0 and set(table.filter(table["shadow"])["version"].to_pylist()) == {3}
+
+
+def test_cache_hits_are_counted(gateway: GatewayServer, models, frame) -> None:
+    X, _ = frame
+    register(gateway, models["lr"], "fraud", X)
+    gateway.ws.endpoints.create(
+        "fraud", "models:/fraud/1", cache={"enabled": True, "max_entries": 100, "ttl_seconds": 60}
+    )
+    url = gateway.start()
+    body = split_body(X.head(1))
+    first = httpx.post(f"{url}/endpoints/fraud/invocations", json=body)
+    second = httpx.post(f"{url}/endpoints/fraud/invocations", json=body)
+    assert (
+        first.headers["x-modelyard-cache"] == "miss"
+        and second.headers["x-modelyard-cache"] == "hit"
+    )
+    assert first.content == second.content
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'modelyard_cache_lookups_total{endpoint="fraud",result="hit"} 1.0' in metrics
+
+
+def test_metrics_prediction_log_and_onnx_runtime(gateway: GatewayServer, models, frame) -> None:
+    X, _ = frame
+    register(gateway, models["rf"], "forest", X)
+    gateway.ws.endpoints.create("forest", "models:/forest/1")
+    url = gateway.start()
+    rows = X.head(5)
+    r = httpx.post(f"{url}/endpoints/forest/invocations", json=split_body(rows))
+    assert r.json()["predictions"] == models["rf"].predict(rows).tolist()
+    recorded = gateway.ws.registry.get_runtime("forest", 1, "onnx")
+    assert recorded is not None and recorded.status == "identical"
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'modelyard_model_loaded{model="forest",runtime="onnx",version="1"} 1.0' in metrics
+    assert (
+        'modelyard_requests_total{code="200",endpoint="forest",protocol="mlflow",version="1"}'
+        in metrics
+    )
+    assert "modelyard_request_latency_seconds_bucket" in metrics
+    assert "modelyard_batch_size_bucket" in metrics
+    gateway.gateway.log.flush()
+    table = gateway.gateway.log.read("forest")
+    assert table.num_rows == 5
+    assert table["request_id"][0].as_py() == r.headers["x-request-id"]
+
+
+def test_native_runtime_opt_out(gateway: GatewayServer, models, frame) -> None:
+    X, _ = frame
+    register(gateway, models["lr"], "fraud", X)
+    gateway.ws.endpoints.create("fraud", "models:/fraud/1", runtime="native")
+    url = gateway.start()
+    assert (
+        httpx.post(f"{url}/endpoints/fraud/invocations", json=split_body(X.head(1))).status_code
+        == 200
+    )
+    assert gateway.ws.registry.get_runtime("fraud", 1, "onnx") is None
+    assert 'runtime="native"' in httpx.get(f"{url}/metrics").text
