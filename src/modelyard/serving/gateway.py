@@ -17,6 +17,7 @@ import asyncio
 import bisect
 import hashlib
 import logging
+import os
 import random
 import time
 import uuid
@@ -52,6 +53,7 @@ PROBLEM = b"application/problem+json"
 JSON = b"application/json"
 CONVERTIBLE = {"sklearn", "xgboost", "lightgbm"}
 MAX_SHADOW_IN_FLIGHT = 64
+_WORKER = str(os.getpid()).encode()  # which gateway process answered (with --workers N)
 
 
 class ModelFailed(ModelyardError):
@@ -736,6 +738,7 @@ async def _send(
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id.encode()),
+        (b"x-modelyard-worker", _WORKER),
     ]
     if version:
         headers.append((b"x-modelyard-version", version))

@@ -1,0 +1,155 @@
+"""`modelyard serve` as a real process: several workers, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from modelyard.client import Client
+from modelyard.config import Settings
+from modelyard.monitoring import PredictionLog
+from modelyard.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path, models, frame):  # type: ignore[no-untyped-def]
+    X, _ = frame
+    home = tmp_path / "home"
+    c = Client(str(home), settings=Settings(home=home))
+    c.log_model(models["lr"], "fraud", input_example=X.head(5), alias="champion")
+    c.endpoints.create("fraud", "models:/fraud@champion")
+    c.close()
+    port = _free_port()
+    env = {**os.environ, "MODELYARD_HOME": str(home)}
+
+    def start(workers: int) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelyard",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                    return proc
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, "modelyard serve exited early"
+            time.sleep(0.1)
+        proc.kill()
+        raise AssertionError("modelyard serve did not become ready")
+
+    procs: list[subprocess.Popen[bytes]] = []
+    yield home, f"http://127.0.0.1:{port}", lambda w: procs.append(start(w)) or procs[-1]
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+
+
+def _body(X: pd.DataFrame) -> dict:
+    return {"dataframe_split": {"columns": list(X.columns), "data": X.head(1).to_numpy().tolist()}}
+
+
+def test_two_workers_both_answer(served, frame) -> None:  # type: ignore[no-untyped-def]
+    X, _ = frame
+    home, url, start = served
+    proc = start(2)
+    workers = set()
+    for _ in range(60):  # new connections are spread across the workers' sockets
+        with httpx.Client() as c:
+            r = c.post(f"{url}/endpoints/fraud/invocations", json=_body(X))
+            assert r.status_code == 200
+            workers.add(r.headers["x-modelyard-worker"])
+        if len(workers) == 2:
+            break
+    assert len(workers) == 2
+    # the control plane is served by the same processes
+    assert httpx.get(f"{url}/api/v1/endpoints").json()[0]["name"] == "fraud"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+def test_sigterm_drains_and_flushes_the_prediction_log(served, frame) -> None:  # type: ignore[no-untyped-def]
+    X, _ = frame
+    home, url, start = served
+    proc = start(1)
+    answered: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post(f"{url}/endpoints/fraud/invocations", json=_body(X))
+                except httpx.TransportError as exc:  # refused after shutdown: never accepted
+                    errors.append(type(exc).__name__)
+                    return
+                if r.status_code == 200:
+                    answered.append(1)
+                else:
+                    errors.append(f"HTTP {r.status_code}")
+                    return
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while len(answered) < 50:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done; the log below shows
+    # whether in-flight requests were drained and the prediction log flushed.
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not [e for e in errors if e.startswith("HTTP")]  # no accepted request failed
+    ws = Workspace.open(Settings(home=home))
+    try:
+        logged = PredictionLog(ws).read("fraud").num_rows
+    finally:
+        ws.close()
+    assert logged == len(answered)  # every answered prediction reached the log
+
+
+def test_client_that_disconnects_mid_request_does_not_hurt(served, frame) -> None:  # type: ignore[no-untyped-def]
+    X, _ = frame
+    _, url, start = served
+    proc = start(1)
+    port = int(url.rsplit(":", 1)[1])
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(
+                b"POST /endpoints/fraud/invocations HTTP/1.1\r\nHost: x\r\n"
+                b'content-type: application/json\r\ncontent-length: 1000\r\n\r\n{"dataf'
+            )
+    assert httpx.post(f"{url}/endpoints/fraud/invocations", json=_body(X)).status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
