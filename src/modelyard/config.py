@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         description="require API tokens; off means local single-user mode (everyone is admin)",
     )
     max_upload_bytes: int = Field(default=2 * 1024**3, description="largest artifact upload")
+    trust_pickled_models: bool = Field(
+        default=False,
+        description="let the gateway load pickle-based (pyfunc) models; only if you trust "
+        "everyone who can register a model",
+    )
     max_request_bytes: int = Field(
         default=8 * 1024**2, description="largest inference request body the gateway accepts"
     )

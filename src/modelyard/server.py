@@ -88,7 +88,13 @@ def run(
     if count == 1:
         run_worker(settings, host, port, role, log_level)
         return
-    ctx = multiprocessing.get_context("spawn")
+    # Import once here and fork: the workers inherit the loaded modules instead of each
+    # importing them again, which roughly halves the cold start on two cores. Nothing has
+    # started a thread or an event loop yet, so forking is safe.
+    import modelyard.api.app
+    import modelyard.serving.gateway  # noqa: F401
+
+    ctx = multiprocessing.get_context("fork")
     children = [
         ctx.Process(
             target=run_worker,

@@ -71,7 +71,7 @@ def test_bad_files_are_refused(tmp_path: Path, predictor, frame) -> None:  # typ
     with pytest.raises(InvalidInput, match="does not exist"):
         score_file(predictor, tmp_path / "nope.parquet", tmp_path / "o.parquet", model="lr")
     (tmp_path / "in.json").write_text("{}")
-    with pytest.raises(InvalidInput, match=".parquet or .csv"):
+    with pytest.raises(InvalidInput, match=r"\.parquet or \.csv"):
         score_file(predictor, tmp_path / "in.json", tmp_path / "o.parquet", model="lr")
     X.drop(columns=["f2"]).to_parquet(tmp_path / "missing.parquet")
     with pytest.raises(InvalidInput, match="f2"):

@@ -288,3 +288,38 @@ def test_native_runtime_opt_out(gateway: GatewayServer, models, frame) -> None:
     )
     assert gateway.ws.registry.get_runtime("fraud", 1, "onnx") is None
     assert 'runtime="native"' in httpx.get(f"{url}/metrics").text
+
+
+def test_predict_that_raises_is_a_500_naming_the_model(tmp_path, models, frame) -> None:  # type: ignore[no-untyped-def]
+    from modelyard.config import Settings
+    from modelyard.formats import PythonModel
+    from modelyard.workspace import Workspace
+
+    class Exploding(PythonModel):
+        def predict(self, inputs):  # type: ignore[no-untyped-def]
+            if float(np.asarray(inputs["f0"])[0]) > 100:
+                raise ValueError("cannot score amounts above 100")
+            return np.zeros(len(inputs["f0"]))
+
+    X, _ = frame
+    ws = Workspace.open(Settings(home=tmp_path / "trusting", trust_pickled_models=True))
+    gw = GatewayServer(ws)
+    try:
+        c = Client(str(ws.settings.resolved_home), settings=ws.settings)
+        c.log_model(Exploding(), "boom", input_example=X.head(3))
+        ws.endpoints.create("boom", "models:/boom/1")
+        url = gw.start()
+        ok_row = X.head(1)
+        bad_row = ok_row.copy()
+        bad_row.iloc[0, 0] = 1000.0
+        r = httpx.post(f"{url}/endpoints/boom/invocations", json=split_body(bad_row))
+        assert r.status_code == 500
+        body = r.json()
+        assert body["model"] == "boom" and body["version"] == 1
+        assert "cannot score amounts above 100" in body["detail"]
+        assert "Traceback" not in r.text
+        good = httpx.post(f"{url}/endpoints/boom/invocations", json=split_body(ok_row))
+        assert good.status_code == 200 and good.json()["predictions"] == [0.0]
+    finally:
+        gw.stop()
+        ws.close()

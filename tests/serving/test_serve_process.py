@@ -79,7 +79,7 @@ def _body(X: pd.DataFrame) -> dict:
 
 def test_two_workers_both_answer(served, frame) -> None:  # type: ignore[no-untyped-def]
     X, _ = frame
-    home, url, start = served
+    _, url, start = served
     proc = start(2)
     workers = set()
     for _ in range(60):  # new connections are spread across the workers' sockets

@@ -286,7 +286,7 @@ class Gateway:
                 return load_onnx_predictor(
                     self.ws.artifacts.get_bytes(recorded.artifact_digest), read_manifest(native)
                 )
-        return self.ws.registry.load_model(version)
+        return self.ws.registry.load_model(version, trusted=self.ws.settings.trust_pickled_models)
 
     # --- ASGI -------------------------------------------------------------------------
 
