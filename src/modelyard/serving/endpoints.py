@@ -15,6 +15,7 @@ from ulid import ULID
 from modelyard.errors import AlreadyExists, InvalidInput, NotFound
 from modelyard.registry.uri import check_model_name, parse_model_uri
 from modelyard.serving.entities import Batching, CacheConfig, Endpoint, TrafficPolicy
+from modelyard.serving.runtime import choose_runtime
 from modelyard.store.tables import EndpointRow
 
 if TYPE_CHECKING:
@@ -157,7 +158,9 @@ class EndpointService:
             uris.append(checked_policy.shadow)
         for uri in uris:
             parse_model_uri(uri)
-            self.ws.registry.resolve(uri)  # NotFound names what is missing
+            version = self.ws.registry.resolve(uri)  # NotFound names what is missing
+            # Settle the runtime now (deploy time), so gateways start without converting.
+            choose_runtime(self.ws, runtime, version)
         return {
             "target": target,
             "policy": checked_policy.model_dump(mode="json"),

@@ -40,6 +40,7 @@ from modelyard.serving.metrics import GatewayMetrics
 from modelyard.serving.pool import LoadedModel, ModelPool
 from modelyard.serving.protocols import mlflow as mlflow_protocol
 from modelyard.serving.protocols import oip
+from modelyard.serving.runtime import choose_runtime
 from modelyard.workspace import Workspace
 
 log = logging.getLogger("modelyard.gateway")
@@ -51,7 +52,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 PROBLEM = b"application/problem+json"
 JSON = b"application/json"
-CONVERTIBLE = {"sklearn", "xgboost", "lightgbm"}
 MAX_SHADOW_IN_FLIGHT = 64
 _WORKER = str(os.getpid()).encode()  # which gateway process answered (with --workers N)
 
@@ -263,16 +263,7 @@ class Gateway:
         return plans, errors
 
     def _runtime(self, endpoint: Endpoint, version: ModelVersion) -> str:
-        """ "onnx" when the version converts to ONNX with identical predictions, else "native".
-
-        The check runs once per version and is recorded on it in the registry.
-        """
-        if endpoint.runtime == "native" or version.format not in CONVERTIBLE:
-            return "native"
-        recorded = self.ws.registry.get_runtime(version.model, version.version, "onnx")
-        if recorded is None:
-            recorded = check_onnx(self.ws, version)
-        return "onnx" if recorded.usable else "native"
+        return choose_runtime(self.ws, endpoint.runtime, version)
 
     def _load(self, version: ModelVersion, runtime: str) -> Predictor:
         if runtime == "onnx":
@@ -644,22 +635,6 @@ class Gateway:
             if served.cache is not None:
                 cached.add_metric([name], len(served.cache))
         return [loaded, load_seconds, queue, batches, batch_rows, sizes, logged, cached]
-
-
-def check_onnx(ws: Workspace, version: ModelVersion) -> Any:
-    """Convert a version to ONNX, compare predictions, and record the outcome on the version."""
-    from modelyard.formats.onnx_runtime import convert
-
-    result = convert(ws.registry.local_path(version))
-    digest = ws.artifacts.put_bytes(result.onnx_bytes) if result.onnx_bytes else None
-    return ws.registry.record_runtime(
-        version.model,
-        version.version,
-        "onnx",
-        status=result.status,
-        artifact_digest=digest,
-        report=result.report,
-    )
 
 
 def _same(current: Served, plan: Plan) -> bool:
