@@ -53,7 +53,6 @@ Send = Callable[[Message], Awaitable[None]]
 PROBLEM = b"application/problem+json"
 JSON = b"application/json"
 MAX_SHADOW_IN_FLIGHT = 64
-_WORKER = str(os.getpid()).encode()  # which gateway process answered (with --workers N)
 
 
 class ModelFailed(ModelyardError):
@@ -139,6 +138,8 @@ class Gateway:
         self.log = prediction_log if prediction_log is not None else PredictionLog(ws)
         self._refresher: asyncio.Task[None] | None = None
         self._shadow_in_flight = 0
+        # Which process answered: the header tells workers apart (after fork, so per gateway).
+        self.worker = str(os.getpid()).encode()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sync_lock = asyncio.Lock()
         self.metrics.add_collector(self._collect)
@@ -366,7 +367,7 @@ class Gateway:
             await self._problem(send, exc, label_name, loaded, protocol, start, request_id)
             return
         tagline = f"{loaded.version.model}/{loaded.version.version}"
-        await _send(send, 200, payload, JSON, request_id, tagline.encode(), tag)
+        await _send(send, 200, payload, JSON, request_id, tagline.encode(), tag, self.worker)
         seconds = time.perf_counter() - start
         self.metrics.observe(label_name, str(loaded.version.version), protocol, 200, seconds)
 
@@ -525,7 +526,9 @@ class Gateway:
         self.metrics.errors.labels(endpoint, reason).inc()
         self.metrics.observe(endpoint, version, protocol, exc.status, time.perf_counter() - start)
         tag = f"{loaded.version.model}/{loaded.version.version}".encode() if loaded else b""
-        await _send(send, exc.status, orjson.dumps(problem), PROBLEM, request_id, tag, b"")
+        await _send(
+            send, exc.status, orjson.dumps(problem), PROBLEM, request_id, tag, b"", self.worker
+        )
 
     # --- the other routes --------------------------------------------------------------
 
@@ -708,12 +711,13 @@ async def _send(
     request_id: str,
     version: bytes,
     cache: bytes,
+    worker: bytes,
 ) -> None:
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id.encode()),
-        (b"x-modelyard-worker", _WORKER),
+        (b"x-modelyard-worker", worker),
     ]
     if version:
         headers.append((b"x-modelyard-version", version))
