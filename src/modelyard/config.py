@@ -34,6 +34,18 @@ class Settings(BaseSettings):
         description="let the gateway load pickle-based (pyfunc) models; only if you trust "
         "everyone who can register a model",
     )
+    gateway_memory_mb: int | None = Field(
+        default=None, description="model pool budget; least recently used models are evicted"
+    )
+    gateway_refresh_seconds: float = Field(
+        default=0.5, gt=0, description="how often the gateway checks for alias and endpoint changes"
+    )
+    prediction_log_queue_rows: int = Field(
+        default=200_000, ge=1, description="rows the prediction log may hold before it drops"
+    )
+    prediction_log_segment_rows: int = Field(
+        default=50_000, ge=1, description="rows per Parquet segment of the prediction log"
+    )
     max_request_bytes: int = Field(
         default=8 * 1024**2, description="largest inference request body the gateway accepts"
     )

@@ -8,6 +8,7 @@ import time
 import httpx
 import numpy as np
 import pandas as pd
+import pytest
 from tests.serving.conftest import FEATURES, GatewayServer
 
 from modelyard.client import Client
@@ -323,3 +324,28 @@ def test_predict_that_raises_is_a_500_naming_the_model(tmp_path, models, frame) 
     finally:
         gw.stop()
         ws.close()
+
+
+def test_tritonclient_binary_tensors_and_errors(gateway: GatewayServer, models, frame) -> None:
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    X, _ = frame
+    register(gateway, models["rf"], "forest", X)
+    gateway.ws.endpoints.create("forest", "models:/forest/1")
+    url = gateway.start()
+    rows = X.head(4)
+    client = triton.InferenceServerClient(url.removeprefix("http://"))
+    inputs = []
+    for name in FEATURES:
+        tensor = triton.InferInput(name, [len(rows)], "FP64")
+        tensor.set_data_from_numpy(rows[name].to_numpy())  # binary_data=True, the default
+        inputs.append(tensor)
+    result = client.infer("forest", inputs)
+    np.testing.assert_array_equal(result.as_numpy("predictions"), models["rf"].predict(rows))
+    # ONNX Runtime computes in float32: equal within the tolerance its recorded check uses
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"), models["rf"].predict_proba(rows), atol=1e-5
+    )
+    with pytest.raises(InferenceServerException, match="f5"):
+        client.infer("forest", inputs[:-1])  # a missing column: the error reaches the client

@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from modelyard.api.deps import editor, viewer
-from modelyard.errors import InvalidInput
+from modelyard.errors import InvalidInput, NotFound
 from modelyard.page import Page
 from modelyard.registry import (
     Alias,
@@ -19,6 +19,7 @@ from modelyard.registry import (
     ModelVersion,
     RegisteredModel,
     RetentionResult,
+    VersionRuntime,
 )
 from modelyard.workspace import Workspace
 
@@ -214,6 +215,17 @@ def update_card(
 @router.get("/models/{name}/versions/{version}/lineage", response_model=Lineage)
 def get_lineage(name: str, version: int, ws: Workspace = Depends(viewer)) -> Lineage:
     return ws.registry.lineage(name, version)
+
+
+@router.get("/models/{name}/versions/{version}/runtimes/{runtime}", response_model=VersionRuntime)
+def get_runtime(
+    name: str, version: int, runtime: str, ws: Workspace = Depends(viewer)
+) -> VersionRuntime:
+    """How an optimised runtime (``onnx``) compared with the version's native predictions."""
+    found = ws.registry.get_runtime(name, version, runtime)
+    if found is None:
+        raise NotFound(f"{name} v{version} has no recorded {runtime} check yet")
+    return found
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=Alias)

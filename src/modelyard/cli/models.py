@@ -281,6 +281,36 @@ def lineage(ctx: typer.Context, uri: str, as_json: bool = JSON) -> None:
     record(c.registry.lineage(v.model, v.version), as_json=as_json)
 
 
+@app.command()
+def runtime(
+    ctx: typer.Context,
+    uri: str = typer.Argument(..., help="models:/NAME/VERSION or models:/NAME@alias"),
+    check: bool = typer.Option(False, "--check", help="run the ONNX comparison now if missing"),
+    as_json: bool = JSON,
+) -> None:
+    """Show whether a version is served by ONNX Runtime, and how its predictions compared."""
+    c = client(ctx)
+    v = c.registry.resolve(uri)
+    recorded = c.registry.get_runtime(v.model, v.version, "onnx")
+    if recorded is None and check:
+        if c.workspace is None:
+            raise InvalidInput("--check converts the model in this process; run it without --uri")
+        from modelyard.serving.runtime import check_onnx
+
+        recorded = check_onnx(c.workspace, v)
+    if recorded is None:
+        ok(f"{v.model} v{v.version}: not checked yet (an endpoint on it, or --check, runs it)")
+        return
+    if as_json:
+        record(recorded, as_json=True)
+        return
+    report = recorded.report
+    ok(
+        f"{v.model} v{v.version}: onnx {recorded.status}; {report.get('rows', '?')} rows compared, "
+        f"max abs diff {report.get('max_abs_diff', {})}, input {report.get('input_dtype', '?')}"
+    )
+
+
 @alias_app.command("set")
 def alias_set(
     ctx: typer.Context, name: str, alias: str, version: int, as_json: bool = JSON

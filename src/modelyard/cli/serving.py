@@ -107,18 +107,26 @@ def update(
     shadow: str = typer.Option(None, help="shadow target URI"),
     batching: str = typer.Option(None, help="JSON batching settings"),
     cache: str = typer.Option(None, help="JSON cache settings"),
+    clear_policy: bool = typer.Option(
+        False, "--clear-policy", help="remove the split and shadow: serve --model alone"
+    ),
     runtime: str = typer.Option(None, help="auto or native"),
+    pin: bool = typer.Option(None, "--pin/--no-pin", help="keep the model loaded at all times"),
     timeout_ms: int = typer.Option(None, help="per-request timeout"),
     as_json: bool = JSON,
 ) -> None:
     """Change an endpoint (hot swap: no request fails)."""
+    if clear_policy and (split or shadow):
+        raise InvalidInput("--clear-policy cannot be combined with --split or --shadow")
+    policy = {"routes": [], "shadow": None} if clear_policy else _policy(split, shadow)
     endpoint = _service(ctx).update(
         name,
         target=model,
-        policy=_policy(split, shadow),
+        policy=policy,
         batching=_json_option(batching, "--batching"),
         cache=_json_option(cache, "--cache"),
         runtime=runtime,
+        pinned=pin,
         timeout_ms=timeout_ms,
     )
     record(endpoint, as_json=as_json)

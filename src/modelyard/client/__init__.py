@@ -18,6 +18,7 @@ from modelyard.config import Settings
 from modelyard.errors import InvalidInput
 from modelyard.registry import Alias, DatasetLink, ModelVersion
 from modelyard.registry.service import version_dir
+from modelyard.workspace import Workspace
 
 if TYPE_CHECKING:
     from modelyard.formats import Predictor, Signature
@@ -44,7 +45,8 @@ class Client:
         uri = uri or settings.uri
         self.settings = settings
         self._active_run: str | None = None
-        if uri and uri.startswith(("http://", "https://")):
+        ws: Workspace | None = None
+        if uri is not None and uri.startswith(("http://", "https://")):
             from modelyard.client import http
 
             transport = http.HttpTransport(uri, token=token or settings.token)
@@ -57,8 +59,6 @@ class Client:
             self.audit: Any = http.HttpAudit(transport)
             self.endpoints: Any = http.HttpEndpoints(transport)
         else:
-            from modelyard.workspace import Workspace
-
             ws = Workspace.open(_settings_for(uri, settings))
             self.settings = ws.settings
             self._close = ws.close
@@ -69,6 +69,7 @@ class Client:
             self.audit = ws.audit
             self.endpoints = ws.endpoints
             self._artifacts = ws.artifacts
+        self.workspace = ws  # None over HTTP
 
     # --- models -------------------------------------------------------------------------
 

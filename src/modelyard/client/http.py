@@ -31,6 +31,7 @@ from modelyard.registry import (
     ModelVersion,
     RegisteredModel,
     RetentionResult,
+    VersionRuntime,
 )
 from modelyard.serving.entities import Endpoint
 from modelyard.tracking.entities import (
@@ -324,6 +325,14 @@ class HttpRegistry:
         return self.t.send(
             "PATCH", f"/models/{_q(name)}/versions/{version}/card", ModelCard, dict(sections)
         )
+
+    def get_runtime(self, name: str, version: int, runtime: str) -> VersionRuntime | None:
+        try:
+            return self.t.get(
+                f"/models/{_q(name)}/versions/{version}/runtimes/{_q(runtime)}", VersionRuntime
+            )
+        except errors.NotFound:
+            return None
 
     def lineage(self, name: str, version: int) -> Lineage:
         return self.t.get(f"/models/{_q(name)}/versions/{version}/lineage", Lineage)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from modelyard.errors import InvalidInput
+from modelyard.errors import InvalidInput, MissingExtra
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature
 
@@ -188,3 +188,14 @@ def detect_format(model: Any) -> ModelFormat:
         f"fits it (available formats: {', '.join(_FORMAT_MODULES)}); pass format=..., or wrap "
         "it in a modelyard.formats.PythonModel subclass"
     )
+
+
+def require(module: str, extra: str) -> Any:
+    """Import a framework on first use; :class:`MissingExtra` names the extra to install.
+
+    Frameworks are imported lazily so that ``import modelyard`` stays light.
+    """
+    try:
+        return importlib.import_module(module)
+    except (ImportError, OSError) as exc:  # OSError: an install missing its native libraries
+        raise MissingExtra(module.partition(".")[0], extra) from exc

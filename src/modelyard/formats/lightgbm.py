@@ -8,20 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.errors import InvalidModel, MissingExtra
-from modelyard.formats.base import Outputs, Predictor
+from modelyard.errors import InvalidModel
+from modelyard.formats.base import Outputs, Predictor, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature
 
 MODEL_FILE = "model.txt"
-
-
-def _lightgbm() -> Any:
-    try:
-        import lightgbm
-    except ImportError as exc:
-        raise MissingExtra("lightgbm", "lightgbm") from exc
-    return lightgbm
 
 
 class LightGBMFormat:
@@ -47,7 +39,7 @@ class LightGBMFormat:
         options: dict[str, Any],
         input_example: Any = None,
     ) -> dict[str, Any]:
-        lgb = _lightgbm()
+        lgb = require("lightgbm", "lightgbm")
         booster = model if isinstance(model, lgb.Booster) else model.booster_
         booster.save_model(str(path / MODEL_FILE))
         # Only the booster is saved; a classifier's labels are kept here so that load can map
@@ -58,7 +50,7 @@ class LightGBMFormat:
         return {**options, "class": type(model).__name__, "classes": classes}
 
     def load(self, path: Path, manifest: Manifest, trusted: bool) -> Predictor:
-        lgb = _lightgbm()
+        lgb = require("lightgbm", "lightgbm")
         try:
             booster = lgb.Booster(model_file=str(path / MODEL_FILE))
         except Exception as exc:
@@ -66,7 +58,7 @@ class LightGBMFormat:
         return LightGBMPredictor(manifest, booster)
 
     def validate(self, path: Path, manifest: Manifest) -> None:
-        _lightgbm()
+        require("lightgbm", "lightgbm")
         with (path / MODEL_FILE).open("rb") as handle:
             head = handle.read(64)
         # Every LightGBM text model starts with a "tree" line followed by "version=...".

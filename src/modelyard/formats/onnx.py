@@ -10,28 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelyard.errors import InvalidInput, InvalidModel, MissingExtra
-from modelyard.formats.base import Outputs, Predictor
+from modelyard.errors import InvalidInput, InvalidModel
+from modelyard.formats.base import Outputs, Predictor, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature, TensorSpec, dtype_name
 
 MODEL_FILE = "model.onnx"
-
-
-def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise MissingExtra("onnx", "onnx") from exc
-    return onnx
-
-
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingExtra("onnxruntime", "onnx") from exc
-    return onnxruntime
 
 
 def _value_spec(onnx: Any, value: Any) -> TensorSpec:
@@ -88,7 +72,7 @@ class OnnxFormat:
         return onnx is not None and isinstance(model, onnx.ModelProto)
 
     def signature_of(self, model: Any) -> Signature | None:
-        onnx = _onnx()
+        onnx = require("onnx", "onnx")
         graph = _as_model_proto(onnx, model).graph
         # Old exporters list initializers (weights) among the inputs; they are not inputs.
         weights = {init.name for init in graph.initializer}
@@ -106,7 +90,7 @@ class OnnxFormat:
         options: dict[str, Any],
         input_example: Any = None,
     ) -> dict[str, Any]:
-        onnx = _onnx()
+        onnx = require("onnx", "onnx")
         proto = _as_model_proto(onnx, model)
         try:
             onnx.checker.check_model(proto)
@@ -117,7 +101,7 @@ class OnnxFormat:
         return {**options, "opsets": opsets, "producer": proto.producer_name}
 
     def load(self, path: Path, manifest: Manifest, trusted: bool) -> Predictor:
-        ort = _onnxruntime()
+        ort = require("onnxruntime", "onnx")
         session_options = ort.SessionOptions()
         # One thread per session: serving runs many requests in parallel, and per-session
         # thread pools would oversubscribe the CPU.
@@ -132,7 +116,7 @@ class OnnxFormat:
         return OnnxPredictor(manifest, session)
 
     def validate(self, path: Path, manifest: Manifest) -> None:
-        onnx = _onnx()
+        onnx = require("onnx", "onnx")
         try:
             onnx.checker.check_model(str(path / MODEL_FILE))
         except Exception as exc:

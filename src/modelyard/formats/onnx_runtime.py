@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from modelyard.errors import InvalidInput, InvalidModel, MissingExtra, ModelyardError
-from modelyard.formats.base import Outputs, Predictor, get_format
+from modelyard.errors import InvalidInput, InvalidModel, ModelyardError
+from modelyard.formats.base import Outputs, Predictor, get_format, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.model_dir import validate_model_dir
 from modelyard.formats.signature import Signature, TensorSpec
@@ -78,16 +78,8 @@ class Unsupported(Exception):
 # --------------------------------------------------------------------------------------------
 
 
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingExtra("onnxruntime", "onnx") from exc
-    return onnxruntime
-
-
 def _session(onnx_bytes: bytes) -> Any:
-    ort = _onnxruntime()
+    ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()
     # One thread per session: the gateway runs many requests in parallel.
     options.intra_op_num_threads = 1

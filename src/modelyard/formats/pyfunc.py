@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelyard.errors import InvalidInput, InvalidModel, MissingExtra, UntrustedModel
-from modelyard.formats.base import Outputs, Predictor
+from modelyard.errors import InvalidInput, InvalidModel, UntrustedModel
+from modelyard.formats.base import Outputs, Predictor, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature
 
@@ -39,14 +39,6 @@ class PythonModel:
         raise NotImplementedError
 
 
-def _cloudpickle() -> Any:
-    try:
-        import cloudpickle
-    except ImportError as exc:
-        raise MissingExtra("cloudpickle", "pyfunc") from exc
-    return cloudpickle
-
-
 class PyfuncFormat:
     """Instances of PythonModel subclasses (pickled with cloudpickle)."""
 
@@ -69,7 +61,7 @@ class PyfuncFormat:
         options: dict[str, Any],
         input_example: Any = None,
     ) -> dict[str, Any]:
-        cloudpickle = _cloudpickle()
+        cloudpickle = require("cloudpickle", "pyfunc")
         if not isinstance(model, PythonModel):
             raise InvalidInput(
                 f"the pyfunc format saves modelyard.formats.PythonModel subclasses, "
@@ -101,7 +93,7 @@ class PyfuncFormat:
                 f"this model is pickled Python code ({author_class}); "
                 "pass trusted=True if you trust its author"
             )
-        cloudpickle = _cloudpickle()
+        cloudpickle = require("cloudpickle", "pyfunc")
         with (path / MODEL_FILE).open("rb") as handle:
             model = cloudpickle.load(handle)
         artifacts = {
@@ -111,7 +103,7 @@ class PyfuncFormat:
         return PyfuncPredictor(manifest, model)
 
     def validate(self, path: Path, manifest: Manifest) -> None:
-        _cloudpickle()
+        require("cloudpickle", "pyfunc")
         file = path / MODEL_FILE
         # Never unpickle here: that would run the author's code.
         if not file.is_file() or file.stat().st_size == 0:

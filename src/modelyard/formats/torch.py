@@ -11,20 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelyard.errors import InvalidInput, InvalidModel, MissingExtra
-from modelyard.formats.base import Outputs, Predictor
+from modelyard.errors import InvalidInput, InvalidModel
+from modelyard.formats.base import Outputs, Predictor, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature
 
 MODEL_FILE = "model.pt"
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except (ImportError, OSError) as exc:  # OSError: a broken install missing its libraries
-        raise MissingExtra("torch", "torch") from exc
-    return torch
 
 
 def _to_tensors(torch: Any, batch: Any, signature: Signature) -> tuple[Any, ...]:
@@ -78,7 +70,7 @@ class TorchFormat:
         options: dict[str, Any],
         input_example: Any = None,
     ) -> dict[str, Any]:
-        torch = _torch()
+        torch = require("torch", "torch")
         traced = not isinstance(model, torch.jit.ScriptModule)
         if traced:
             # Tracing records the operations run on this example; without one, a batch built
@@ -97,7 +89,7 @@ class TorchFormat:
         return {**options, "traced": traced}
 
     def load(self, path: Path, manifest: Manifest, trusted: bool) -> Predictor:
-        torch = _torch()
+        torch = require("torch", "torch")
         # TorchScript is code in TorchScript's own language plus tensors; loading it does not
         # run arbitrary Python, so it needs no trust.
         try:
@@ -108,7 +100,7 @@ class TorchFormat:
         return TorchPredictor(manifest, module, torch)
 
     def validate(self, path: Path, manifest: Manifest) -> None:
-        _torch()
+        require("torch", "torch")
         file = path / MODEL_FILE
         if not zipfile.is_zipfile(file):
             raise InvalidModel(f"{MODEL_FILE} is not a TorchScript archive (expected a zip file)")

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelyard.errors import InvalidModel, MissingExtra
-from modelyard.formats.base import Outputs, Predictor
+from modelyard.errors import InvalidModel
+from modelyard.formats.base import Outputs, Predictor, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature
 
@@ -20,14 +20,6 @@ MODEL_FILE = "model.json"
 # The classes load may instantiate: a name from the manifest never picks arbitrary code.
 _CLASSES = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
 _BOOSTER = "Booster"
-
-
-def _xgboost() -> Any:
-    try:
-        import xgboost
-    except ImportError as exc:
-        raise MissingExtra("xgboost", "xgboost") from exc
-    return xgboost
 
 
 def _class_name(model: Any) -> str:
@@ -61,12 +53,12 @@ class XGBoostFormat:
         options: dict[str, Any],
         input_example: Any = None,
     ) -> dict[str, Any]:
-        _xgboost()
+        require("xgboost", "xgboost")
         model.save_model(str(path / MODEL_FILE))
         return {**options, "class": _class_name(model)}
 
     def load(self, path: Path, manifest: Manifest, trusted: bool) -> Predictor:
-        xgb = _xgboost()
+        xgb = require("xgboost", "xgboost")
         class_name = manifest.options.get("class", _BOOSTER)
         if class_name not in (*_CLASSES, _BOOSTER):
             raise InvalidModel(
@@ -78,7 +70,7 @@ class XGBoostFormat:
         return XGBoostPredictor(manifest, model, xgb)
 
     def validate(self, path: Path, manifest: Manifest) -> None:
-        _xgboost()
+        require("xgboost", "xgboost")
         try:
             with (path / MODEL_FILE).open("rb") as handle:
                 document = json.load(handle)

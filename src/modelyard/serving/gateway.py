@@ -77,7 +77,7 @@ class Served:
     models: tuple[LoadedModel, ...]
     cumulative: tuple[float, ...]
     shadow: LoadedModel | None = None
-    cache: TTLCache[bytes, bytes] | None = None
+    cache: TTLCache[bytes, tuple[bytes, dict[str, Any]]] | None = None
 
     def pick(self) -> LoadedModel:
         """A model by weight; a single route costs no random draw."""
@@ -124,18 +124,29 @@ class Gateway:
         ws: Workspace,
         *,
         control_plane: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
-        refresh_seconds: float = 0.5,
+        refresh_seconds: float | None = None,
         prediction_log: PredictionLog | None = None,
         memory_budget_bytes: int | None = None,
     ) -> None:
+        settings = ws.settings
         self.ws = ws.as_actor("gateway")
         self.control_plane = control_plane
-        self.refresh_seconds = refresh_seconds
-        self.max_body = ws.settings.max_request_bytes
+        self.refresh_seconds = refresh_seconds or settings.gateway_refresh_seconds
+        self.max_body = settings.max_request_bytes
         self.state = GatewayState()
         self.metrics = GatewayMetrics()
+        if memory_budget_bytes is None and settings.gateway_memory_mb is not None:
+            memory_budget_bytes = settings.gateway_memory_mb * 1024 * 1024
         self.pool = ModelPool(self._load, memory_budget_bytes=memory_budget_bytes)
-        self.log = prediction_log if prediction_log is not None else PredictionLog(ws)
+        self.log = (
+            prediction_log
+            if prediction_log is not None
+            else PredictionLog(
+                ws,
+                max_queue_rows=settings.prediction_log_queue_rows,
+                segment_rows=settings.prediction_log_segment_rows,
+            )
+        )
         self._refresher: asyncio.Task[None] | None = None
         self._shadow_in_flight = 0
         # Which process answered: the header tells workers apart (after fork, so per gateway).
@@ -361,7 +372,7 @@ class Gateway:
                     self.metrics.errors.labels(label_name, "client_disconnected").inc()
                     return
                 payload, tag = await self._answer(
-                    served, loaded, protocol, body, headers, request_id
+                    served, loaded, protocol, body, headers, request_id, start
                 )
         except ModelyardError as exc:
             await self._problem(send, exc, label_name, loaded, protocol, start, request_id)
@@ -379,39 +390,49 @@ class Gateway:
         body: bytes,
         headers: dict[bytes, bytes],
         request_id: str,
+        start: float,
     ) -> tuple[bytes, bytes]:
         endpoint = served.endpoint
-        key = b""
-        if served.cache is not None:
-            key = _cache_key(loaded, protocol, body)
-            hit = served.cache.get(key)
-            self.metrics.cache.labels(endpoint.name, "hit" if hit is not None else "miss").inc()
-            if hit is not None:
-                return hit, b"hit"
         model = loaded.version.model
         signature = loaded.predictor.signature
-        start = time.perf_counter()
         if protocol == "v2":
-            _require_json(headers, model)
-            request = oip.parse_infer_request(body, signature, model=model)
+            binary = headers.get(b"inference-header-content-length")
+            if binary is None:
+                _require_json(headers, model)
+            request = oip.parse_infer_request(
+                body,
+                signature,
+                model=model,
+                header_length=int(binary) if binary is not None and binary.isdigit() else None,
+            )
             inputs, rows, request_id = request.inputs, request.rows, request.id or request_id
         else:
             inputs, rows = mlflow_protocol.parse_invocations(
                 body, (headers.get(b"content-type") or b"").decode(), signature, model=model
             )
             request = None
-        outputs = await self._predict(loaded, inputs, rows, endpoint.timeout_ms)
-        if request is not None:
-            payload = oip.encode_infer_response(
-                model=endpoint.name,
-                version=str(loaded.version.version),
-                outputs=outputs,
-                request_id=request.id,
-                requested=request.outputs,
-            )
+        # The cache saves the prediction, not the parsing: every answered request, cached or
+        # not, is validated and reaches the prediction log that monitoring reads.
+        key = _cache_key(loaded, protocol, body) if served.cache is not None else b""
+        hit = served.cache.get(key) if served.cache is not None else None
+        if served.cache is not None:
+            self.metrics.cache.labels(endpoint.name, "hit" if hit else "miss").inc()
+        if hit is not None:
+            payload, outputs = hit
         else:
-            payload = mlflow_protocol.encode_predictions(outputs)
-        latency_ms = (time.perf_counter() - start) * 1000
+            outputs = await self._predict(loaded, inputs, rows, endpoint.timeout_ms)
+            if request is not None:
+                payload = oip.encode_infer_response(
+                    model=endpoint.name,
+                    version=str(loaded.version.version),
+                    outputs=outputs,
+                    request_id=request.id,
+                    requested=request.outputs,
+                )
+            else:
+                payload = mlflow_protocol.encode_predictions(outputs)
+            if served.cache is not None:
+                served.cache[key] = (payload, outputs)
         self.log.log(
             endpoint=endpoint.name,
             model=model,
@@ -420,13 +441,11 @@ class Gateway:
             inputs=inputs,
             outputs=outputs,
             rows=rows,
-            latency_ms=latency_ms,
+            latency_ms=(time.perf_counter() - start) * 1000,
         )
-        if served.cache is not None:
-            served.cache[key] = payload
-        if served.shadow is not None:
+        if served.shadow is not None and hit is None:
             self._mirror(served, served.shadow, inputs, rows, request_id)
-        return payload, b"miss" if served.cache is not None else b""
+        return payload, (b"hit" if hit else b"miss") if served.cache is not None else b""
 
     async def _predict(
         self, loaded: LoadedModel, inputs: dict[str, Any], rows: int, timeout_ms: int
@@ -519,6 +538,8 @@ class Gateway:
         version = str(loaded.version.version) if loaded is not None else "-"
         problem = exc.problem()
         problem["endpoint"] = endpoint
+        if protocol == "v2":
+            problem["error"] = exc.detail  # the member OIP clients (tritonclient) read
         if loaded is not None:
             problem["model"] = loaded.version.model
             problem["version"] = loaded.version.version
