@@ -30,6 +30,23 @@ def _socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker if its parent dies, even by SIGKILL (no orphans)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(settings: Settings, host: str, port: int, role: Role, log_level: str) -> None:
+    _die_with_parent()
+    run_worker(settings, host, port, role, log_level)
+
+
 def run_worker(settings: Settings, host: str, port: int, role: Role, log_level: str) -> None:
     """Serve ``role`` in this process until SIGTERM (graceful) or SIGINT."""
     import uvicorn
@@ -97,7 +114,7 @@ def run(
     ctx = multiprocessing.get_context("fork")
     children = [
         ctx.Process(
-            target=run_worker,
+            target=_child,
             args=(settings, host, port, role, log_level),
             name=f"modelyard-{role}-{i}",
         )

@@ -70,7 +70,7 @@ def served(tmp_path: Path, models, frame):  # type: ignore[no-untyped-def]
     yield home, f"http://127.0.0.1:{port}", lambda w: procs.append(start(w)) or procs[-1]
     for p in procs:
         if p.poll() is None:
-            p.kill()
+            os.killpg(p.pid, signal.SIGKILL)
 
 
 def _body(X: pd.DataFrame) -> dict:
@@ -153,3 +153,28 @@ def test_client_that_disconnects_mid_request_does_not_hurt(served, frame) -> Non
     assert httpx.post(f"{url}/endpoints/fraud/invocations", json=_body(X)).status_code == 200
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
+def test_workers_exit_when_the_parent_is_killed(served) -> None:  # type: ignore[no-untyped-def]
+    _, url, start = served
+    proc = start(2)
+    children = [
+        int(pid) for pid in subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+    ]
+    assert len(children) == 2
+    proc.kill()  # SIGKILL: the parent cannot forward anything
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in children):
+        assert time.monotonic() < deadline, "gateway workers outlived their parent"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
