@@ -349,3 +349,32 @@ def test_tritonclient_binary_tensors_and_errors(gateway: GatewayServer, models, 
     )
     with pytest.raises(InferenceServerException, match="f5"):
         client.infer("forest", inputs[:-1])  # a missing column: the error reaches the client
+
+
+def test_memory_budget_evicts_and_reloads_on_demand(tmp_path, models, frame) -> None:  # type: ignore[no-untyped-def]
+    """Three endpoints, room for about one model: every request still gets its answer."""
+    from tests.conftest import LiveServer
+
+    from modelyard.config import Settings
+    from modelyard.serving.gateway import Gateway
+    from modelyard.workspace import Workspace
+
+    X, _ = frame
+    ws = Workspace.open(Settings(home=tmp_path / "small"))
+    c = Client(str(ws.settings.resolved_home), settings=ws.settings)
+    for name in ("lr", "lr2", "rf"):
+        c.log_model(models[name], name, input_example=X.head(5))
+        ws.endpoints.create(name, f"models:/{name}/1", runtime="native")
+    gw = Gateway(ws, memory_budget_bytes=1, refresh_seconds=60)  # nothing fits: always evict
+    server = LiveServer(gw)
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            for _ in range(3):
+                for name in ("lr", "lr2", "rf"):
+                    r = http.post(f"/endpoints/{name}/invocations", json=split_body(X.head(2)))
+                    assert r.status_code == 200, r.text
+                    assert r.json()["predictions"] == models[name].predict(X.head(2)).tolist()
+        assert gw.pool.events["evictions"] > 0 and gw.pool.events["loads"] > 3
+    finally:
+        server.stop()
+        ws.close()

@@ -156,10 +156,11 @@ def test_client_that_disconnects_mid_request_does_not_hurt(served, frame) -> Non
 
 
 def test_workers_exit_when_the_parent_is_killed(served) -> None:  # type: ignore[no-untyped-def]
-    _, url, start = served
+    _, _url, start = served
     proc = start(2)
     children = [
-        int(pid) for pid in subprocess.run(
+        int(pid)
+        for pid in subprocess.run(
             ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
         ).stdout.split()
     ]

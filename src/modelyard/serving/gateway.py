@@ -22,7 +22,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -364,6 +364,8 @@ class Gateway:
                     f"endpoint {label_name!r} does not serve version {version}; "
                     f"it serves {versions}"
                 )
+            if not loaded.ready:  # evicted to stay within the memory budget: load it again
+                loaded = await self._reload(served, loaded)
             # Entering use() does not suspend, so nothing can retire the model between the
             # pick and this point; from here on a hot swap waits for this request to finish.
             async with loaded.use():
@@ -381,6 +383,17 @@ class Gateway:
         await _send(send, 200, payload, JSON, request_id, tagline.encode(), tag, self.worker)
         seconds = time.perf_counter() - start
         self.metrics.observe(label_name, str(loaded.version.version), protocol, 200, seconds)
+
+    async def _reload(self, served: Served, evicted: LoadedModel) -> LoadedModel:
+        """Load an evicted model on demand and put it back in its endpoint's snapshot."""
+        batching = served.endpoint.batching.model_dump()
+        fresh = await self.pool.get(evicted.version, runtime=evicted.key[2], batching=batching)
+        current = self.state.served.get(served.endpoint.name)
+        if current is not None:  # swap in the reloaded model; others keep their state
+            models = tuple(fresh if m.key == fresh.key else m for m in current.models)
+            shadow = fresh if current.shadow and current.shadow.key == fresh.key else current.shadow
+            self.state.served[served.endpoint.name] = replace(current, models=models, shadow=shadow)
+        return fresh
 
     async def _answer(
         self,
