@@ -117,7 +117,7 @@ def test_bad_requests_get_problem_json(gateway: GatewayServer, models, frame) ->
     problem(
         httpx.post(f"{url}/v2/models/fraud/versions/9/infer", json={"inputs": []}), 404, "version 9"
     )
-    big = b"x" * (gateway.ws.settings.max_request_bytes + 10)
+    big = b"x" * (50 * 1024 * 1024)  # 50 MB
     problem(httpx.post(ep, content=big, headers={"content-type": "application/json"}), 413, "limit")
     # ...and it still serves
     assert httpx.post(ep, json=split_body(X.head(1))).status_code == 200
@@ -377,4 +377,34 @@ def test_memory_budget_evicts_and_reloads_on_demand(tmp_path, models, frame) -> 
         assert gw.pool.events["evictions"] > 0 and gw.pool.events["loads"] > 3
     finally:
         server.stop()
+        ws.close()
+
+
+def test_slow_model_times_out_with_503(tmp_path, frame) -> None:  # type: ignore[no-untyped-def]
+    from modelyard.config import Settings
+    from modelyard.formats import PythonModel
+    from modelyard.workspace import Workspace
+
+    class Slow(PythonModel):
+        def predict(self, inputs):  # type: ignore[no-untyped-def]
+            if float(np.asarray(inputs["f0"])[0]) > 100:
+                time.sleep(2)
+            return np.zeros(len(inputs["f0"]))
+
+    X, _ = frame
+    ws = Workspace.open(Settings(home=tmp_path / "slow", trust_pickled_models=True))
+    gw = GatewayServer(ws)
+    try:
+        Client(str(ws.settings.resolved_home), settings=ws.settings).log_model(
+            Slow(), "slow", input_example=X.head(3)
+        )
+        ws.endpoints.create("slow", "models:/slow/1", timeout_ms=200)
+        url = gw.start()
+        slow_row = X.head(1).copy()
+        slow_row.iloc[0, 0] = 1000.0
+        r = httpx.post(f"{url}/endpoints/slow/invocations", json=split_body(slow_row))
+        assert r.status_code == 503
+        assert "did not answer within 200 ms" in r.json()["detail"]
+    finally:
+        gw.stop()
         ws.close()
