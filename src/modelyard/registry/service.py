@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -104,6 +105,9 @@ def _checked_manifest(artifacts: ArtifactStore, digest: str) -> dict[str, Any]:
         )
     return manifest.model_dump(mode="json")
 
+
+# Striped locks for version registration (see create_version); 64 stripes bound the memory.
+_VERSION_LOCKS = [threading.Lock() for _ in range(64)]
 
 # Manifests whose files passed their format's check; content-addressed, so never stale.
 _VALIDATED: set[str] = set()
@@ -338,6 +342,39 @@ class RegistryService:
         ]
         card = self._generated_card(name, manifest, description, run_id, links)
         now = datetime.now(UTC)
+        # Registrations of one model serialise on its row lock in the database anyway; queueing
+        # them here first keeps one transaction per process waiting there instead of every
+        # request thread, which turns a convoy of database wake-ups into cheap thread hand-offs.
+        with _VERSION_LOCKS[hash(name) % len(_VERSION_LOCKS)]:
+            return self._create_version_locked(
+                name,
+                manifest_digest,
+                manifest,
+                card,
+                checked,
+                links,
+                run_id=run_id,
+                description=description,
+                source=source,
+                create_model=create_model,
+                now=now,
+            )
+
+    def _create_version_locked(
+        self,
+        name: str,
+        manifest_digest: str,
+        manifest: dict[str, Any],
+        card: dict[str, Any],
+        checked: dict[str, str],
+        links: list[DatasetLink],
+        *,
+        run_id: str | None,
+        description: str,
+        source: str,
+        create_model: bool,
+        now: datetime,
+    ) -> ModelVersion:
         try:
             return self._insert_version(
                 name,
