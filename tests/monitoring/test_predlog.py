@@ -367,3 +367,30 @@ def test_context_manager(workspace: Workspace) -> None:
     with PredictionLog(workspace) as pl:
         log_one(pl)
     assert pl.read("churn").num_rows == 1
+
+
+def test_many_records_are_converted_in_slices_and_kept_in_order(workspace) -> None:  # type: ignore[no-untyped-def]
+    """Over _CONVERT_EVERY records go through the incremental conversion; none is lost."""
+    import numpy as np
+
+    from modelyard.monitoring import PredictionLog
+
+    log = PredictionLog(workspace, segment_rows=700)
+    n = 1000
+    for i in range(n):
+        assert log.log(
+            endpoint="e",
+            model="m",
+            version=1,
+            request_id=f"r{i}",
+            inputs={"x": np.array([float(i)])},
+            outputs={"y": np.array([i % 2])},
+            rows=1,
+            latency_ms=1.0,
+        )
+    log.flush()
+    table = log.read("e")
+    assert table.num_rows == n
+    assert table["request_id"].to_pylist() == [f"r{i}" for i in range(n)]
+    assert table["in__x"].to_pylist() == [float(i) for i in range(n)]
+    assert log.stats()["written_rows"] == n and len(log.segments("e")) == 2

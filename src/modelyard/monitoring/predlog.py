@@ -121,6 +121,9 @@ class PredictionSegment:
         )
 
 
+_CONVERT_EVERY = 256  # records per Arrow slice (see PredictionLog._convert)
+
+
 @dataclass
 class _Group:
     """Records of one endpoint and column set waiting to become a segment."""
@@ -132,6 +135,7 @@ class _Group:
     records: list[Record] = field(default_factory=list)
     rows: int = 0
     carry: pa.Table | None = None  # rows left over after cutting full segments
+    converted: list[pa.Table] = field(default_factory=list)  # slices already in Arrow form
 
 
 class PredictionLog:
@@ -369,6 +373,30 @@ class PredictionLog:
             (endpoint, model, version, request_id, inputs, outputs, rows, latency, at, shadow)
         )
         group.rows += rows
+        if len(group.records) >= _CONVERT_EVERY:
+            self._convert(group)
+
+    def _convert(self, group: _Group) -> None:
+        """Turn the group's waiting records into Arrow now, a small slice at a time.
+
+        Converting a whole segment at once holds the GIL in long C calls (concatenating tens
+        of thousands of small arrays), stalling the gateway's event loop for tens of ms; slices
+        of a few hundred records keep every hold short, and the sleep(0) hands the GIL back.
+        """
+        try:
+            group.converted.append(_to_table(group))
+        except Exception:
+            rows = sum(r[_ROWS] for r in group.records)
+            self._write_errors += 1
+            self._lose(rows)
+            group.rows -= rows
+            log.exception(
+                "could not convert %d prediction rows of endpoint %s; they are dropped",
+                rows,
+                group.endpoint,
+            )
+        group.records = []
+        time.sleep(0)
 
     def _lose(self, rows: int) -> None:
         self._lost_rows += rows
@@ -377,14 +405,16 @@ class PredictionLog:
     def _write_group(self, group: _Group, *, final: bool) -> None:
         """Write ``group`` as segments of ``segment_rows``; keep a partial tail unless final."""
         try:
-            if not group.records:
-                table = group.carry if group.carry is not None else BASE_SCHEMA.empty_table()
-            elif group.carry is not None:
-                table = pa.concat_tables(
-                    [group.carry, _to_table(group)], promote_options="permissive"
-                )
+            pieces = [group.carry] if group.carry is not None else []
+            pieces += group.converted
+            if group.records:
+                pieces.append(_to_table(group))
+            if not pieces:
+                table = BASE_SCHEMA.empty_table()
+            elif len(pieces) == 1:
+                table = pieces[0]
             else:
-                table = _to_table(group)
+                table = pa.concat_tables(pieces, promote_options="permissive")
         except Exception:
             self._write_errors += 1
             self._lose(group.rows)
@@ -393,9 +423,9 @@ class PredictionLog:
                 group.rows,
                 group.endpoint,
             )
-            group.records, group.rows, group.carry = [], 0, None
+            group.records, group.rows, group.carry, group.converted = [], 0, None, []
             return
-        group.records, group.carry = [], None
+        group.records, group.carry, group.converted = [], None, []
         size = self.segment_rows
         offset = 0
         while offset < table.num_rows:
