@@ -346,7 +346,8 @@ class RegistryService:
         # them here first keeps one transaction per process waiting there instead of every
         # request thread, which turns a convoy of database wake-ups into cheap thread hand-offs.
         with _VERSION_LOCKS[hash(name) % len(_VERSION_LOCKS)]:
-            return self._create_version_locked(
+            insert = functools.partial(
+                self._insert_version,
                 name,
                 manifest_digest,
                 manifest,
@@ -356,54 +357,13 @@ class RegistryService:
                 run_id=run_id,
                 description=description,
                 source=source,
-                create_model=create_model,
                 now=now,
             )
-
-    def _create_version_locked(
-        self,
-        name: str,
-        manifest_digest: str,
-        manifest: dict[str, Any],
-        card: dict[str, Any],
-        checked: dict[str, str],
-        links: list[DatasetLink],
-        *,
-        run_id: str | None,
-        description: str,
-        source: str,
-        create_model: bool,
-        now: datetime,
-    ) -> ModelVersion:
-        try:
-            return self._insert_version(
-                name,
-                manifest_digest,
-                manifest,
-                card,
-                checked,
-                links,
-                run_id=run_id,
-                description=description,
-                source=source,
-                create_model=create_model,
-                now=now,
-            )
-        except IntegrityError:
-            # Another writer created the same model first; its row now exists, so retry once.
-            return self._insert_version(
-                name,
-                manifest_digest,
-                manifest,
-                card,
-                checked,
-                links,
-                run_id=run_id,
-                description=description,
-                source=source,
-                create_model=False,
-                now=now,
-            )
+            try:
+                return insert(create_model=create_model)
+            except IntegrityError:
+                # Another writer created the same model first; its row exists now, so retry.
+                return insert(create_model=False)
 
     def _insert_version(
         self,
