@@ -39,10 +39,8 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,15 +58,29 @@ MLFLOW_VENV = BENCH_DIR / ".venv-mlflow"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 SECTION = "## registry"
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import common  # noqa: E402  (bench/common.py: shared by the harnesses)
+from common import (  # noqa: E402
+    Server,
+    descendants,
+    free_port,
+    log,
+    md_table,
+    tree_cpu,
+)
+from common import _proc_table  # noqa: E402
+common.TAG = "registry"
+
+
+def write_results(section: str) -> None:
+    common.write_results(SECTION, section)
+
 OPS = ["register-version", "resolve-alias", "log-batch", "log-metric"]
 PG_DSN = dict(host="127.0.0.1", port=5432, user="postgres")
 MODEL = "bench"
 ALIAS = "champion"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def log(msg: str) -> None:
-    print(f"[registry {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def check(r: httpx.Response, *ok: int) -> httpx.Response:
@@ -86,103 +98,16 @@ def now_ms() -> int:
 # Processes: start, CPU accounting over a whole process tree, stop
 # ----------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (ppid, cpu seconds) for every process, from /proc."""
-    out: dict[int, tuple[int, float]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", "rb") as f:
-                raw = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        rest = raw[raw.rfind(")") + 2:].split()
-        # fields after the name: state(0) ppid(1) ... utime(11) stime(12)
-        out[int(d)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK)
-    return out
 
 
-def descendants(root: int, table: dict[int, tuple[int, float]] | None = None) -> list[int]:
-    table = table if table is not None else _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out, stack = [], [root]
-    while stack:
-        p = stack.pop()
-        if p in table:
-            out.append(p)
-        stack.extend(children.get(p, []))
-    return out
 
 
-def tree_cpu(root: int) -> float:
-    """CPU seconds used so far by the live processes of the tree under ``root``."""
-    table = _proc_table()
-    return sum(table[p][1] for p in descendants(root, table))
 
 
-@dataclass
-class Server:
-    name: str
-    cmd: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen | None = None
-    started: float = 0.0
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        logf = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the process' life
-        log(f"starting {self.name}: {shlex.join(self.cmd)}  (log: {self.log_path})")
-        # Own session: Ctrl-C in the terminal reaches only this script, which stops it.
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        logf.close()
-        self.started = time.monotonic()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, grace: float = 15.0) -> None:
-        if self.proc is None:
-            return
-        p, self.proc = self.proc, None
-        pids = descendants(p.pid)
-        log(f"stopping {self.name} (pid {p.pid}, {len(pids)} processes)")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            log(f"{self.name} ignored SIGTERM for {grace:.0f}s: killing")
-        # Anything of the tree still alive (its own group, or one that left it) is killed.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_alive(x) for x in pids):
-            time.sleep(0.2)
-        for x in pids:
-            if _alive(x):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(x, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            p.wait(5)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b") ")[-1][:1] != b"Z"
-    except OSError:
-        return False
 
 
 def wait_healthy(server: Server, base: str, paths, timeout: float) -> float:
@@ -733,24 +658,8 @@ def build_rows(results: dict, backends: list[str], systems: list[str], ops: list
     return head, rows, dhead, diag
 
 
-def md_table(head: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
 
 
-def write_results(section: str) -> None:
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    try:
-        start = next(i for i, ln in enumerate(lines) if ln.strip() == SECTION)
-        end = next((i for i in range(start + 1, len(lines))
-                    if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = section.rstrip("\n").splitlines() + [""]
-        text = "\n".join(lines).rstrip("\n") + "\n"
-    except StopIteration:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    RESULTS_MD.write_text(text)
 
 
 def report(results, backends, systems, args, info, failures=()) -> None:
