@@ -344,3 +344,158 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ReferenceProfileRow(Base):
+    """The reference profile of a model version: what its inputs and outputs looked like."""
+
+    __tablename__ = "reference_profiles"
+    version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    source: Mapped[str] = mapped_column(String(512), default="")  # dataset:name/3, data, ...
+    rows: Mapped[int] = mapped_column(BigInteger)
+    profile: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class WindowProfileRow(Base):
+    """The profile of one endpoint version's traffic in one closed time window.
+
+    Rebuilt whole from the log segments of its window, so writing it twice never counts a
+    prediction twice.
+    """
+
+    __tablename__ = "window_profiles"
+    __table_args__ = (
+        UniqueConstraint(
+            "endpoint",
+            "model",
+            "version",
+            "granularity",
+            "window_start",
+            name="uq_window_profiles_window",
+        ),
+    )
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(256))
+    model: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    granularity: Mapped[int] = mapped_column(Integer)  # seconds
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    rows: Mapped[int] = mapped_column(BigInteger)  # predicted rows
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    profile: Mapped[dict[str, Any]]  # inputs and outputs, plus latency
+    updated_at: Mapped[datetime]
+
+
+class MonitorWatermarkRow(Base):
+    """How far the monitor has closed the windows of one endpoint at one granularity."""
+
+    __tablename__ = "monitor_watermarks"
+    endpoint: Mapped[str] = mapped_column(String(256), primary_key=True)
+    granularity: Mapped[int] = mapped_column(Integer, primary_key=True)
+    done_until: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class MonitorLeaseRow(Base):
+    """Who runs the monitor loop now: one holder at a time, the lease expires if it dies."""
+
+    __tablename__ = "monitor_leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime]
+
+
+class MonitorConfigRow(Base):
+    """Per-endpoint monitoring settings (task, label output, drift thresholds, windows)."""
+
+    __tablename__ = "monitor_configs"
+    endpoint: Mapped[str] = mapped_column(String(256), primary_key=True)
+    config: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class FeedbackRow(Base):
+    """Ground truth for one predicted row, joined at arrival to the logged prediction."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("endpoint", "request_id", "row", name="uq_feedback_prediction"),
+        Index("ix_feedback_endpoint_predicted_at", "endpoint", "predicted_at"),
+    )
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(256))
+    request_id: Mapped[str] = mapped_column(String(128))
+    row: Mapped[int] = mapped_column(Integer, default=0)
+    model: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    predicted_at: Mapped[datetime]
+    label: Mapped[Any] = mapped_column(JSON)
+    prediction: Mapped[dict[str, Any]]  # the logged outputs of that row
+    features: Mapped[dict[str, Any]]  # the logged inputs of that row (for slices)
+    revisions: Mapped[int] = mapped_column(Integer, default=1)
+    received_at: Mapped[datetime]
+    received_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class KpiEvaluationRow(Base):
+    """A project KPI measured on one endpoint window, and whether it missed its target."""
+
+    __tablename__ = "kpi_evaluations"
+    __table_args__ = (
+        UniqueConstraint(
+            "project_id",
+            "kpi",
+            "endpoint",
+            "granularity",
+            "window_start",
+            name="uq_kpi_evaluations_window",
+        ),
+    )
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    kpi: Mapped[str] = mapped_column(String(256))
+    endpoint: Mapped[str] = mapped_column(String(256))
+    granularity: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
+    value: Mapped[float | None] = mapped_column(Float)
+    target: Mapped[float] = mapped_column(Float)
+    breached: Mapped[bool | None] = mapped_column(Boolean)  # None: not measurable
+    evaluated_at: Mapped[datetime]
+
+
+class AlertRuleRow(Base):
+    """A condition on an endpoint's windows that opens an alert when it holds."""
+
+    __tablename__ = "alert_rules"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(256), index=True)
+    spec: Mapped[dict[str, Any]]  # kind, metric, feature, op, threshold, window, min_samples...
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class AlertRow(Base):
+    """One firing of a rule: open until resolved, escalated when open too long."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_rule_status", "rule_id", "status"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(ForeignKey("alert_rules.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(256), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # open | escalated | resolved
+    window_start: Mapped[datetime]
+    value: Mapped[float | None] = mapped_column(Float)
+    evidence: Mapped[dict[str, Any]]
+    opened_at: Mapped[datetime]
+    escalated_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str] = mapped_column(String(256), default="")
+    notifications: Mapped[list[Any]] = mapped_column(JSON, default=list)
