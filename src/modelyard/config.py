@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=8 * 1024**2, description="largest inference request body the gateway accepts"
     )
+    monitor_interval_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="how often the server's monitor closes windows and checks alert rules; "
+        "0 turns the in-server monitor off (run `modelyard monitor run` instead)",
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
     uri: str | None = Field(
         default=None, description="server URL for the CLI and SDK; unset means work in-process"

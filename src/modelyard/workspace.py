@@ -18,6 +18,7 @@ from modelyard.governance.identity import Identities
 from modelyard.store import Store
 
 if TYPE_CHECKING:
+    from modelyard.monitoring.service import MonitoringService
     from modelyard.projects.service import ProjectService
     from modelyard.registry.service import RegistryService
     from modelyard.serving.endpoints import EndpointService
@@ -85,6 +86,12 @@ class Workspace:
         from modelyard.serving.endpoints import EndpointService
 
         return EndpointService(self)
+
+    @cached_property
+    def monitoring(self) -> MonitoringService:
+        from modelyard.monitoring.service import MonitoringService
+
+        return MonitoringService(self)
 
     @cached_property
     def identities(self) -> Identities:

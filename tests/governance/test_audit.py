@@ -174,3 +174,12 @@ def test_truncated_tail_is_detectable_by_head(any_workspace: Workspace) -> None:
     result = ws.audit.verify()
     assert result.ok and result.records == 4
     assert result.head != head
+
+
+def test_one_change_may_carry_thousands_of_records(any_workspace: Workspace) -> None:
+    # 7,000 records x 11 columns is past PostgreSQL's 65,535 bind parameters per statement.
+    with any_workspace.store.write("bulk") as tx:
+        for i in range(7000):
+            tx.record("feedback.replace", "feedback", f"ep/r{i}/0", {"label": 0}, {"label": 1})
+    report = any_workspace.audit.verify()
+    assert report.ok and report.records == 7000

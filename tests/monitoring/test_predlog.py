@@ -394,3 +394,22 @@ def test_many_records_are_converted_in_slices_and_kept_in_order(workspace) -> No
     assert table["request_id"].to_pylist() == [f"r{i}" for i in range(n)]
     assert table["in__x"].to_pylist() == [float(i) for i in range(n)]
     assert log.stats()["written_rows"] == n and len(log.segments("e")) == 2
+
+
+def test_failed_requests_are_logged_with_their_status(plog: PredictionLog) -> None:
+    assert log_one(plog, i=0)
+    assert plog.log_error(
+        endpoint="churn",
+        model="churn-model",
+        version=1,
+        request_id="bad",
+        status=422,
+        latency_ms=0.4,
+        at=T0 + timedelta(seconds=1),
+    )
+    plog.flush()
+    table = plog.read("churn").sort_by("at")
+    assert table["request_id"].to_pylist() == ["r0", "bad"]
+    assert table["status"].to_pylist() == [200, 422]
+    # The failed request has no inputs or outputs: its row holds nulls there.
+    assert table["in__x"].to_pylist() == [0.0, None]

@@ -11,6 +11,7 @@ from modelyard import __version__
 from modelyard.api import (
     artifacts,
     governance,
+    monitoring,
     problems,
     projects,
     registry,
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    for module in (registry, artifacts, tracking, projects, serving, governance):
+    for module in (registry, artifacts, tracking, projects, serving, monitoring, governance):
         api.include_router(module.router)
     app.include_router(api)
     return app

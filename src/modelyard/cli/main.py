@@ -10,6 +10,7 @@ from modelyard import __version__
 from modelyard.cli import (
     governance,
     models,
+    monitoring,
     predict,
     projects,
     quickstart,
@@ -60,6 +61,7 @@ app.add_typer(tracking.runs, name="runs")
 app.add_typer(tracking.datasets, name="datasets")
 app.add_typer(projects.app, name="projects")
 app.add_typer(serving.endpoints, name="endpoints")
+app.add_typer(monitoring.app, name="monitor")
 app.add_typer(governance.users, name="users")
 app.add_typer(governance.tokens, name="tokens")
 app.add_typer(governance.audit, name="audit")

@@ -58,6 +58,7 @@ class Client:
             self.identities: Any = http.HttpIdentities(transport)
             self.audit: Any = http.HttpAudit(transport)
             self.endpoints: Any = http.HttpEndpoints(transport)
+            self.monitoring: Any = http.HttpMonitoring(transport)
         else:
             ws = Workspace.open(_settings_for(uri, settings))
             self.settings = ws.settings
@@ -68,6 +69,7 @@ class Client:
             self.identities = ws.identities
             self.audit = ws.audit
             self.endpoints = ws.endpoints
+            self.monitoring = ws.monitoring
             self._artifacts = ws.artifacts
         self.workspace = ws  # None over HTTP
 

@@ -71,6 +71,7 @@ class Predictor(ABC):
     def as_arrays(self, batch: Any) -> dict[str, NDArray[Any]]:
         """The batch as named arrays, cast to the signature's numeric dtypes."""
         specs = {spec.name: spec for spec in self.signature.inputs}
+        arrays: dict[str, NDArray[Any]]
         if isinstance(batch, pd.DataFrame):
             if len(specs) == 1 and next(iter(specs)) not in batch.columns:
                 arrays = {next(iter(specs)): batch.to_numpy()}

@@ -53,6 +53,9 @@ def record_hash(row: AuditRow) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+_ONE_STATEMENT_ROWS = 1000
+
+
 def append_events(tx: Tx) -> None:
     """Chain ``tx``'s queued events onto the log; the ``before_commit`` hook of the store."""
     session = tx.session
@@ -82,7 +85,10 @@ def append_events(tx: Tx) -> None:
     # Core statements: this runs while the chain's lock is held, so it is kept cheap.
     conn = session.connection()
     move_head = update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=seq, hash=prev)
-    if conn.dialect.name == "postgresql":  # one round trip: the head moves in a CTE
+    # A multi-VALUES insert has 11 parameters a row: beyond ~5,900 rows PostgreSQL's limit
+    # of 65,535 parameters is hit, so big changes take the executemany path.
+    if conn.dialect.name == "postgresql" and len(rows) <= _ONE_STATEMENT_ROWS:
+        # one round trip: the head moves in a CTE
         conn.execute(insert(AuditRow).values(rows).add_cte(move_head.cte("head")))
     else:
         conn.execute(insert(AuditRow), rows)

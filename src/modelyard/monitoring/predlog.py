@@ -12,9 +12,11 @@ Arrow table with one row per predicted row:
 
 ``request_id`` (string), ``at`` (timestamp[us, UTC]), ``endpoint`` (string), ``model``
 (string), ``version`` (int32), ``latency_ms`` (float32, the whole request's latency),
-``shadow`` (bool), then ``in__<name>`` per input and ``out__<name>`` per output: a scalar per
-row for 1-D arrays, a fixed-size list per row for 2-D arrays (class probabilities) and nested
-fixed-size lists for more dimensions.
+``shadow`` (bool), ``status`` (int16: 200 for an answer, the HTTP status of a failed
+request, logged by :meth:`PredictionLog.log_error` with no inputs or outputs), then
+``in__<name>`` per input and ``out__<name>`` per output: a scalar per row for 1-D arrays, a
+fixed-size list per row for 2-D arrays (class probabilities) and nested fixed-size lists for
+more dimensions.
 
 A group becomes a segment when it reaches ``segment_rows`` rows (longer groups are cut at
 exactly ``segment_rows``; a multi-row request may straddle two segments) or when its oldest
@@ -67,6 +69,7 @@ BASE_SCHEMA = pa.schema(
         pa.field("version", pa.int32()),
         pa.field("latency_ms", pa.float32()),
         pa.field("shadow", pa.bool_()),
+        pa.field("status", pa.int16()),
     ]
 )
 
@@ -74,6 +77,7 @@ INPUT_PREFIX = "in__"
 OUTPUT_PREFIX = "out__"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NO_ARRAYS: Mapping[str, Any] = {}
 _ONE_US = timedelta(microseconds=1)
 
 # Positions in a queued record (a plain tuple: the cheapest thing to build on the hot path).
@@ -87,9 +91,20 @@ _ROWS: Final = 6
 _LATENCY: Final = 7
 _AT: Final = 8
 _SHADOW: Final = 9
+_STATUS: Final = 10
 
 Record = tuple[
-    str, str, int, str, Mapping[str, Any], Mapping[str, Any], int, float, datetime | float, bool
+    str,
+    str,
+    int,
+    str,
+    Mapping[str, Any],
+    Mapping[str, Any],
+    int,
+    float,
+    datetime | float,
+    bool,
+    int,
 ]
 # (name, dtype kind, trailing shape) per column: records with equal signatures share a segment.
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
@@ -228,6 +243,45 @@ class PredictionLog:
                     latency_ms,
                     time.time() if at is None else at,
                     shadow,
+                    200,
+                )
+            )
+        return True
+
+    def log_error(
+        self,
+        *,
+        endpoint: str,
+        model: str,
+        version: int,
+        request_id: str,
+        status: int,
+        latency_ms: float,
+        at: datetime | None = None,
+    ) -> bool:
+        """Queue one failed request (one row, no inputs or outputs); ``False`` if dropped.
+
+        Error rates per window come from these rows; like :meth:`log`, it never blocks.
+        """
+        with self._lock:
+            if self._closed or self._accepted_rows - self._done_rows + 1 > self.max_queue_rows:
+                self.dropped += 1
+                self._dropped_queue_rows += 1
+                return False
+            self._accepted_rows += 1
+            self._queue.append(
+                (
+                    endpoint,
+                    model,
+                    version,
+                    request_id,
+                    _NO_ARRAYS,
+                    _NO_ARRAYS,
+                    1,
+                    latency_ms,
+                    time.time() if at is None else at,
+                    False,
+                    status,
                 )
             )
         return True
@@ -352,7 +406,9 @@ class PredictionLog:
                     del self._groups[key]
 
     def _add(self, record: Record) -> None:
-        endpoint, model, version, request_id, raw_in, raw_out, rows, latency, at, shadow = record
+        endpoint, model, version, request_id, raw_in, raw_out, rows, latency, at, shadow, status = (
+            record
+        )
         try:
             inputs, in_signature = _prepare(raw_in, rows)
             outputs, out_signature = _prepare(raw_out, rows)
@@ -370,7 +426,19 @@ class PredictionLog:
                 endpoint, list(inputs), list(outputs), time.monotonic()
             )
         group.records.append(
-            (endpoint, model, version, request_id, inputs, outputs, rows, latency, at, shadow)
+            (
+                endpoint,
+                model,
+                version,
+                request_id,
+                inputs,
+                outputs,
+                rows,
+                latency,
+                at,
+                shadow,
+                status,
+            )
         )
         group.rows += rows
         if len(group.records) >= _CONVERT_EVERY:
@@ -588,6 +656,7 @@ def _to_table(group: _Group) -> pa.Table:
     versions = np.fromiter((r[_VERSION] for r in records), dtype=np.int32, count=n)
     latencies = np.fromiter((r[_LATENCY] for r in records), dtype=np.float32, count=n)
     shadows = np.fromiter((r[_SHADOW] for r in records), dtype=np.bool_, count=n)
+    statuses = np.fromiter((r[_STATUS] for r in records), dtype=np.int16, count=n)
     total = int(counts.sum())
     columns: dict[str, pa.Array] = {
         "request_id": pa.array(per_row(request_ids), pa.string()),
@@ -597,6 +666,7 @@ def _to_table(group: _Group) -> pa.Table:
         "version": pa.array(per_row(versions), pa.int32()),
         "latency_ms": pa.array(per_row(latencies), pa.float32()),
         "shadow": pa.array(per_row(shadows), pa.bool_()),
+        "status": pa.array(per_row(statuses), pa.int16()),
     }
     for name in group.inputs:
         columns[INPUT_PREFIX + name] = _arrow_column([r[_INPUTS][name] for r in records])

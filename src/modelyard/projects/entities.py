@@ -16,6 +16,8 @@ class KPI(BaseModel):
     direction: Literal["maximize", "minimize"]
     unit: str = ""
     description: str = ""
+    # The monitoring metric the KPI is measured by (e.g. "accuracy"); None: the KPI's name.
+    metric: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class Stakeholder(BaseModel):
