@@ -499,3 +499,137 @@ class AlertRow(Base):
     resolved_at: Mapped[datetime | None]
     resolved_by: Mapped[str] = mapped_column(String(256), default="")
     notifications: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+# --- pipelines --------------------------------------------------------------------------
+
+
+class PipelineRow(Base):
+    """A pipeline the platform can run on its own (triggers): where its definition lives."""
+
+    __tablename__ = "pipelines"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    source: Mapped[str] = mapped_column(String(1024))  # "package.module:attr" or a YAML path
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class PipelineRunRow(Base):
+    """One run of a pipeline: why it started, how it went, and how long each stage took."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (Index("ix_pipeline_runs_pipeline_started", "pipeline", "started_at"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+    trigger: Mapped[dict[str, Any]]  # kind, event, by
+    params: Mapped[dict[str, Any]]
+    executor: Mapped[str] = mapped_column(String(32), default="local")
+    tracking_run_id: Mapped[str | None] = mapped_column(String(26))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str] = mapped_column(Text, default="")
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)  # stage timings, outputs
+    owner: Mapped[str] = mapped_column(String(128), default="")  # process running it
+    heartbeat_at: Mapped[datetime | None]
+
+
+class PipelineStepRow(Base):
+    """One step of a pipeline run."""
+
+    __tablename__ = "pipeline_steps"
+    __table_args__ = (UniqueConstraint("run_id", "step", name="uq_pipeline_steps_run_step"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(
+        String(16)
+    )  # pending|running|succeeded|failed|cached|skipped
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cache_key: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # name -> stored value ref
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+
+
+class StepCacheRow(Base):
+    """A step result kept by the hash of the step's code and inputs."""
+
+    __tablename__ = "step_cache"
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(256))
+    step: Mapped[str] = mapped_column(String(256))
+    outputs: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class TriggerRow(Base):
+    """What starts a pipeline on its own: a schedule, an alert, new data."""
+
+    __tablename__ = "pipeline_triggers"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    pipeline: Mapped[str] = mapped_column(String(256), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # schedule | alert | dataset
+    spec: Mapped[dict[str, Any]]  # cron / alert filter / dataset name, params, cooldown
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    cursor: Mapped[dict[str, Any]] = mapped_column(default=dict)  # last event seen
+    last_fired_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class TriggerEventRow(Base):
+    """One event a trigger saw, once: the run it started, or why it did not start one."""
+
+    __tablename__ = "pipeline_trigger_events"
+    __table_args__ = (
+        UniqueConstraint("trigger_id", "event_key", name="uq_pipeline_trigger_events_event"),
+    )
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(ForeignKey("pipeline_triggers.id", ondelete="CASCADE"))
+    event_key: Mapped[str] = mapped_column(String(512))
+    event_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))  # started | cooldown | failed
+    run_id: Mapped[str | None] = mapped_column(String(26))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+
+class PromotionRow(Base):
+    """A candidate checked by quality gates, and the alias it moved (or did not)."""
+
+    __tablename__ = "promotions"
+    __table_args__ = (Index("ix_promotions_model_decided", "model", "decided_at"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    alias: Mapped[str] = mapped_column(String(64))
+    previous_version: Mapped[int | None] = mapped_column(Integer)
+    promoted: Mapped[bool] = mapped_column(Boolean)
+    report: Mapped[dict[str, Any]]  # every gate with its verdict and evidence
+    pipeline_run_id: Mapped[str | None] = mapped_column(String(26))
+    triggered_at: Mapped[datetime | None]  # the event that led here (lead time)
+    decided_at: Mapped[datetime]
+    decided_by: Mapped[str] = mapped_column(String(256), default="")
+    rolled_back_at: Mapped[datetime | None]
+
+
+class ApprovalRow(Base):
+    """A human sign-off a policy requires before a change (e.g. promotion to champion)."""
+
+    __tablename__ = "approvals"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(512), index=True)  # e.g. models:/fraud/4@champion
+    status: Mapped[str] = mapped_column(String(16))  # pending | approved | rejected
+    requested_by: Mapped[str] = mapped_column(String(256))
+    requested_at: Mapped[datetime]
+    decided_by: Mapped[str] = mapped_column(String(256), default="")
+    decided_at: Mapped[datetime | None]
+    note: Mapped[str] = mapped_column(Text, default="")
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
