@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepare the peers used by bench/: an MLflow and a BentoML virtualenv (never installed
+# Prepare the peers used by bench/: MLflow, BentoML and Evidently virtualenvs (never installed
 # into modelyard's own environment) and wrk for the serving benchmarks.
+# Only some steps: bash bench/setup.sh evidently   (names: mlflow bentoml evidently wrk).
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 
@@ -11,9 +12,13 @@ VENV="$BENCH_DIR/.venv-mlflow"
 PY="${PYTHON:-python3}"
 
 log() { printf '[bench/setup] %s\n' "$*" >&2; }
+STEPS="${*:-mlflow bentoml evidently wrk}"
+want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # --- MLflow virtualenv -------------------------------------------------------
-if [ -x "$VENV/bin/mlflow" ] && "$VENV/bin/python" - "$MLFLOW_VERSION" <<'PY'
+if ! want mlflow; then
+  :
+elif [ -x "$VENV/bin/mlflow" ] && "$VENV/bin/python" - "$MLFLOW_VERSION" <<'PY'
 import sys, importlib.metadata as m
 ok = m.version("mlflow") == sys.argv[1]
 m.version("psycopg2-binary")
@@ -36,7 +41,9 @@ fi
 BENTOML_VERSION="${BENTOML_VERSION:-1.4.39}"
 BVENV="$BENCH_DIR/.venv-bentoml"
 SKLEARN_VERSION="${SKLEARN_VERSION:-$("$PY" -c 'import sklearn; print(sklearn.__version__)' 2>/dev/null || echo 1.9.1)}"
-if [ -x "$BVENV/bin/bentoml" ] && "$BVENV/bin/python" - "$BENTOML_VERSION" "$SKLEARN_VERSION" <<'PY'
+if ! want bentoml; then
+  :
+elif [ -x "$BVENV/bin/bentoml" ] && "$BVENV/bin/python" - "$BENTOML_VERSION" "$SKLEARN_VERSION" <<'PY'
 import sys, importlib.metadata as m
 ok = m.version("bentoml") == sys.argv[1] and m.version("scikit-learn") == sys.argv[2]
 m.version("pandas"); m.version("joblib")
@@ -53,8 +60,36 @@ else
   log "installed: $("$BVENV/bin/bentoml" --version)"
 fi
 
+# --- Evidently virtualenv (monitoring benchmark) ------------------------------
+# Its own venv. Evidently 0.7.23 declares pandas>=1.3.5 but does not import with pandas 3
+# (pandas.core.dtypes.common.infer_dtype_from_object is gone): pandas<3. pyarrow reads Parquet.
+EVIDENTLY_VERSION="${EVIDENTLY_VERSION:-0.7.23}"
+EVENV="$BENCH_DIR/.venv-evidently"
+if ! want evidently; then
+  :
+elif [ -x "$EVENV/bin/python" ] && "$EVENV/bin/python" - "$EVIDENTLY_VERSION" <<'PY'
+import sys, importlib.metadata as m
+ok = m.version("evidently") == sys.argv[1] and int(m.version("pandas").split(".")[0]) < 3
+m.version("pyarrow")
+from evidently import Report  # noqa: F401  (the 0.7 API the benchmark uses)
+from evidently.presets import DataDriftPreset  # noqa: F401
+sys.exit(0 if ok else 1)
+PY
+then
+  log "evidently $EVIDENTLY_VERSION already in $EVENV: skipping"
+else
+  log "creating $EVENV with evidently==$EVIDENTLY_VERSION"
+  [ -x "$EVENV/bin/python" ] || "$PY" -m venv "$EVENV"
+  "$EVENV/bin/python" -m pip install --quiet --upgrade pip
+  "$EVENV/bin/python" -m pip install --quiet "evidently==$EVIDENTLY_VERSION" "pandas<3" pyarrow
+  "$EVENV/bin/python" -c 'from evidently import Report; from evidently.presets import DataDriftPreset'
+  log "installed: evidently $("$EVENV/bin/python" -c 'import evidently; print(evidently.__version__)')"
+fi
+
 # --- wrk (serving benchmarks) ------------------------------------------------
-if command -v wrk >/dev/null 2>&1; then
+if ! want wrk; then
+  :
+elif command -v wrk >/dev/null 2>&1; then
   log "wrk already installed: skipping"
 else
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -192,7 +192,7 @@ def _ks(ref: NumericProfile, cur: NumericProfile) -> tuple[float, float]:
         res = stats.ks_2samp(np.repeat(rv, rw.astype(np.int64)), np.repeat(cv, cw.astype(np.int64)))
         return float(res.statistic), float(res.pvalue)
     # Both CDFs are polylines with jumps: the largest gap is at a knot, on one side or the other.
-    at = np.union1d(ref._knots()[0], cur._knots()[0])
+    at = np.union1d(ref.cdf_knots()[0], cur.cdf_knots()[0])
     d = max(
         float(np.max(np.abs(ref.cdf(at) - cur.cdf(at)))),
         float(np.max(np.abs(ref.cdf(at, inclusive=False) - cur.cdf(at, inclusive=False)))),

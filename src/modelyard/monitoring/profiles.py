@@ -295,9 +295,11 @@ class NumericProfile:
         """
         return self.digest.means, self.digest.weights
 
-    def _knots(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def cdf_knots(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """The CDF as a polyline (x, F): a jump at each atom, a centroid's mass centred on its
-        mean otherwise, from (min, 0) to (max, 1)."""
+        mean otherwise, from (min, 0) to (max, 1). Empty without values."""
+        if self.count == 0:
+            return np.empty(0), np.empty(0)
         d = self.digest
         total = float(d.weights.sum())
         before = (np.cumsum(d.weights) - d.weights) / total
@@ -317,7 +319,7 @@ class NumericProfile:
         pts = np.asarray(points, dtype=np.float64).ravel()
         if self.count == 0:
             return np.full(pts.shape, np.nan)
-        xk, fk = self._knots()
+        xk, fk = self.cdf_knots()
         i = np.searchsorted(xk, pts, side="right" if inclusive else "left")
         inside = (i > 0) & (i < xk.size)
         j = np.clip(i, 1, xk.size - 1)
@@ -332,7 +334,7 @@ class NumericProfile:
         ranks = np.clip(np.asarray(qs, dtype=np.float64).ravel(), 0.0, 1.0)
         if self.count == 0:
             return np.full(ranks.shape, np.nan)
-        xk, fk = self._knots()
+        xk, fk = self.cdf_knots()
         # 1e-12: a rank that is k/n up to rounding selects the k-th value, not the next one.
         j = np.clip(np.searchsorted(fk, ranks - 1e-12, side="left"), 1, xk.size - 1)
         x0, x1, f0, f1 = xk[j - 1], xk[j], fk[j - 1], fk[j]
