@@ -18,7 +18,9 @@ from modelyard.governance.identity import Identities
 from modelyard.store import Store
 
 if TYPE_CHECKING:
+    from modelyard.governance.approvals import ApprovalService
     from modelyard.monitoring.service import MonitoringService
+    from modelyard.pipelines.service import PipelineService
     from modelyard.projects.service import ProjectService
     from modelyard.registry.service import RegistryService
     from modelyard.serving.endpoints import EndpointService
@@ -94,12 +96,24 @@ class Workspace:
         return MonitoringService(self)
 
     @cached_property
+    def pipelines(self) -> PipelineService:
+        from modelyard.pipelines.service import PipelineService
+
+        return PipelineService(self)
+
+    @cached_property
     def identities(self) -> Identities:
         return Identities(self.store, self.actor)
 
     @cached_property
     def audit(self) -> AuditLog:
         return AuditLog(self.store)
+
+    @cached_property
+    def approvals(self) -> ApprovalService:
+        from modelyard.governance.approvals import ApprovalService
+
+        return ApprovalService(self)
 
     def close(self) -> None:
         self.store.dispose()

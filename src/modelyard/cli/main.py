@@ -11,6 +11,7 @@ from modelyard.cli import (
     governance,
     models,
     monitoring,
+    pipelines,
     predict,
     projects,
     quickstart,
@@ -62,6 +63,7 @@ app.add_typer(tracking.datasets, name="datasets")
 app.add_typer(projects.app, name="projects")
 app.add_typer(serving.endpoints, name="endpoints")
 app.add_typer(monitoring.app, name="monitor")
+app.add_typer(pipelines.app, name="pipelines")
 app.add_typer(governance.users, name="users")
 app.add_typer(governance.tokens, name="tokens")
 app.add_typer(governance.audit, name="audit")

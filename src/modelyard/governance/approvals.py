@@ -1,0 +1,190 @@
+"""Approvals: a human sign-off that a policy requires before a change (e.g. a promotion).
+
+A request names a subject (``models:/fraud/4@champion``); at most one request per subject is
+pending at a time, so asking twice returns the same request. The workspace's actor decides;
+with four-eyes (the default) the requester may not approve their own request, only withdraw
+it by rejecting. Whether the actor's role may decide at all is checked by the API layer.
+Every request and decision is an audit record naming who made it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import select, text
+from ulid import ULID
+
+from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelyard.store.tables import ApprovalRow
+
+if TYPE_CHECKING:
+    from modelyard.store import Tx
+    from modelyard.workspace import Workspace
+
+__all__ = ["Approval", "ApprovalService", "ApprovalStatus"]
+
+ApprovalStatus = Literal["pending", "approved", "rejected"]
+_STATUSES = ("pending", "approved", "rejected")
+MAX_SUBJECT = 512
+MAX_NOTE = 5000
+
+
+class Approval(BaseModel):
+    id: str
+    subject: str
+    status: ApprovalStatus
+    requested_by: str
+    requested_at: datetime
+    decided_by: str = ""
+    decided_at: datetime | None = None
+    note: str = ""
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApprovalService:
+    """Request, decide and look up approvals, acting as the workspace's actor."""
+
+    def __init__(self, ws: Workspace, *, allow_self_approval: bool = False) -> None:
+        self.ws = ws
+        self.store = ws.store
+        self.allow_self_approval = allow_self_approval
+
+    def request(self, subject: str, context: dict[str, Any] | None = None) -> Approval:
+        """A pending approval of ``subject``: the existing one, or a new one."""
+        if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT:
+            raise InvalidInput(f"an approval subject is 1 to {MAX_SUBJECT} characters")
+        with self.store.write(self.ws.actor) as tx:
+            self._lock_subject(tx, subject)
+            row = tx.session.scalars(
+                select(ApprovalRow)
+                .where(ApprovalRow.subject == subject, ApprovalRow.status == "pending")
+                .order_by(ApprovalRow.requested_at.desc())
+                .limit(1)
+            ).first()
+            if row is not None:
+                return _approval(row)
+            row = ApprovalRow(
+                id=str(ULID()),
+                subject=subject,
+                status="pending",
+                requested_by=self.ws.actor,
+                requested_at=datetime.now(UTC),
+                decided_by="",
+                decided_at=None,
+                note="",
+                context=dict(context or {}),
+            )
+            tx.session.add(row)
+            tx.record(
+                "approval.request",
+                "approval",
+                row.id,
+                None,
+                {"subject": subject, "status": "pending", "context": row.context},
+            )
+            return _approval(row)
+
+    def approve(self, approval_id: str, note: str = "") -> Approval:
+        """Approve as the workspace's actor (not the requester, unless self-approval is on)."""
+        return self._decide(approval_id, "approved", note)
+
+    def reject(self, approval_id: str, note: str = "") -> Approval:
+        """Reject as the workspace's actor; the requester may reject to withdraw."""
+        return self._decide(approval_id, "rejected", note)
+
+    def get(self, approval_id: str) -> Approval:
+        with self.store.read() as s:
+            row = s.get(ApprovalRow, approval_id)
+            if row is None:
+                raise NotFound(_not_found(approval_id))
+            return _approval(row)
+
+    def list(
+        self,
+        status: ApprovalStatus | None = None,
+        subject: str | None = None,
+        *,
+        limit: int = 100,
+    ) -> builtins.list[Approval]:
+        """Approvals, newest first, optionally by status and subject."""
+        if status is not None and status not in _STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(_STATUSES)}, not {status!r}")
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000")
+        query = select(ApprovalRow).order_by(ApprovalRow.requested_at.desc(), ApprovalRow.id.desc())
+        if status is not None:
+            query = query.where(ApprovalRow.status == status)
+        if subject is not None:
+            query = query.where(ApprovalRow.subject == subject)
+        with self.store.read() as s:
+            return [_approval(r) for r in s.scalars(query.limit(limit))]
+
+    def latest(self, subject: str) -> Approval | None:
+        """The newest approval of ``subject``, whatever its status; None if never requested."""
+        found = self.list(subject=subject, limit=1)
+        return found[0] if found else None
+
+    # --- internals --------------------------------------------------------------------
+
+    def _decide(self, approval_id: str, status: ApprovalStatus, note: str) -> Approval:
+        if len(note) > MAX_NOTE:
+            raise InvalidInput(f"a note is at most {MAX_NOTE} characters")
+        actor = self.ws.actor
+        with self.store.write(actor) as tx:
+            row = tx.session.get(ApprovalRow, approval_id, with_for_update=True)
+            if row is None:
+                raise NotFound(_not_found(approval_id))
+            if row.status != "pending":
+                if row.status == status and row.decided_by == actor:
+                    return _approval(row)  # the same decision twice: nothing to do
+                raise Conflict(
+                    f"approval {approval_id} was already {row.status} by {row.decided_by} "
+                    f"at {row.decided_at:%Y-%m-%d %H:%M} UTC; request a new one to decide again"
+                )
+            if status == "approved" and row.requested_by == actor and not self.allow_self_approval:
+                raise Forbidden(
+                    f"{actor} requested approval {approval_id} and may not approve it: "
+                    "another person must (four-eyes)"
+                )
+            row.status = status
+            row.decided_by = actor
+            row.decided_at = datetime.now(UTC)
+            row.note = note
+            tx.record(
+                f"approval.{'approve' if status == 'approved' else 'reject'}",
+                "approval",
+                row.id,
+                {"status": "pending"},
+                {"subject": row.subject, "status": status, "decided_by": actor, "note": note},
+            )
+            return _approval(row)
+
+    @staticmethod
+    def _lock_subject(tx: Tx, subject: str) -> None:
+        """Serialise requests for one subject (SQLite writes are serial already)."""
+        bind = tx.session.get_bind()
+        if bind.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(subject.encode()).digest()[:8], "big", signed=True)
+            tx.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def _approval(row: ApprovalRow) -> Approval:
+    return Approval(
+        id=row.id,
+        subject=row.subject,
+        status=row.status,
+        requested_by=row.requested_by,
+        requested_at=row.requested_at,
+        decided_by=row.decided_by or "",
+        decided_at=row.decided_at,
+        note=row.note or "",
+        context=dict(row.context or {}),
+    )
+
+
+def _not_found(approval_id: str) -> str:
+    return f"no approval {approval_id!r}; list them with `modelyard approvals list`"

@@ -1,0 +1,141 @@
+"""``modelyard pipelines``: run, show, runs, list, register, through the real entry point."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelyard.pipelines import step
+
+
+@step(stage="ingest")
+def numbers(n: int) -> list[int]:
+    print(f"{n} numbers")
+    return list(range(n))
+
+
+@step(stage="evaluate")
+def total(xs: list[int]) -> dict[str, float]:
+    return {"total": float(sum(xs))}
+
+
+@step
+def explode(xs: list[int]) -> int:
+    raise ValueError("no good")
+
+
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run `modelyard ARGS` through the real entry point, in this process."""
+    from modelyard.cli.main import main
+
+    monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("MODELYARD_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str, ok: bool = True) -> Result:
+        monkeypatch.setattr(sys, "argv", ["modelyard", *args])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        if ok:
+            assert code == 0, err
+        return Result(code, out, err)
+
+    return run
+
+
+def _yaml(tmp_path: Path, name: str, last: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"""
+name: {name}
+params: {{n: 4}}
+steps:
+  - {{name: numbers, function: "{__name__}:numbers", inputs: {{n: "${{params.n}}"}}}}
+  - {{name: last, function: "{__name__}:{last}", inputs: {{xs: "${{steps.numbers}}"}}}}
+"""
+    )
+    return path
+
+
+def test_run_show_and_list_runs(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = _yaml(tmp_path, "counting", "total")
+    result = json.loads(run("pipelines", "run", str(source), "--param", "n=3", "--json").stdout)
+    assert result["status"] == "succeeded" and result["params"] == {"n": 3}
+    assert [(s["name"], s["status"], s["stage"]) for s in result["steps"]] == [
+        ("numbers", "succeeded", "ingest"),
+        ("last", "succeeded", "evaluate"),
+    ]
+    run_id = result["id"]
+
+    shown = run("pipelines", "show", run_id).stdout
+    assert f"counting run {run_id}: succeeded" in shown
+    assert "numbers" in shown and "└ last" in shown and "ingest" in shown
+    assert "latency: ingest " in shown and "overhead" in shown
+    assert "3 numbers" in run("pipelines", "show", run_id, "--logs").stdout
+    assert json.loads(run("pipelines", "show", run_id, "--json").stdout)["id"] == run_id
+
+    runs = json.loads(run("pipelines", "runs", "--pipeline", "counting", "--json").stdout)
+    assert [r["id"] for r in runs] == [run_id]
+    assert "counting" in run("pipelines", "runs").stdout
+
+    table = run("pipelines", "run", str(source), "-p", "n=3", "--executor", "inprocess").stdout
+    assert "cached" in table and "succeeded" not in table.split("latency")[0].split("steps")[1]
+
+
+def test_register_and_run_by_name(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = _yaml(tmp_path, "counting", "total")
+    assert (
+        "registered pipeline counting"
+        in run("pipelines", "register", "counting", str(source)).stdout
+    )
+    listed = json.loads(run("pipelines", "list", "--json").stdout)
+    assert [(p["name"], p["source"]) for p in listed] == [("counting", str(source.resolve()))]
+    first = json.loads(run("pipelines", "run", "counting", "--json").stdout)
+    assert first["params"] == {"n": 4}
+    again = json.loads(run("pipelines", "run", "counting", "--json").stdout)
+    assert {s["status"] for s in again["steps"]} == {"cached"}
+    forced = json.loads(run("pipelines", "run", "counting", "--force", "--json").stdout)
+    assert {s["status"] for s in forced["steps"]} == {"succeeded"}
+
+
+def test_errors_are_one_line_with_a_non_zero_exit(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    failing = run("pipelines", "run", str(_yaml(tmp_path, "failing", "explode")), ok=False)
+    assert failing.returncode == 1
+    [line] = failing.stderr.strip().splitlines()
+    assert line.startswith("error: pipeline failing run ")
+    assert line.endswith("failed: step 'last' raised ValueError: no good")
+    assert "skipped" not in failing.stdout and "failed" in failing.stdout
+
+    ghost = run("pipelines", "run", "ghost", ok=False)
+    assert ghost.returncode == 3
+    assert ghost.stderr.strip() == (
+        "error: no pipeline 'ghost'; register it, or give 'package.module:attr' or a .yaml file"
+    )
+    bad = run("pipelines", "run", str(tmp_path / "counting.yaml"), ok=False)
+    assert bad.returncode == 3 and bad.stderr.count("\n") == 1
+    source = _yaml(tmp_path, "counting", "total")
+    for args, message in (
+        (("-p", "n"), "'n' must look like key=value"),
+        (("-p", "m=1"), "has no parameter m"),
+        (("--executor", "spark"), "unknown executor 'spark'"),
+    ):
+        result = run("pipelines", "run", str(source), *args, ok=False)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1
+        assert message in result.stderr
+    shown = run("pipelines", "show", "nope", ok=False)
+    assert shown.returncode == 3 and "no pipeline run 'nope'" in shown.stderr
