@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Prepare the peers used by bench/: MLflow, BentoML and Evidently virtualenvs (never installed
-# into modelyard's own environment) and wrk for the serving benchmarks.
-# Only some steps: bash bench/setup.sh evidently   (names: mlflow bentoml evidently wrk).
+# Prepare the peers used by bench/: MLflow, BentoML, Evidently and Prefect virtualenvs (never
+# installed into modelyard's own environment) and wrk for the serving benchmarks.
+# Only some steps: bash bench/setup.sh evidently   (names: mlflow bentoml evidently prefect wrk).
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 
@@ -12,7 +12,7 @@ VENV="$BENCH_DIR/.venv-mlflow"
 PY="${PYTHON:-python3}"
 
 log() { printf '[bench/setup] %s\n' "$*" >&2; }
-STEPS="${*:-mlflow bentoml evidently wrk}"
+STEPS="${*:-mlflow bentoml evidently prefect wrk}"
 want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # --- MLflow virtualenv -------------------------------------------------------
@@ -84,6 +84,46 @@ else
   "$EVENV/bin/python" -m pip install --quiet "evidently==$EVIDENTLY_VERSION" "pandas<3" pyarrow
   "$EVENV/bin/python" -c 'from evidently import Report; from evidently.presets import DataDriftPreset'
   log "installed: evidently $("$EVENV/bin/python" -c 'import evidently; print(evidently.__version__)')"
+fi
+
+# --- Prefect virtualenv (pipelines benchmark) ----------------------------------
+# Its own venv. Prefect 3.9.0/3.9.1 require certifi>=2026.10.19, which the package index here
+# does not serve (newest 2026.10.18): prefect goes in with --no-deps, then its declared
+# requirements (read from its own metadata) with the certifi floor dropped. certifi only
+# supplies CA certificates; the benchmark makes no network calls. pip then prints one ERROR
+# line about that conflict: expected.
+PREFECT_VERSION="${PREFECT_VERSION:-3.9.1}"
+PVENV="$BENCH_DIR/.venv-prefect"
+if ! want prefect; then
+  :
+elif [ -x "$PVENV/bin/prefect" ] && "$PVENV/bin/python" - "$PREFECT_VERSION" <<'PY'
+import sys, importlib.metadata as m
+ok = m.version("prefect") == sys.argv[1]
+from prefect import flow, task  # noqa: F401  (the API the benchmark uses, with its deps)
+from prefect.server.database import provide_database_interface  # noqa: F401  (the local server)
+sys.exit(0 if ok else 1)
+PY
+then
+  log "prefect $PREFECT_VERSION already in $PVENV: skipping"
+else
+  log "creating $PVENV with prefect==$PREFECT_VERSION"
+  [ -x "$PVENV/bin/python" ] || "$PY" -m venv "$PVENV"
+  "$PVENV/bin/python" -m pip install --quiet --upgrade pip
+  "$PVENV/bin/python" -m pip install --quiet --no-deps "prefect==$PREFECT_VERSION"
+  PREQS="$(mktemp)"
+  "$PVENV/bin/python" - >"$PREQS" <<'PY'
+import importlib.metadata as m, re
+for r in m.requires("prefect") or []:
+    if "extra ==" in r:
+        continue
+    if re.match(r"certifi\b", r):
+        r = "certifi"
+    print(r)
+PY
+  "$PVENV/bin/python" -m pip install --quiet -r "$PREQS"
+  rm -f "$PREQS"
+  "$PVENV/bin/python" -c 'from prefect import flow, task'
+  log "installed: prefect $("$PVENV/bin/python" -c 'import prefect; print(prefect.__version__)')"
 fi
 
 # --- wrk (serving benchmarks) ------------------------------------------------

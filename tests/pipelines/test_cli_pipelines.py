@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.pipelines import step
+from modelyard.pipelines import pipeline, step
 
 
 @step(stage="ingest")
@@ -25,6 +25,11 @@ def total(xs: list[int]) -> dict[str, float]:
 @step
 def explode(xs: list[int]) -> int:
     raise ValueError("no good")
+
+
+@pipeline(name="nums")
+def nums_pipeline(n: int = 3) -> None:
+    total(numbers(n))
 
 
 class Result:
@@ -139,3 +144,49 @@ def test_errors_are_one_line_with_a_non_zero_exit(run, tmp_path: Path) -> None: 
         assert message in result.stderr
     shown = run("pipelines", "show", "nope", ok=False)
     assert shown.returncode == 3 and "no pipeline run 'nope'" in shown.stderr
+
+
+def test_triggers_delivery_maturity_and_approvals_commands(run, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    mod = __name__
+    run("pipelines", "register", "nums", f"{mod}:nums_pipeline")
+    out = run(
+        "pipelines", "triggers", "create", "nightly", "--pipeline", "nums", "--cron", "0 3 * * *"
+    ).stdout
+    assert "trigger nightly: schedule -> pipeline nums" in out
+    bad = run(
+        "pipelines",
+        "triggers",
+        "create",
+        "both",
+        "--pipeline",
+        "nums",
+        "--cron",
+        "0 3 * * *",
+        "--on-dataset",
+        "x",
+        ok=False,
+    )
+    assert bad.returncode != 0 and "exactly one" in bad.stderr
+    bad = run(
+        "pipelines",
+        "triggers",
+        "create",
+        "typo",
+        "--pipeline",
+        "nums",
+        "--cron",
+        "not a cron",
+        ok=False,
+    )
+    assert bad.returncode != 0
+    listed = json.loads(run("pipelines", "triggers", "list", "--json").stdout)
+    assert [t["name"] for t in listed] == ["nightly"]
+    assert json.loads(run("pipelines", "triggers", "events", "--json").stdout) == []
+    assert json.loads(run("pipelines", "delivery", "--json").stdout)["models"] == []
+    maturity = json.loads(run("pipelines", "maturity", "--json").stdout)
+    assert maturity["level"] == 0 and maturity["next_steps"]
+    assert json.loads(run("approvals", "list", "--json").stdout) == []
+    missing = run("approvals", "approve", "01ARZ3NDEKTSV4RRFFQ69G5FAV", ok=False)
+    assert missing.returncode != 0
+    run("pipelines", "triggers", "delete", "nightly")
+    assert json.loads(run("pipelines", "triggers", "list", "--json").stdout) == []

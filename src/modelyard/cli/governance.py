@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import typer
 
 from modelyard.cli.context import JSON, client
 from modelyard.cli.output import console, ok, record, table
+from modelyard.errors import InvalidInput
 
 users = typer.Typer(help="Users and their roles (viewer, editor, admin).", no_args_is_help=True)
 tokens = typer.Typer(help="API tokens (stored hashed; shown once).", no_args_is_help=True)
@@ -126,3 +130,47 @@ def verify(ctx: typer.Context, as_json: bool = JSON) -> None:
         )
     if not result.ok:
         raise typer.Exit(1)
+
+
+approvals = typer.Typer(
+    help="Approvals: sign-offs a policy requires (e.g. promotion to champion).",
+    no_args_is_help=True,
+)
+
+
+@approvals.command("list")
+def list_approvals(
+    ctx: typer.Context,
+    status: str = typer.Option(None, "--status", help="pending, approved or rejected"),
+    as_json: bool = JSON,
+) -> None:
+    """Approval requests, newest first."""
+    found = _approvals(ctx).list(status=status)
+    table(
+        found,
+        ["id", "subject", "status", "requested_by", "decided_by", "note"],
+        as_json=as_json,
+        title="approvals",
+    )
+
+
+@approvals.command("approve")
+def approve(ctx: typer.Context, approval_id: str, note: str = typer.Option("", "--note")) -> None:
+    """Approve a pending request (as yourself; not your own request)."""
+    found = _approvals(ctx).approve(approval_id, note=note)
+    ok(f"{found.subject}: approved by {found.decided_by}")
+
+
+@approvals.command("reject")
+def reject(ctx: typer.Context, approval_id: str, note: str = typer.Option("", "--note")) -> None:
+    """Reject a pending request."""
+    found = _approvals(ctx).reject(approval_id, note=note)
+    ok(f"{found.subject}: rejected by {found.decided_by}")
+
+
+def _approvals(ctx: typer.Context) -> Any:
+    ws = client(ctx).workspace
+    if ws is None:
+        raise InvalidInput("approvals work on a workspace (a path or database URL) for now")
+    actor = os.environ.get("USER") or ws.actor
+    return ws.as_actor(actor).approvals

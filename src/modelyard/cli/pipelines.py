@@ -267,3 +267,154 @@ def _show(run: PipelineRun, *, logs: bool) -> None:
             if s.log:
                 console.rule(s.name)
                 console.print(s.log, markup=False, highlight=False, end="")
+
+
+triggers = typer.Typer(
+    help="Triggers: start a pipeline on a schedule, a monitoring alert or new data.",
+    no_args_is_help=True,
+)
+app.add_typer(triggers, name="triggers")
+
+
+@triggers.command("create")
+def create_trigger(
+    ctx: typer.Context,
+    name: str,
+    pipeline: str = typer.Option(..., "--pipeline", help="a registered pipeline's name"),
+    cron: str = typer.Option(None, "--cron", help="a schedule, e.g. '0 3 * * *' (UTC)"),
+    alert_endpoint: str = typer.Option(
+        None, "--on-alert", help="start on alerts of this endpoint (drift, performance, kpi)"
+    ),
+    alert_kinds: list[str] = typer.Option([], "--alert-kind", help="repeatable; default all"),
+    dataset: str = typer.Option(None, "--on-dataset", help="start on each new version of it"),
+    param: list[str] = typer.Option([], "--param", "-p", help="name=value passed to the run"),
+    cooldown: int = typer.Option(None, "--cooldown", help="seconds between two runs"),
+    as_json: bool = JSON,
+) -> None:
+    """Create a trigger (exactly one of --cron, --on-alert, --on-dataset)."""
+    chosen = [x for x in (cron, alert_endpoint, dataset) if x is not None]
+    if len(chosen) != 1:
+        raise InvalidInput("give exactly one of --cron, --on-alert ENDPOINT, --on-dataset NAME")
+    spec: dict[str, Any] = {"name": name, "pipeline": pipeline, "params": pairs(param)}
+    if cron is not None:
+        spec.update(kind="schedule", cron=cron)
+    elif alert_endpoint is not None:
+        spec.update(kind="alert", endpoint=alert_endpoint)
+        if alert_kinds:
+            spec["alert_kinds"] = alert_kinds
+    else:
+        spec.update(kind="dataset", dataset=dataset)
+    if cooldown is not None:
+        spec["cooldown_seconds"] = cooldown
+    found = _workspace(ctx).pipelines.triggers.create(spec)
+    if as_json:
+        record(found, as_json=True)
+    else:
+        ok(f"trigger {found.name}: {found.kind} -> pipeline {found.pipeline}")
+
+
+@triggers.command("list")
+def list_triggers(
+    ctx: typer.Context, pipeline: str = typer.Option(None, "--pipeline"), as_json: bool = JSON
+) -> None:
+    """Triggers and when they last started a run."""
+    found = _workspace(ctx).pipelines.triggers.list(pipeline)
+    table(
+        found,
+        ["name", "pipeline", "kind", "cron", "endpoint", "dataset", "enabled", "last_fired_at"],
+        as_json=as_json,
+        title="triggers",
+    )
+
+
+@triggers.command("events")
+def trigger_events(
+    ctx: typer.Context,
+    trigger: str = typer.Option(None, "--trigger"),
+    limit: int = typer.Option(50, "--limit"),
+    as_json: bool = JSON,
+) -> None:
+    """What triggers saw, newest first: the run each event started, or why not."""
+    found = _workspace(ctx).pipelines.triggers.events(trigger, limit=limit)
+    table(
+        found,
+        ["created_at", "trigger", "event_key", "outcome", "run_id", "detail"],
+        as_json=as_json,
+        title="trigger events",
+    )
+
+
+@triggers.command("delete")
+def delete_trigger(ctx: typer.Context, name: str) -> None:
+    """Delete a trigger."""
+    _workspace(ctx).pipelines.triggers.delete(name)
+    ok(f"trigger {name} deleted")
+
+
+@triggers.command("poll")
+def poll_triggers(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """Check every trigger once now (the server does this on its own)."""
+    found = _workspace(ctx).pipelines.triggers.poll()
+    table(found, ["trigger", "event_key", "outcome", "run_id"], as_json=as_json, title="events")
+
+
+@app.command("promotions")
+def promotions(
+    ctx: typer.Context,
+    model: str = typer.Option(None, "--model"),
+    limit: int = typer.Option(50, "--limit"),
+    as_json: bool = JSON,
+) -> None:
+    """Candidates checked by quality gates, whether they were promoted, and why."""
+    from modelyard.pipelines.gates import list_promotions
+
+    found = list_promotions(_workspace(ctx), model, limit=limit)
+    table(
+        found,
+        ["decided_at", "model", "version", "alias", "previous_version", "promoted"],
+        as_json=as_json,
+        title="promotions",
+    )
+
+
+@app.command("delivery")
+def delivery(
+    ctx: typer.Context,
+    model: str = typer.Argument(None, help="one model (default: all)"),
+    as_json: bool = JSON,
+) -> None:
+    """Delivery KPIs: velocity, lead time, change failure rate, gate failures."""
+    from modelyard.pipelines.delivery import delivery_report
+
+    report = delivery_report(_workspace(ctx), model)
+    if as_json:
+        emit_json(report)
+        return
+    rows = [
+        {
+            "model": m.model,
+            "promotions": m.promotions,
+            "gate failures": m.gate_failures,
+            "velocity /day": m.deployment_velocity_per_day,
+            "lead time p50 s": m.lead_time.p50_s if m.lead_time else None,
+            "change failure rate": m.change_failure_rate,
+            "by trigger": m.by_trigger,
+        }
+        for m in report.models
+    ]
+    table(rows, list(rows[0]) if rows else ["model"], as_json=False, title="delivery")
+
+
+@app.command("maturity")
+def maturity(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """Grade the setup from manual (0) to continuous training (3), from what the platform saw."""
+    from modelyard.pipelines.delivery import maturity_report
+
+    report = maturity_report(_workspace(ctx))
+    if as_json:
+        emit_json(report)
+        return
+    console.print(f"[bold]maturity level {report.level}[/bold]: {report.name}", highlight=False)
+    table(report.criteria, ["level", "title", "met", "evidence"], as_json=False)
+    for step_ in report.next_steps:
+        console.print(f"next: {step_}", highlight=False)
