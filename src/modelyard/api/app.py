@@ -12,6 +12,7 @@ from modelyard.api import (
     artifacts,
     governance,
     monitoring,
+    pipelines,
     problems,
     projects,
     registry,
@@ -55,7 +56,16 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    for module in (registry, artifacts, tracking, projects, serving, monitoring, governance):
+    for module in (
+        registry,
+        artifacts,
+        tracking,
+        projects,
+        serving,
+        monitoring,
+        pipelines,
+        governance,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     return app
