@@ -62,13 +62,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402  (bench/common.py: shared by the harnesses)
 from common import (  # noqa: E402
     Server,
+    _proc_table,
     descendants,
     free_port,
     log,
     md_table,
     tree_cpu,
 )
-from common import _proc_table  # noqa: E402
+
 common.TAG = "registry"
 
 
@@ -326,8 +327,9 @@ class ModelyardAdapter(Adapter):
         a = self.api
         if importlib.util.find_spec("modelyard") is None:
             sys.path.insert(0, str(REPO_DIR / "src"))
-        from modelyard import Client  # the SDK uploads the model's files over HTTP
         from sklearn.linear_model import LogisticRegression
+
+        from modelyard import Client  # the SDK uploads the model's files over HTTP
 
         rng = np.random.default_rng(0)
         X = rng.normal(size=(200, 4))
@@ -520,7 +522,7 @@ class LoadGen:
             "ops": len(lat) / elapsed if elapsed > 0 else 0.0,
             "p50": float(np.percentile(lat, 50)) * 1e3 if len(lat) else float("nan"),
             "p99": float(np.percentile(lat, 99)) * 1e3 if len(lat) else float("nan"),
-            "n": int(len(lat)), "errors": errors, "samples": samples,
+            "n": len(lat), "errors": errors, "samples": samples,
             "client_cpu": sum(p["cpu"] for p in parts),
             "server_cpu": (s1 - s0) / max(1e-9, w1 - w0),
         }

@@ -31,8 +31,9 @@ class Classifier:
     def __init__(self) -> None:
         self.model = joblib.load(os.environ["BENCH_MODEL_PATH"])
 
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=MAX_BATCH,
-                 max_latency_ms=MAX_LATENCY_MS)
+    @bentoml.api(
+        batchable=True, batch_dim=0, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS
+    )
     def predict(self, input: np.ndarray) -> np.ndarray:
         # Named columns, as the model was fitted on a DataFrame (no feature-name warning).
         return self.model.predict(pd.DataFrame(input, columns=COLUMNS))

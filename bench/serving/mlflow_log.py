@@ -20,7 +20,9 @@ example = pd.DataFrame(np.random.default_rng(0).normal(size=(5, 20)), columns=co
 mlflow.set_experiment("bench-serving")
 with mlflow.start_run(run_name=name):
     info = mlflow.sklearn.log_model(
-        model, name="model", input_example=example,
+        model,
+        name="model",
+        input_example=example,
         skops_trusted_types=["sklearn.tree._tree.Tree"],
     )
 print("MODEL_URI=" + info.model_uri)

@@ -73,19 +73,20 @@ from common import (  # noqa: E402
     proc_label,
     tree_snapshot,
 )
+
 common.TAG = "serving"
 
 
 def write_results(section: str) -> None:
     common.write_results(SECTION, section)
+
+
 LUA = SERVING_DIR / "post.lua"
 
 SERVERS = ["mlflow", "bentoml", "fastapi", "bare", "modelyard"]
 MODELS = ["lr", "rf"]
 COLUMNS = [f"f{i}" for i in range(20)]
 SEED = 42
-
-
 
 
 class Skip(Exception):
@@ -98,25 +99,13 @@ class Skip(Exception):
 # ----------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
 LAST_HEADERS: dict[str, str] = {}
 
 
 def post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             LAST_HEADERS.clear()
@@ -143,8 +132,10 @@ def wait_ready(server: Server, url: str, body: bytes, timeout: float) -> tuple[f
         except (OSError, urllib.error.URLError) as e:
             last = type(e).__name__
         if time.monotonic() - server.started > timeout:
-            raise RuntimeError(f"{server.name}: no successful prediction from {url} after "
-                               f"{timeout:.0f}s (last: {last}); see {server.log_path}")
+            raise RuntimeError(
+                f"{server.name}: no successful prediction from {url} after "
+                f"{timeout:.0f}s (last: {last}); see {server.log_path}"
+            )
         time.sleep(0.05)
     cold = time.monotonic() - server.started
     t1 = time.monotonic()
@@ -153,8 +144,10 @@ def wait_ready(server: Server, url: str, body: bytes, timeout: float) -> tuple[f
         time.sleep(1.0)
         if sum(c for c, _ in tree_snapshot(server.proc.pid).values()) - a < 0.10:
             break
-    log(f"{server.name} first prediction after {cold:.2f}s, "
-        f"quiet after {time.monotonic() - server.started:.1f}s")
+    log(
+        f"{server.name} first prediction after {cold:.2f}s, "
+        f"quiet after {time.monotonic() - server.started:.1f}s"
+    )
     return cold, resp
 
 
@@ -168,6 +161,7 @@ def clean_env(*drop_prefixes: str) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------
 # Models and request bodies
 # ----------------------------------------------------------------------------------------
+
 
 def make_models(outdir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     """Fit the models on a DataFrame (fixed seed), save each as joblib. Returns
@@ -205,8 +199,14 @@ def body_mlflow(row: list[float]) -> bytes:
 
 
 def body_v2(row: list[float]) -> bytes:
-    return json.dumps({"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [v]}
-                                  for c, v in zip(COLUMNS, row)]}).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {"name": c, "shape": [1], "datatype": "FP64", "data": [v]}
+                for c, v in zip(COLUMNS, row, strict=True)
+            ]
+        }
+    ).encode()
 
 
 def body_bento(row: list[float]) -> bytes:
@@ -217,6 +217,7 @@ def body_bento(row: list[float]) -> bytes:
 # Adapters: one per server. ``prepare`` runs before the server starts (logs the model, ...),
 # ``server`` builds the command, ``targets`` are the measured (row name, path, body) on it.
 # ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Target:
@@ -263,20 +264,38 @@ class MlflowAdapter(Adapter):
         if not (MLFLOW_VENV / "bin" / "mlflow").exists():
             raise Skip(f"{MLFLOW_VENV}/bin/mlflow missing: run bash bench/setup.sh first")
         t0 = time.monotonic()
-        r = subprocess.run([str(py), str(SERVING_DIR / "mlflow_log.py"), str(self.info["path"]),
-                            self.model], env=self._env(), cwd=self.workdir, capture_output=True,
-                           text=True, timeout=600)
+        r = subprocess.run(
+            [str(py), str(SERVING_DIR / "mlflow_log.py"), str(self.info["path"]), self.model],
+            env=self._env(),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         (self.workdir / "log_model.log").write_text(r.stdout + r.stderr)
         m = re.search(r"^MODEL_URI=(\S+)", r.stdout, re.M)
         if r.returncode != 0 or not m:
-            raise RuntimeError(f"logging {self.model} to MLflow failed ({r.returncode}):\n"
-                               f"{(r.stdout + r.stderr)[-2000:]}")
+            raise RuntimeError(
+                f"logging {self.model} to MLflow failed ({r.returncode}):\n"
+                f"{(r.stdout + r.stderr)[-2000:]}"
+            )
         self.model_uri = m.group(1)
         log(f"mlflow: logged {self.model} as {self.model_uri} in {time.monotonic() - t0:.1f}s")
 
     def server(self, port):
-        cmd = [str(MLFLOW_VENV / "bin" / "mlflow"), "models", "serve", "-m", self.model_uri,
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+        cmd = [
+            str(MLFLOW_VENV / "bin" / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            self.model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
         if self.args.workers:
             cmd += ["-w", str(self.args.workers)]
         return Server("mlflow", cmd, self._env(), self.workdir / "server.log", cwd=self.workdir)
@@ -307,8 +326,17 @@ class BentomlAdapter(Adapter):
         env["BENCH_BENTO_MAX_LATENCY_MS"] = str(self.args.bento_max_latency_ms)
         if self.args.workers:
             env["BENCH_BENTO_WORKERS"] = str(self.args.workers)
-        cmd = [str(BENTOML_VENV / "bin" / "bentoml"), "serve", "bento_service:Classifier",
-               "--working-dir", str(SERVING_DIR), "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [
+            str(BENTOML_VENV / "bin" / "bentoml"),
+            "serve",
+            "bento_service:Classifier",
+            "--working-dir",
+            str(SERVING_DIR),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         return Server("bentoml", cmd, env, self.workdir / "server.log", cwd=self.workdir)
 
     def targets(self):
@@ -319,9 +347,25 @@ class BentomlAdapter(Adapter):
 
 
 def _uvicorn_cmd(app: str, port: int, workers: int | None) -> list[str]:
-    cmd = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(SERVING_DIR),
-           "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-           "--no-access-log", "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--app-dir",
+        str(SERVING_DIR),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     if workers:
         cmd += ["--workers", str(workers)]
     return cmd
@@ -335,8 +379,12 @@ class FastapiAdapter(Adapter):
     def server(self, port):
         env = clean_env()
         env["BENCH_MODEL_PATH"] = str(self.info["path"])
-        return Server("fastapi", _uvicorn_cmd("fastapi_app:app", port, self.args.workers), env,
-                      self.workdir / "server.log")
+        return Server(
+            "fastapi",
+            _uvicorn_cmd("fastapi_app:app", port, self.args.workers),
+            env,
+            self.workdir / "server.log",
+        )
 
     def targets(self):
         return [Target("fastapi", "/invocations", body_mlflow(self.info["row"]))]
@@ -344,6 +392,7 @@ class FastapiAdapter(Adapter):
     def describe(self):
         import fastapi
         import uvicorn
+
         return f"FastAPI {fastapi.__version__} (uvicorn {uvicorn.__version__})"
 
 
@@ -353,8 +402,12 @@ class BareAdapter(Adapter):
     name = "bare"
 
     def server(self, port):
-        return Server("bare", _uvicorn_cmd("bare_asgi:app", port, self.args.workers), clean_env(),
-                      self.workdir / "server.log")
+        return Server(
+            "bare",
+            _uvicorn_cmd("bare_asgi:app", port, self.args.workers),
+            clean_env(),
+            self.workdir / "server.log",
+        )
 
     def targets(self):
         return [Target("bare", "/invocations", body_mlflow(self.info["row"]))]
@@ -368,6 +421,7 @@ def _modelyard_setup(home: str, model_path: str, name: str) -> None:
     import joblib
     import numpy as np
     import pandas as pd
+
     from modelyard import Client
 
     model = joblib.load(model_path)
@@ -404,19 +458,28 @@ class ModelyardAdapter(Adapter):
         return env
 
     def _cli(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "modelyard", *argv], env=self._env(),
-                              capture_output=True, text=True, timeout=timeout, cwd=self.workdir)
+        return subprocess.run(
+            [sys.executable, "-m", "modelyard", *argv],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.workdir,
+        )
 
     def prepare(self):
         # Is the gateway there yet? (`serve` and `endpoints` commands)
         for cmd in (["serve", "--help"], ["endpoints", "create", "--help"]):
             r = self._cli(*cmd)
             if r.returncode != 0:
-                raise Skip(f"`python -m modelyard {' '.join(cmd[:-1])}` is not available yet "
-                           f"(exit {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]})")
+                raise Skip(
+                    f"`python -m modelyard {' '.join(cmd[:-1])}` is not available yet "
+                    f"(exit {r.returncode}: {(r.stderr or r.stdout).strip()[-200:]})"
+                )
         self.home.mkdir(parents=True, exist_ok=True)
         p = mp.get_context("spawn").Process(
-            target=_modelyard_setup, args=(str(self.home), str(self.info["path"]), self.model))
+            target=_modelyard_setup, args=(str(self.home), str(self.info["path"]), self.model)
+        )
         old = os.environ.get("MODELYARD_HOME")
         os.environ["MODELYARD_HOME"] = str(self.home)  # inherited by the spawned child
         try:
@@ -428,43 +491,68 @@ class ModelyardAdapter(Adapter):
             else:
                 os.environ["MODELYARD_HOME"] = old
         if p.exitcode != 0:
-            raise RuntimeError(f"modelyard SDK setup (log_model/set_alias) failed: exit {p.exitcode}")
-        r = self._cli("endpoints", "create", self.model,
-                      "--model", f"models:/{self.model}@champion")
+            raise RuntimeError(
+                f"modelyard SDK setup (log_model/set_alias) failed: exit {p.exitcode}"
+            )
+        r = self._cli(
+            "endpoints", "create", self.model, "--model", f"models:/{self.model}@champion"
+        )
         (self.workdir / "endpoint_create.log").write_text(r.stdout + r.stderr)
         if r.returncode != 0:
-            raise RuntimeError(f"modelyard endpoints create failed ({r.returncode}): "
-                               f"{(r.stderr or r.stdout)[-1000:]}")
+            raise RuntimeError(
+                f"modelyard endpoints create failed ({r.returncode}): "
+                f"{(r.stderr or r.stdout)[-1000:]}"
+            )
 
     def server(self, port):
-        cmd = [sys.executable, "-m", "modelyard", "serve", "--host", "127.0.0.1",
-               "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         if self.args.workers:
             cmd += ["--workers", str(self.args.workers)]
         return Server("modelyard", cmd, self._env(), self.workdir / "server.log", cwd=self.workdir)
 
     def targets(self):
         row = self.info["row"]
-        return [Target("modelyard", f"/endpoints/{self.model}/invocations", body_mlflow(row)),
-                Target("modelyard-v2", f"/v2/models/{self.model}/infer", body_v2(row))]
+        return [
+            Target("modelyard", f"/endpoints/{self.model}/invocations", body_mlflow(row)),
+            Target("modelyard-v2", f"/v2/models/{self.model}/infer", body_v2(row)),
+        ]
 
     def describe(self):
         with contextlib.suppress(Exception):
             import importlib.metadata as md
+
             return f"modelyard {md.version('modelyard')}"
         return "modelyard"
 
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    "mlflow": MlflowAdapter, "bentoml": BentomlAdapter, "fastapi": FastapiAdapter,
-    "bare": BareAdapter, "modelyard": ModelyardAdapter,
+    "mlflow": MlflowAdapter,
+    "bentoml": BentomlAdapter,
+    "fastapi": FastapiAdapter,
+    "bare": BareAdapter,
+    "modelyard": ModelyardAdapter,
 }
 
 
 def _pkg_version(venv: Path, pkg: str) -> str:
-    r = subprocess.run([str(venv / "bin" / "python"), "-c",
-                        f"import importlib.metadata as m; print(m.version({pkg!r}))"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            f"import importlib.metadata as m; print(m.version({pkg!r}))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     return r.stdout.strip() or "?"
 
 
@@ -499,14 +587,25 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return res
 
 
-def run_wrk(url: str, body_file: Path, conc: int, threads: int, duration: float,
-            timeout_s: float) -> dict[str, Any]:
-    cmd = ["wrk", f"-t{min(threads, conc)}", f"-c{conc}", f"-d{duration:g}s", "--latency",
-           f"--timeout={timeout_s:g}s", "-s", str(LUA), url]
+def run_wrk(
+    url: str, body_file: Path, conc: int, threads: int, duration: float, timeout_s: float
+) -> dict[str, Any]:
+    cmd = [
+        "wrk",
+        f"-t{min(threads, conc)}",
+        f"-c{conc}",
+        f"-d{duration:g}s",
+        "--latency",
+        f"--timeout={timeout_s:g}s",
+        "-s",
+        str(LUA),
+        url,
+    ]
     env = dict(os.environ, WRK_BODY_FILE=str(body_file))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                       timeout=duration + timeout_s + 30)
+    r = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=duration + timeout_s + 30
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0 or "Requests/sec" not in r.stdout:
         raise RuntimeError(f"wrk failed ({r.returncode}): {r.stdout[-500:]} {r.stderr[-500:]}")
@@ -519,6 +618,7 @@ def run_wrk(url: str, body_file: Path, conc: int, threads: int, duration: float,
 # ----------------------------------------------------------------------------------------
 # In-process ceiling
 # ----------------------------------------------------------------------------------------
+
 
 def _time_calls(fn, duration: float) -> dict[str, float]:
     for _ in range(50):
@@ -535,8 +635,11 @@ def _time_calls(fn, duration: float) -> dict[str, float]:
             break
     total = time.perf_counter() - t0
     lat.sort()
-    return {"calls_s": len(lat) / total, "p50": lat[len(lat) // 2] * 1e3,
-            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3}
+    return {
+        "calls_s": len(lat) / total,
+        "p50": lat[len(lat) // 2] * 1e3,
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
+    }
 
 
 def inprocess(info: dict, duration: float) -> dict[str, dict[str, float]]:
@@ -551,20 +654,23 @@ def inprocess(info: dict, duration: float) -> dict[str, dict[str, float]]:
         from skl2onnx import convert_sklearn
         from skl2onnx.common.data_types import FloatTensorType
 
-        onx = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, 20]))],
-                              options={id(model): {"zipmap": False}})
+        onx = convert_sklearn(
+            model,
+            initial_types=[("input", FloatTensorType([None, 20]))],
+            options={id(model): {"zipmap": False}},
+        )
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(onx.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(onx.SerializeToString(), so, providers=["CPUExecutionProvider"])
         x = np.asarray([info["row"]], dtype=np.float32)
         label = sess.get_outputs()[0].name
         got = int(sess.run([label], {"input": x})[0][0])
         if got != info["expected"]:
             log(f"onnxruntime predicts {got}, sklearn {info['expected']} (float32 rounding?)")
-        out["onnxruntime (skl2onnx)"] = _time_calls(lambda: sess.run([label], {"input": x}),
-                                                    duration)
+        out["onnxruntime (skl2onnx)"] = _time_calls(
+            lambda: sess.run([label], {"input": x}), duration
+        )
     except ImportError as e:
         log(f"ONNX ceiling skipped: {e}")
     return out
@@ -573,6 +679,7 @@ def inprocess(info: dict, duration: float) -> dict[str, dict[str, float]]:
 # ----------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Cell:
@@ -604,15 +711,27 @@ def cpu_by_process(before: dict, after: dict) -> list[tuple[str, int, float]]:
     return sorted(out, key=lambda x: -x[2])
 
 
-def run_model(model: str, info: dict, systems: list[str], args, outdir: Path, results: dict,
-              meta: dict, started: list[Server]) -> None:
-    log(f"=== model {model}: load average {os.getloadavg()[0]:.2f} "
-        f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+def run_model(
+    model: str,
+    info: dict,
+    systems: list[str],
+    args,
+    outdir: Path,
+    results: dict,
+    meta: dict,
+    started: list[Server],
+) -> None:
+    log(
+        f"=== model {model}: load average {os.getloadavg()[0]:.2f} "
+        f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}"
+    )
     ip = inprocess(info, args.inproc_duration)
     for k, v in ip.items():
         meta.setdefault("inproc", {})[(model, k)] = v
-        log(f"{model} in-process {k}: {v['calls_s']:,.0f} calls/s "
-            f"(p50 {v['p50'] * 1e3:.0f} us, p99 {v['p99'] * 1e3:.0f} us)")
+        log(
+            f"{model} in-process {k}: {v['calls_s']:,.0f} calls/s "
+            f"(p50 {v['p50'] * 1e3:.0f} us, p99 {v['p99'] * 1e3:.0f} us)"
+        )
     live: dict[str, Live] = {}
     try:
         for system in systems:
@@ -626,8 +745,9 @@ def run_model(model: str, info: dict, systems: list[str], args, outdir: Path, re
                 server.start()
                 base = f"http://127.0.0.1:{port}"
                 targets = adapter.targets()
-                cold, resp = wait_ready(server, base + targets[0].path, targets[0].body,
-                                        args.start_timeout)
+                cold, resp = wait_ready(
+                    server, base + targets[0].path, targets[0].body, args.start_timeout
+                )
                 body_files = {}
                 for t in targets:
                     bf = wd / f"body-{t.row}.json"
@@ -636,8 +756,10 @@ def run_model(model: str, info: dict, systems: list[str], args, outdir: Path, re
                     code, resp = post(base + t.path, t.body, timeout=30)
                     if not 200 <= code < 300:
                         raise RuntimeError(f"{t.row}: POST {t.path} -> {code}: {resp[:300]!r}")
-                    log(f"{t.row}: POST {t.path} -> {code} {resp[:120].decode(errors='replace')}"
-                        f"  (expected prediction {info['expected']})")
+                    log(
+                        f"{t.row}: POST {t.path} -> {code} {resp[:120].decode(errors='replace')}"
+                        f"  (expected prediction {info['expected']})"
+                    )
                     # Every wrk request carries the same row: a response cache would serve
                     # them all. Say so if the server reports one (modelyard: x-modelyard-cache).
                     cache = {k: v for k, v in LAST_HEADERS.items() if "cache" in k}
@@ -646,24 +768,33 @@ def run_model(model: str, info: dict, systems: list[str], args, outdir: Path, re
                         meta.setdefault("cache_headers", {})[t.row] = cache
                     meta.setdefault("cold", {})[(model, t.row)] = cold
                     meta.setdefault("sample", {})[(model, t.row)] = resp[:200].decode(
-                        errors="replace")
+                        errors="replace"
+                    )
                 meta.setdefault("versions", {})[system] = adapter.describe()
                 live[system] = Live(adapter, server, base, targets, body_files)
             except Skip as e:
                 log(f"SKIP {system}: {e}")
                 meta.setdefault("skipped", {})[system] = str(e)
-            except Exception as e:  # noqa: BLE001 - report and go on with the others
+            except Exception as e:
                 import traceback
+
                 traceback.print_exc()
-                meta.setdefault("failures", []).append(f"{model}/{system}: {type(e).__name__}: "
-                                                       f"{str(e)[:300]}")
+                meta.setdefault("failures", []).append(
+                    f"{model}/{system}: {type(e).__name__}: {str(e)[:300]}"
+                )
                 log(f"FAILED {model}/{system}: {e}")
         # warm-up: one discarded run per target at the highest concurrency
-        for system, lv in live.items():
+        for lv in live.values():
             for t in lv.targets:
                 with contextlib.suppress(Exception):
-                    r = run_wrk(lv.base + t.path, lv.body_files[t.row], max(args.concurrency),
-                                args.threads, args.warmup, args.wrk_timeout)
+                    r = run_wrk(
+                        lv.base + t.path,
+                        lv.body_files[t.row],
+                        max(args.concurrency),
+                        args.threads,
+                        args.warmup,
+                        args.wrk_timeout,
+                    )
                     log(f"warm-up {model} {t.row}: {r['rps']:.0f} req/s (discarded)")
         for rnd in range(args.rounds):
             for conc in args.concurrency:
@@ -676,22 +807,31 @@ def run_model(model: str, info: dict, systems: list[str], args, outdir: Path, re
                             continue
                         pid = lv.server.proc.pid
                         before = tree_snapshot(pid)
-                        res = run_wrk(lv.base + t.path, lv.body_files[t.row], conc, args.threads,
-                                      args.duration, args.wrk_timeout)
+                        res = run_wrk(
+                            lv.base + t.path,
+                            lv.body_files[t.row],
+                            conc,
+                            args.threads,
+                            args.duration,
+                            args.wrk_timeout,
+                        )
                         after = tree_snapshot(pid)
                         res["procs"] = cpu_by_process(before, after)
                         res["server_cpu"] = sum(c for _, _, c in res["procs"])
                         res["rss"] = sum(r for _, r in after.values())
                         res["nprocs"] = len(after)
                         raw = res.pop("raw")
-                        (outdir / model / system / f"wrk-{t.row}-c{conc}-r{rnd + 1}.txt"
-                         ).write_text(raw)
+                        (
+                            outdir / model / system / f"wrk-{t.row}-c{conc}-r{rnd + 1}.txt"
+                        ).write_text(raw)
                         results.setdefault((model, conc, t.row), Cell()).rounds.append(res)
-                        log(f"{model} c{conc:<3d} round {rnd + 1}/{args.rounds} {t.row:13s} "
+                        log(
+                            f"{model} c{conc:<3d} round {rnd + 1}/{args.rounds} {t.row:13s} "
                             f"{res['rps']:9.1f} req/s p50 {res['p50']:8.2f} ms "
                             f"p99 {res['p99']:8.2f} ms err {res['errors']:5d}  "
                             f"cpu server {res['server_cpu']:.1f}s wrk {res['wrk_cpu']:.1f}s "
-                            f"rss {res['rss'] / 2**20:.0f} MiB")
+                            f"rss {res['rss'] / 2**20:.0f} MiB"
+                        )
     finally:
         for lv in live.values():
             lv.server.stop()
@@ -701,6 +841,7 @@ def run_model(model: str, info: dict, systems: list[str], args, outdir: Path, re
 # Report
 # ----------------------------------------------------------------------------------------
 
+
 def fmt(x: float, nd: int = 1) -> str:
     return "—" if x != x else f"{x:,.{nd}f}"
 
@@ -709,14 +850,27 @@ def ratio(a: float, b: float) -> str:
     if not (a == a and b == b and b > 0):
         return "—"
     r = a / b
-    return f"{r:.2f}×" if r >= 0.1 else f"{r:.4f}×"
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.4f}×"  # noqa: RUF001
 
 
 def build_rows(results: dict, models: list[str], args, meta: dict):
     rows_order = [r for s in SERVERS for r in ((s, s + "-v2") if s == "modelyard" else (s,))]
-    head = ["model", "clients", "server", "req/s", "p50 ms", "p99 ms", "errors", "RSS MiB",
-            "cold start s", "÷ mlflow", "÷ bentoml", "÷ bare", "server CPU s (per process)",
-            "wrk CPU s"]
+    head = [
+        "model",
+        "clients",
+        "server",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "RSS MiB",
+        "cold start s",
+        "÷ mlflow",
+        "÷ bentoml",
+        "÷ bare",
+        "server CPU s (per process)",
+        "wrk CPU s",
+    ]
     rows = []
     for m in models:
         for conc in args.concurrency:
@@ -728,24 +882,30 @@ def build_rows(results: dict, models: list[str], args, meta: dict):
                 per = ", ".join(f"{lbl} {cpu:.1f}" for lbl, cpu in procs[:6]) or "0"
                 total_req = sum(x["requests"] for x in c.rounds)
                 errs = sum(x["errors"] for x in c.rounds)
-                rows.append([
-                    m, str(conc), r, fmt(rps[r]), fmt(c.med("p50"), 2), fmt(c.med("p99"), 2),
-                    f"{errs}/{total_req}" if errs else "0",
-                    fmt(c.rounds[-1]["rss"] / 2**20, 0),
-                    fmt(meta.get("cold", {}).get((m, r), float("nan")), 2),
-                    ratio(rps[r], rps.get("mlflow", float("nan"))),
-                    ratio(rps[r], rps.get("bentoml", float("nan"))),
-                    ratio(rps[r], rps.get("bare", float("nan"))),
-                    f"{mr['server_cpu']:.1f} ({per})", f"{mr['wrk_cpu']:.1f}",
-                ])
+                rows.append(
+                    [
+                        m,
+                        str(conc),
+                        r,
+                        fmt(rps[r]),
+                        fmt(c.med("p50"), 2),
+                        fmt(c.med("p99"), 2),
+                        f"{errs}/{total_req}" if errs else "0",
+                        fmt(c.rounds[-1]["rss"] / 2**20, 0),
+                        fmt(meta.get("cold", {}).get((m, r), float("nan")), 2),
+                        ratio(rps[r], rps.get("mlflow", float("nan"))),
+                        ratio(rps[r], rps.get("bentoml", float("nan"))),
+                        ratio(rps[r], rps.get("bare", float("nan"))),
+                        f"{mr['server_cpu']:.1f} ({per})",
+                        f"{mr['wrk_cpu']:.1f}",
+                    ]
+                )
     ihead = ["model", "in-process (1 row, 1 thread)", "calls/s", "p50 µs", "p99 µs"]
-    irows = [[m, k, fmt(v["calls_s"], 0), fmt(v["p50"] * 1e3, 0), fmt(v["p99"] * 1e3, 0)]
-             for (m, k), v in meta.get("inproc", {}).items()]
+    irows = [
+        [m, k, fmt(v["calls_s"], 0), fmt(v["p50"] * 1e3, 0), fmt(v["p99"] * 1e3, 0)]
+        for (m, k), v in meta.get("inproc", {}).items()
+    ]
     return head, rows, ihead, irows
-
-
-
-
 
 
 def report(results: dict, models: list[str], args, meta: dict) -> None:
@@ -754,11 +914,14 @@ def report(results: dict, models: list[str], args, meta: dict) -> None:
 
     head, rows, ihead, irows = build_rows(results, models, args, meta)
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-    t = Table(title=f"serving: medians of {args.rounds} round(s), wrk -t{args.threads} "
-                    f"-d{args.duration:g}s, single-row JSON POST")
+    t = Table(
+        title=f"serving: medians of {args.rounds} round(s), wrk -t{args.threads} "
+        f"-d{args.duration:g}s, single-row JSON POST"
+    )
     for h in head:
-        t.add_column(h, justify="left" if h in ("model", "server", "server CPU s (per process)")
-                     else "right")
+        t.add_column(
+            h, justify="left" if h in ("model", "server", "server CPU s (per process)") else "right"
+        )
     prev = None
     for r in rows:
         if prev is not None and r[:2] != prev:
@@ -776,7 +939,8 @@ def report(results: dict, models: list[str], args, meta: dict) -> None:
     la0, la1 = meta.get("load_before"), meta.get("load_after")
     versions = meta.get("versions", {})
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores "
         f"({platform.machine()}), Python {platform.python_version()}; "
         f"`python bench/serving/run.py {' '.join(sys.argv[1:])}`.",
@@ -790,13 +954,13 @@ def report(results: dict, models: list[str], args, meta: dict) -> None:
         f"max_latency_ms {args.bento_max_latency_ms}). FastAPI and bare run without access log.",
         f"- Models: scikit-learn LogisticRegression (`lr`) and RandomForestClassifier (`rf`, 100 "
         f"trees, max_depth 8), fitted on a DataFrame f0..f19 (seed {SEED}). Bodies: MLflow "
-        f"`dataframe_split` (mlflow, fastapi, bare, modelyard), `{{\"input\": [[...]]}}` "
+        f'`dataframe_split` (mlflow, fastapi, bare, modelyard), `{{"input": [[...]]}}` '
         f"(bentoml /predict), OIP v2 one FP64 input per column (modelyard-v2).",
         f"- Load: `wrk -t{args.threads} -c<clients> -d{args.duration:g}s --latency "
         f"--timeout {args.wrk_timeout:g}s -s bench/serving/post.lua` on 127.0.0.1, sharing the "
         f"2 cores with the server (see wrk CPU s). Each server started fresh per model, one "
         f"{args.warmup:g} s warm-up run discarded, then rounds interleaved over servers and "
-        f"client counts ×{args.rounds}; req/s, p50, p99 are medians over rounds; errors = "
+        f"client counts ×{args.rounds}; req/s, p50, p99 are medians over rounds; errors = "  # noqa: RUF001
         f"(non-2xx + socket errors)/requests over all rounds; RSS = sum over the server's "
         f"process tree after its last run; cold start = process start to first 2xx prediction; "
         f"server CPU s = CPU seconds of the server's process tree during the median round "
@@ -824,8 +988,9 @@ def _csv(text: str) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--models", default="lr,rf", help=f"comma list from {MODELS}")
     ap.add_argument("--concurrency", default="16,64", help="comma list of wrk connection counts")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -833,16 +998,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--servers", default=",".join(SERVERS), help=f"comma list from {SERVERS}")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (-t)")
     ap.add_argument("--warmup", type=float, default=2.0, help="discarded wrk run, seconds")
-    ap.add_argument("--wrk-timeout", type=float, default=10.0,
-                    help="wrk --timeout: slower responses count as socket timeouts")
-    ap.add_argument("--inproc-duration", type=float, default=3.0,
-                    help="seconds per in-process ceiling measurement")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="worker processes for every server (default: each server's default)")
-    ap.add_argument("--bento-max-batch", type=int, default=100,
-                    help="BentoML max_batch_size (100 = BentoML's default)")
-    ap.add_argument("--bento-max-latency-ms", type=int, default=60000,
-                    help="BentoML max_latency_ms (60000 = BentoML's default)")
+    ap.add_argument(
+        "--wrk-timeout",
+        type=float,
+        default=10.0,
+        help="wrk --timeout: slower responses count as socket timeouts",
+    )
+    ap.add_argument(
+        "--inproc-duration",
+        type=float,
+        default=3.0,
+        help="seconds per in-process ceiling measurement",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes for every server (default: each server's default)",
+    )
+    ap.add_argument(
+        "--bento-max-batch",
+        type=int,
+        default=100,
+        help="BentoML max_batch_size (100 = BentoML's default)",
+    )
+    ap.add_argument(
+        "--bento-max-latency-ms",
+        type=int,
+        default=60000,
+        help="BentoML max_latency_ms (60000 = BentoML's default)",
+    )
     ap.add_argument("--start-timeout", type=float, default=180.0)
     ap.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
     args = ap.parse_args(argv)
@@ -865,12 +1050,15 @@ def main(argv=None) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     la = os.getloadavg()
     log(f"work dir {outdir}")
-    log(f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} cores"
-        + ("  (busy machine: numbers will be noisy)" if la[0] > 1.0 else ""))
+    log(
+        f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} cores"
+        + ("  (busy machine: numbers will be noisy)" if la[0] > 1.0 else "")
+    )
 
     # SIGTERM behaves like Ctrl-C so that the finally blocks stop the servers.
     def _term(signum, frame):
         raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, _term)
     # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT
     # for background jobs (a non-interactive `cmd &` inherits SIGINT ignored).
@@ -888,8 +1076,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         log("interrupted: stopping servers")
         code = 130
-    except Exception as e:  # noqa: BLE001 - report what was measured
+    except Exception as e:
         import traceback
+
         traceback.print_exc()
         meta.setdefault("failures", []).append(f"{type(e).__name__}: {str(e)[:300]}")
         code = 1
@@ -899,9 +1088,13 @@ def main(argv=None) -> int:
     meta["load_after"] = os.getloadavg()
     if results and code != 130:
         report(results, args.models, args, meta)
-    (outdir / "raw.json").write_text(json.dumps({
-        f"{m}/c{c}/{r}": cell.rounds for (m, c, r), cell in results.items()}, indent=1,
-        default=str))
+    (outdir / "raw.json").write_text(
+        json.dumps(
+            {f"{m}/c{c}/{r}": cell.rounds for (m, c, r), cell in results.items()},
+            indent=1,
+            default=str,
+        )
+    )
     for f in meta.get("failures", []):
         log(f"FAILED {f}")
     if meta.get("failures") and code == 0:

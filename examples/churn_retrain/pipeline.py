@@ -4,7 +4,11 @@ The pipeline retrains on the newest version of a registered dataset, checks the 
 logistic regression (optionally tuned with optuna), scores the candidate and the serving
 champion on the same holdout, and moves the ``champion`` alias only if every quality gate
 passes. Registered as a pipeline, it runs on a trigger: a schedule, new data, or a monitoring
-alert (see ``python -m examples.churn_retrain.demo``).
+alert (see README.md beside this file and tests/e2e/test_continuous_training.py).
+
+``ingest``, ``evaluate`` and ``deploy`` are not cached: they read "the newest" data, compare
+with whatever the champion is now, and move an alias. The steps between are cached by the
+data they get, so the same data never retrains twice.
 
     modelyard pipelines register churn-retrain examples.churn_retrain.pipeline:churn_retrain
     modelyard pipelines run churn-retrain --param dataset=churn-train
@@ -12,7 +16,6 @@ alert (see ``python -m examples.churn_retrain.demo``).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -63,7 +66,7 @@ def make_data(rows: int, *, seed: int, tenure_shift: float = 0.0) -> pd.DataFram
     return frame
 
 
-@step(stage="ingest")
+@step(stage="ingest", cache=False)
 def ingest(dataset: str, ctx: StepContext) -> pd.DataFrame:
     """The newest version of ``dataset``, linked to this run as training data."""
     data = ctx.ws.tracking.load_dataset(dataset)
@@ -117,34 +120,29 @@ def register(model: LogisticRegression, parts: dict[str, pd.DataFrame], ctx: Ste
     return version.uri
 
 
-@step(stage="evaluate")
+@step(stage="evaluate", cache=False)
 def evaluate(candidate: str, parts: dict[str, pd.DataFrame], ctx: StepContext) -> GateReport:
     report = evaluate_candidate(ctx.ws, candidate, parts["holdout"], TARGET, GATE)
     ctx.log(report.summary())
     return report
 
 
-@step(stage="deploy")
-def deploy(report: GateReport, trigger: dict[str, Any] | None, ctx: StepContext) -> dict[str, Any]:
-    """Move ``champion`` to the candidate if it passed; the endpoint follows the alias."""
-    at = trigger.get("event_at") if trigger else None
-    promotion = promote(
-        ctx.ws,
-        report,
-        pipeline_run_id=ctx.run_id,
-        triggered_at=datetime.fromisoformat(at) if isinstance(at, str) else None,
-    )
+@step(stage="deploy", cache=False)
+def deploy(report: GateReport, ctx: StepContext) -> dict[str, Any]:
+    """Move ``champion`` to the candidate if it passed; the endpoint follows the alias.
+
+    The lead time from the triggering event is taken from the trigger's record of this run.
+    """
+    promotion = promote(ctx.ws, report, pipeline_run_id=ctx.run_id)
     ctx.log(f"promoted={promotion.promoted} {report.summary()}")
     return {"promoted": promotion.promoted, "version": promotion.version}
 
 
 @pipeline(name="churn-retrain")
-def churn_retrain(
-    dataset: str = "churn-train", trials: int = 0, trigger: dict[str, Any] | None = None
-) -> None:
+def churn_retrain(dataset: str = "churn-train", trials: int = 0) -> None:
     """Retrain the churn model on the newest data; promote it only through the gates."""
     data = validate(ingest(dataset))
     parts = split(data)
     model = train(parts, trials)
     candidate = register(model, parts)
-    deploy(evaluate(candidate, parts), trigger)
+    deploy(evaluate(candidate, parts))

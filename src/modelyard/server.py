@@ -4,30 +4,96 @@ With ``uvicorn --workers`` all workers accept from one shared socket, and under 
 load the kernel may hand every connection to the same worker while the others idle (seen
 with ``mlflow models serve -w 2``). Here each worker binds its own socket with
 SO_REUSEPORT, so the kernel spreads new connections across workers by hash.
+
+Start-up is ordered for the first answer (cold start):
+
+- The parent imports what a gateway worker needs before it can answer, then forks; the
+  workers inherit those modules instead of each importing them.
+- A worker's socket is bound at once but listens only when the worker is ready (its models
+  loaded and warmed): until then the kernel gives new connections to the workers that are
+  ready, so the first ready worker answers without waiting for the others.
+- In the gateway workers the control-plane API (FastAPI, every domain's router) is not
+  needed for predictions: it is built in a background thread once the worker listens, and a
+  control-plane request that arrives earlier waits for it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import gc
 import multiprocessing
 import os
 import signal
 import socket
 import sys
-from typing import Any, Literal
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import uvicorn
 
 from modelyard.config import Settings
 
+if TYPE_CHECKING:
+    from modelyard.workspace import Workspace
+
 Role = Literal["control", "gateway", "both"]
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+    Awaitable[None],
+]
 
 
 def _socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` beside the other workers' (SO_REUSEPORT).
+
+    It is not listening yet: the event loop listens when uvicorn starts serving on it, after
+    the application's start-up, so no connection waits on a worker that is still loading.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
     return sock
+
+
+class LazyApp:
+    """An ASGI app built on first need, or ahead of it in a background thread by :meth:`load`.
+
+    Requests that arrive before it is built wait for it (without blocking the event loop).
+    """
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+        self._future: concurrent.futures.Future[ASGIApp] | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> concurrent.futures.Future[ASGIApp]:
+        """Start building the app in a daemon thread (once); its future."""
+        with self._lock:
+            if self._future is None:
+                self._future = concurrent.futures.Future()
+                threading.Thread(target=self._run, name="modelyard-lazy-app", daemon=True).start()
+            return self._future
+
+    def _run(self) -> None:
+        assert self._future is not None
+        try:
+            app = self._build()
+        except BaseException as exc:
+            self._future.set_exception(exc)
+            return
+        self._app = app
+        self._future.set_result(app)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        app = self._app
+        if app is None:
+            app = await asyncio.wrap_future(self.load())
+        await app(scope, receive, send)
 
 
 def _die_with_parent() -> None:
@@ -47,10 +113,14 @@ def _child(settings: Settings, host: str, port: int, role: Role, log_level: str)
     run_worker(settings, host, port, role, log_level)
 
 
+def _control_plane(ws: Workspace) -> ASGIApp:
+    from modelyard.api.app import create_app
+
+    return create_app(workspace=ws)
+
+
 def run_worker(settings: Settings, host: str, port: int, role: Role, log_level: str) -> None:
     """Serve ``role`` in this process until SIGTERM (graceful) or SIGINT."""
-    import uvicorn
-
     # A request thread holding a database lock must win the GIL back quickly after each
     # round trip; with CPython's default 5 ms switch interval, threads busy parsing other
     # requests keep it waiting, and everyone queued on that lock waits too.
@@ -59,14 +129,16 @@ def run_worker(settings: Settings, host: str, port: int, role: Role, log_level: 
     from modelyard.workspace import Workspace
 
     ws = Workspace.open(settings, migrate=False)
-    from modelyard.api.app import create_app
-
-    control = create_app(workspace=ws) if role != "gateway" else None
-    app: Any = control
-    if role != "control":
+    app: Any
+    lazy: LazyApp | None = None
+    if role == "control":
+        app = _control_plane(ws)
+    else:
         from modelyard.serving.gateway import Gateway
 
-        app = Gateway(ws, control_plane=control)
+        if role == "both":
+            lazy = LazyApp(lambda: _control_plane(ws))
+        app = Gateway(ws, control_plane=lazy)
     config = uvicorn.Config(
         app,
         host=host,
@@ -77,11 +149,91 @@ def run_worker(settings: Settings, host: str, port: int, role: Role, log_level: 
         timeout_graceful_shutdown=30,
         http="httptools",
         loop="uvloop",
+        ws="none",  # no websocket routes: do not import a websocket implementation
+        # Nothing here reads the client address or scheme that X-Forwarded-* would rewrite;
+        # without the middleware every request skips one ASGI layer.
+        proxy_headers=False,
     )
+    loops = _Loops(ws) if role != "gateway" and settings.monitor_interval_seconds > 0 else None
+
+    def on_serving() -> None:
+        if lazy is not None:
+            lazy.load()
+        if loops is not None:
+            loops.start_later(min(5.0, settings.monitor_interval_seconds))
+
+    server = _Server(config, on_serving=on_serving)
+    # Everything loaded so far lives as long as the process: keep the garbage collector from
+    # walking it again and again (and, in a forked worker, from touching the pages it shares
+    # with its parent).
+    gc.freeze()
     try:
-        uvicorn.Server(config).run(sockets=[_socket(host, port)])
+        server.run(sockets=[_socket(host, port)])
     finally:
+        if loops is not None:
+            loops.stop()
         ws.close()
+
+
+class _Loops:
+    """The monitor and the trigger poller of a control-plane worker, in background threads.
+
+    Every control-plane worker runs them; database leases let one act at a time, and another
+    takes over if it stops. They start a few seconds after the worker listens, so they cost
+    nothing on the way to the first answer.
+    """
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self._stops: list[Callable[[], object]] = []
+        self._timer: threading.Timer | None = None
+
+    def start_later(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._start)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _start(self) -> None:
+        from modelyard.monitoring.loop import MonitorLoop
+        from modelyard.pipelines.triggers import TriggerLoop
+
+        interval = self.ws.settings.monitor_interval_seconds
+        monitor = MonitorLoop(self.ws.monitoring, interval)
+        triggers = TriggerLoop(self.ws.pipelines.triggers, interval)
+        self._stops = [self.ws.pipelines.triggers.subscribe_alerts(), monitor.stop, triggers.stop]
+        monitor.start()
+        triggers.start()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for stop in self._stops:
+            stop()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling ``on_serving`` once it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_serving: Callable[[], object] | None) -> None:
+        super().__init__(config)
+        self.on_serving = on_serving
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.on_serving is not None and not self.should_exit:
+            self.on_serving()
+
+
+def _preload(role: Role) -> None:
+    import uvicorn.lifespan.on
+    import uvicorn.loops.uvloop
+    import uvicorn.protocols.http.httptools_impl
+    import uvicorn.server  # noqa: F401
+
+    if role == "control":
+        import modelyard.api.app
+    else:
+        import modelyard.serving.gateway  # noqa: F401
 
 
 def run(
@@ -106,10 +258,10 @@ def run(
         run_worker(settings, host, port, role, log_level)
         return
     # Import once here and fork: the workers inherit the loaded modules instead of each
-    # importing them again, which roughly halves the cold start on two cores. Nothing has
-    # started a thread or an event loop yet, so forking is safe.
-    import modelyard.api.app
-    import modelyard.serving.gateway  # noqa: F401
+    # importing them again. Only what a worker needs before its first answer: the control
+    # plane of a gateway worker is built after it listens (LazyApp). Nothing has started an
+    # event loop yet, so forking is safe.
+    _preload(role)
 
     ctx = multiprocessing.get_context("fork")
     children = [

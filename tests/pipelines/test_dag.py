@@ -348,3 +348,9 @@ def test_code_hash_follows_edits_to_the_body_but_not_the_decorator(
     first = load_version("@step(retries=1)", "return x + 1")
     assert load_version("@step(\n    retries=5,\n    timeout=9,\n)", "return x + 1") == first
     assert load_version("@step(retries=1)", "return x + 2") != first
+
+
+def test_a_trigger_description_is_dropped_when_the_pipeline_does_not_take_it() -> None:
+    assert diamond.resolve_params({"rows": 2, "trigger": {"kind": "alert"}}) == {"rows": 2}
+    with pytest.raises(InvalidInput, match="no parameter colour"):
+        diamond.resolve_params({"colour": "red"})

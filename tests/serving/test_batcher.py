@@ -306,8 +306,78 @@ def test_back_to_back_requests_to_a_slow_model_stop_waiting() -> None:
             out = await batcher.submit(row(float(i)), 1)
             np.testing.assert_array_equal(out["y"], row(float(i))["x"] * 2)
         assert model.sizes == [1] * 30
-        assert batcher.stats.threaded_calls == 30
+        # It uses little CPU (it sleeps), so after 16 executor calls one inline probe checks
+        # whether it is cheap after all: it is not (0.5 ms of wall time), and it stays there.
+        assert batcher.stats.threaded_calls == 29 and batcher.stats.inline_calls == 1
         assert batcher.stats.waits < 10  # unproductive waits are given up
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_cheap_model_timed_in_the_executor_comes_back_inline() -> None:
+    """Under load an executor call's wall time includes waiting for the GIL: a cheap model
+    that ended up there (say one inline call was preempted) must not stay there."""
+
+    async def main() -> None:
+        model = FakeModel()  # microseconds of CPU
+        batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=SLOW)
+        real_timed = batcher._timed
+
+        def gil_bound(inputs: dict[str, np.ndarray]) -> tuple[Any, float, float]:
+            outputs, _, cpu = real_timed(inputs)
+            return outputs, 0.002, cpu  # 2 ms of wall time, as a busy event loop makes it
+
+        batcher._timed = gil_bound  # type: ignore[method-assign]
+        for i in range(20):
+            await batcher.submit(row(float(i)), 1)
+        assert batcher.stats.threaded_calls == 16  # then the probe ran inline and stayed
+        assert batcher.stats.inline_calls == 4
+        assert batcher.stats.ewma_predict_seconds is not None
+        assert batcher.stats.ewma_predict_seconds < 0.0002
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_queued_request_times_out_and_its_rows_are_not_predicted() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=SLOW)
+        first = asyncio.create_task(batcher.submit(row(1.0), 1))
+        await started(model)
+        with pytest.raises(TimeoutError):
+            await batcher.submit(row(2.0), 1, timeout=0.05)
+        gate.set()
+        await first
+        await settle()
+        assert model.sizes == [1]  # the timed-out request was dropped from the queue
+        out = await batcher.submit(row(3.0), 1, timeout=5)
+        np.testing.assert_array_equal(out["y"], row(3.0)["x"] * 2)
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_one_slow_inline_call_is_not_enough_to_leave_the_event_loop() -> None:
+    """A cheap model whose inline call was once preempted (simulated by one slow call) stays
+    inline; slow calls in a row move it to the executor."""
+
+    async def main() -> None:
+        model = FakeModel()
+        batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=FAST)
+        await batcher.submit(row(0.0), 1)
+        model.delay = 0.005
+        await batcher.submit(row(1.0), 1)  # one 5 ms hiccup
+        model.delay = 0.0
+        for i in range(5):
+            await batcher.submit(row(float(i)), 1)
+        assert batcher.stats.threaded_calls == 0 and batcher.stats.inline_calls == 7
+        model.delay = 0.005  # now really slow
+        for i in range(4):
+            await batcher.submit(row(float(i)), 1)
+        assert batcher.stats.threaded_calls > 0
         await batcher.close()
 
     asyncio.run(main())

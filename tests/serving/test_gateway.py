@@ -278,6 +278,39 @@ def test_metrics_prediction_log_and_onnx_runtime(gateway: GatewayServer, models,
     assert table["request_id"][0].as_py() == r.headers["x-request-id"]
 
 
+def test_failed_requests_reach_the_prediction_log_with_their_status(
+    gateway: GatewayServer, models, frame
+) -> None:
+    X, _ = frame
+    register(gateway, models["lr"], "fraud", X)
+    gateway.ws.endpoints.create("fraud", "models:/fraud/1")
+    url = gateway.start()
+    good = httpx.post(f"{url}/endpoints/fraud/invocations", json=split_body(X.head(1)))
+    assert good.status_code == 200
+    bad = httpx.post(
+        f"{url}/endpoints/fraud/invocations",
+        json=split_body(X.head(1).drop(columns=["f3"])),
+        headers={"x-request-id": "bad-1"},
+    )
+    assert bad.status_code == 422
+    wrong_version = httpx.post(f"{url}/v2/models/fraud/versions/9/infer", json={"inputs": []})
+    assert wrong_version.status_code == 404
+    # an unknown endpoint has no log to go to
+    assert httpx.post(f"{url}/endpoints/ghost/invocations", json={}).status_code == 404
+    gateway.gateway.log.flush()
+    table = gateway.gateway.log.read("fraud").sort_by("at")
+    assert table["status"].to_pylist() == [200, 422, 404]
+    assert table["request_id"].to_pylist() == [
+        good.headers["x-request-id"],
+        "bad-1",
+        wrong_version.headers["x-request-id"],
+    ]
+    assert table["version"].to_pylist() == [1, 1, 0]  # no version was chosen for the 404
+    assert table["model"].to_pylist() == ["fraud"] * 3
+    assert all(ms > 0 for ms in table["latency_ms"].to_pylist())
+    assert gateway.gateway.log.read("ghost").num_rows == 0
+
+
 def test_native_runtime_opt_out(gateway: GatewayServer, models, frame) -> None:
     X, _ = frame
     register(gateway, models["lr"], "fraud", X)
@@ -321,6 +354,8 @@ def test_predict_that_raises_is_a_500_naming_the_model(tmp_path, models, frame) 
         assert "Traceback" not in r.text
         good = httpx.post(f"{url}/endpoints/boom/invocations", json=split_body(ok_row))
         assert good.status_code == 200 and good.json()["predictions"] == [0.0]
+        gw.gateway.log.flush()
+        assert gw.gateway.log.read("boom").sort_by("at")["status"].to_pylist() == [500, 200]
     finally:
         gw.stop()
         ws.close()
@@ -405,6 +440,9 @@ def test_slow_model_times_out_with_503(tmp_path, frame) -> None:  # type: ignore
         r = httpx.post(f"{url}/endpoints/slow/invocations", json=split_body(slow_row))
         assert r.status_code == 503
         assert "did not answer within 200 ms" in r.json()["detail"]
+        gw.gateway.log.flush()
+        logged = gw.gateway.log.read("slow")
+        assert logged["status"].to_pylist() == [503] and logged["version"].to_pylist() == [1]
     finally:
         gw.stop()
         ws.close()

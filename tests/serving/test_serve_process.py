@@ -38,9 +38,9 @@ def served(tmp_path: Path, models, frame):  # type: ignore[no-untyped-def]
     c.endpoints.create("fraud", "models:/fraud@champion")
     c.close()
     port = _free_port()
-    env = {**os.environ, "MODELYARD_HOME": str(home)}
 
     def start(workers: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "MODELYARD_HOME": str(home)}
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -70,7 +70,8 @@ def served(tmp_path: Path, models, frame):  # type: ignore[no-untyped-def]
     yield home, f"http://127.0.0.1:{port}", lambda w: procs.append(start(w)) or procs[-1]
     for p in procs:
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
+            p.kill()  # its workers get SIGTERM from the kernel (PR_SET_PDEATHSIG)
+            p.wait(timeout=10)
 
 
 def _body(X: pd.DataFrame) -> dict:
@@ -82,16 +83,18 @@ def test_two_workers_both_answer(served, frame) -> None:  # type: ignore[no-unty
     _, url, start = served
     proc = start(2)
     workers = set()
-    for _ in range(60):  # new connections are spread across the workers' sockets
+    # New connections are spread across the sockets of the workers that are ready (a worker
+    # listens once its models are loaded, so the second may join a little later).
+    deadline = time.monotonic() + 60
+    while len(workers) < 2 and time.monotonic() < deadline:
         with httpx.Client() as c:
             r = c.post(f"{url}/endpoints/fraud/invocations", json=_body(X))
             assert r.status_code == 200
             workers.add(r.headers["x-modelyard-worker"])
-        if len(workers) == 2:
-            break
     assert len(workers) == 2
-    # the control plane is served by the same processes
-    assert httpx.get(f"{url}/api/v1/endpoints").json()[0]["name"] == "fraud"
+    # the control plane is served by the same processes (built once the data plane is up:
+    # a request may wait for it a few seconds)
+    assert httpx.get(f"{url}/api/v1/endpoints", timeout=60).json()[0]["name"] == "fraud"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
 
@@ -179,3 +182,25 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_serve_runs_the_monitor_and_trigger_loops(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from modelyard.store.tables import MonitorLeaseRow
+
+    home, url, start = served
+    monkeypatch.setenv("MODELYARD_MONITOR_INTERVAL_SECONDS", "0.5")
+    proc = start(2)
+    ws = Workspace.open(Settings(home=home))
+    try:
+        httpx.post(f"{url}/endpoints/fraud/invocations", json={"inputs": [[0.0] * 6]})
+        deadline = time.monotonic() + 30
+        names: set[str] = set()
+        while time.monotonic() < deadline and names != {"monitor", "triggers"}:
+            with ws.store.read() as s:
+                names = {r.name for r in s.query(MonitorLeaseRow)}
+            time.sleep(0.2)
+        assert names == {"monitor", "triggers"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        ws.close()

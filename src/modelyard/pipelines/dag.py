@@ -456,6 +456,10 @@ class Pipeline:
     def resolve_params(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with ``given``; unknown or missing parameters are refused."""
         given = dict(given or {})
+        # Triggers describe their event in params["trigger"]; a pipeline that does not
+        # declare the parameter simply does not use it.
+        if "trigger" not in self.params:
+            given.pop("trigger", None)
         unknown = sorted(set(given) - set(self.params))
         if unknown:
             known = ", ".join(self.params) or "none"

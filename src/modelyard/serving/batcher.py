@@ -34,6 +34,21 @@ How a batch is executed:
   Durations are measured inside the thread, so a model that becomes fast again moves back
   inline. Until a duration is known (``expected_predict_seconds``) the first call runs in
   the executor.
+* Probing back inline: a call in the executor is timed in wall time, which includes the
+  time its thread waits for the GIL while the event loop is busy, so under load a cheap
+  model looks expensive there. One preempted inline call on a busy machine is enough to
+  send it to the executor, and without a correction it would stay there. So the executor
+  thread also measures its own CPU time; after ``_PROBE_THREADED`` executor calls in a row
+  that each used less than ``INLINE_SECONDS`` of CPU, the next call runs inline as a probe,
+  and if its wall time is under ``INLINE_SECONDS`` the estimate restarts from it. A model
+  that really waits (I/O, a sleep, other threads working for it) fails the probe and stays
+  in the executor, paying one inline call per ``_PROBE_THREADED`` calls. In the other
+  direction, a single slow inline call after fast ones (preempted on a busy machine) is
+  ignored unless the next inline call is slow too.
+
+``submit(..., timeout=)`` bounds a queued request's wait: past it the caller gets
+:class:`TimeoutError` and its rows are dropped from the queue if they have not been taken
+yet. A request predicted inline by ``submit`` itself never waits, so it sets no timer.
 
 Inputs are ``dict[str, ndarray]`` with the batch dimension first. A batch of one request is
 passed through untouched (no concatenation, no slicing copies); otherwise each key is
@@ -58,6 +73,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from modelyard.errors import ModelyardError
+from modelyard.serving.validation import Columns
 
 Inputs = dict[str, NDArray[Any]]
 Outputs = dict[str, NDArray[Any]]
@@ -70,6 +86,7 @@ INLINE_SECONDS = 0.0002
 
 _ALPHA = 0.2  # EWMA weight of the newest observation
 _PROBE_EVERY = 64  # after unproductive waits, try waiting again once per this many batches
+_PROBE_THREADED = 16  # executor calls that used little CPU before an inline probe
 _MAX_GAP = 1.0  # inter-arrival gaps are clipped, so traffic resuming after idling is seen soon
 _BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # batch-size histogram bounds (le)
 
@@ -106,7 +123,7 @@ class BatcherStats:
     waits: int
     """Batches that waited for more arrivals before running."""
     ewma_predict_seconds: float | None
-    """EWMA of the duration of one predict call."""
+    """EWMA of the duration of one predict call (see the module doc for what counts)."""
     ewma_seconds_per_row: float | None
     ewma_interarrival_seconds: float | None
     batch_size_buckets: list[tuple[float, int]] = field(default_factory=list)
@@ -186,6 +203,8 @@ class Batcher:
         self._idle = False  # the worker is parked with an empty queue (not mid-batch)
         self._wait_gain = 1.0  # EWMA of the requests a fill wait gained
         self._skipped_waits = 0
+        self._cheap_in_thread = 0  # executor calls in a row that used < INLINE_SECONDS of CPU
+        self._slow_inline = False  # the last inline call was slow (held back, see _observe_inline)
 
         # Estimates.
         self._ewma_call: float | None = expected_predict_seconds
@@ -207,11 +226,12 @@ class Batcher:
 
     # -- the hot path -------------------------------------------------------------------------
 
-    async def submit(self, inputs: Inputs, rows: int) -> Outputs:
+    async def submit(self, inputs: Inputs, rows: int, timeout: float | None = None) -> Outputs:
         """Queue ``inputs`` (``rows`` rows, batch dimension first); return this caller's outputs.
 
-        Raises whatever ``predict`` raised for the call this request was part of, and
-        :class:`BatcherClosed` once :meth:`close` has been called.
+        Raises whatever ``predict`` raised for the call this request was part of,
+        :class:`BatcherClosed` once :meth:`close` has been called, and :class:`TimeoutError`
+        when the request waited ``timeout`` seconds without an answer.
         """
         if self._closed:
             raise BatcherClosed(
@@ -242,7 +262,7 @@ class Batcher:
                 self._failed += 1
                 raise
             finally:
-                self._observe(time.perf_counter() - start, rows)
+                self._observe_inline(time.perf_counter() - start, rows)
         future: asyncio.Future[Outputs] = loop.create_future()
         self._queue.append((inputs, rows, future))
         self._queued_rows += rows
@@ -251,7 +271,13 @@ class Batcher:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        return await future
+        if timeout is None:
+            return await future
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def _start(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -391,10 +417,14 @@ class Batcher:
         for request in group:
             total += request[1]
         try:
+            first = group[0][0]
             if len(group) == 1:
-                merged = group[0][0]
+                merged = first
+            elif type(first) is Columns:  # same layout: all Columns of the same names
+                tables = [r[0].matrix for r in group]  # type: ignore[attr-defined]
+                merged = Columns(first.names, np.concatenate(tables, axis=1))
             else:
-                keys = group[0][0].keys()
+                keys = first.keys()
                 merged = {key: np.concatenate([r[0][key] for r in group]) for key in keys}
             outputs = await self._call(loop, merged, total)
             if len(group) > 1:
@@ -425,13 +455,19 @@ class Batcher:
 
     async def _call(self, loop: asyncio.AbstractEventLoop, inputs: Inputs, rows: int) -> Outputs:
         """Run one predict call, inline or in the executor, and update the estimates."""
-        if self._inline_for(rows):
+        probe = self._cheap_in_thread >= _PROBE_THREADED
+        if probe or self._inline_for(rows):
             self._inline += 1
             start = time.perf_counter()
             try:
                 outputs = self._predict(inputs)
             finally:
-                self._observe(time.perf_counter() - start, rows)
+                seconds = time.perf_counter() - start
+                if probe:
+                    self._cheap_in_thread = 0
+                    if seconds < INLINE_SECONDS:  # cheap after all: start the estimate afresh
+                        self._ewma_call = None
+                self._observe_inline(seconds, rows)
         else:
             self._threaded += 1
             executor = self._executor
@@ -442,23 +478,45 @@ class Batcher:
                 self._executor = executor
             start = time.perf_counter()
             try:
-                outputs, seconds = await loop.run_in_executor(executor, self._timed, inputs)
+                outputs, seconds, cpu = await loop.run_in_executor(executor, self._timed, inputs)
             except BaseException:
+                self._cheap_in_thread = 0
                 self._observe(time.perf_counter() - start, rows)
                 raise
+            self._cheap_in_thread = self._cheap_in_thread + 1 if cpu < INLINE_SECONDS else 0
             self._observe(seconds, rows)
         return outputs
 
-    def _timed(self, inputs: Inputs) -> tuple[Outputs, float]:
-        """Runs in the executor: time measured here leaves out the hop to the thread."""
-        start = time.perf_counter()
-        outputs = self._predict(inputs)
-        return outputs, time.perf_counter() - start
+    def _timed(self, inputs: Inputs) -> tuple[Outputs, float, float]:
+        """Runs in the executor: time measured here leaves out the hop to the thread.
 
-    def _observe(self, seconds: float, rows: int) -> None:
+        Returns the outputs, the wall time and the CPU time of this thread.
+        """
+        start = time.perf_counter()
+        cpu = time.thread_time()
+        outputs = self._predict(inputs)
+        return outputs, time.perf_counter() - start, time.thread_time() - cpu
+
+    def _observe_inline(self, seconds: float, rows: int) -> None:
+        """Like :meth:`_observe`, for an inline call: one slow call after fast ones is held
+        back until the next call confirms it. On a busy machine an inline call is now and
+        then preempted for milliseconds; counted at once, that alone would move a cheap
+        model to the executor."""
+        slow = seconds >= INLINE_SECONDS
+        if slow and not self._slow_inline and self._ewma_call is not None:
+            self._slow_inline = True
+            self._count(rows)
+            return
+        self._slow_inline = slow
+        self._observe(seconds, rows)
+
+    def _count(self, rows: int) -> None:
         self._batches += 1
         self._rows += rows
         self._hist[_bucket(rows)] += 1
+
+    def _observe(self, seconds: float, rows: int) -> None:
+        self._count(rows)
         per_row = seconds / rows if rows > 0 else seconds
         if self._ewma_call is None or self._ewma_row is None:
             self._ewma_call = seconds
@@ -542,6 +600,12 @@ def _fail(requests: list[_Request], exc: BaseException) -> None:
             future.set_exception(exc)
 
 
+def _expire(future: asyncio.Future[Outputs]) -> None:
+    """A queued request's timeout: its caller stops waiting; ``_take`` skips its rows."""
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -557,8 +621,11 @@ def _layout(inputs: Inputs) -> object:
     """What must match for two requests to be concatenated: keys, dtypes, trailing shapes.
 
     Inputs that are not a dict of arrays get a unique layout, so they are predicted alone
-    (and fail alone, if the model rejects them).
+    (and fail alone, if the model rejects them). Validated :class:`Columns` of one signature
+    share the layout of their column names (all float64 columns of n rows).
     """
+    if type(inputs) is Columns:
+        return inputs.names
     try:
         return tuple((key, value.dtype, value.shape[1:]) for key, value in inputs.items())
     except AttributeError:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import itertools
 import logging
 import os
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,7 +34,7 @@ from starlette.routing import Route, Router
 from modelyard.errors import BadRequest, ModelyardError, NotFound, PayloadTooLarge
 from modelyard.formats import Predictor
 from modelyard.monitoring.predlog import PredictionLog
-from modelyard.registry import ModelVersion
+from modelyard.registry import ModelVersion, parse_model_uri
 from modelyard.serving.endpoints import Endpoint
 from modelyard.serving.metrics import GatewayMetrics
 from modelyard.serving.pool import LoadedModel, ModelPool
@@ -60,6 +60,13 @@ class ModelFailed(ModelyardError):
 
     status = 500
     title = "Model failed"
+
+
+class InternalError(ModelyardError):
+    """Something failed in the gateway itself (a bug): answered as problem+json, and logged."""
+
+    status = 500
+    title = "Internal error"
 
 
 class NotReady(ModelyardError):
@@ -113,6 +120,7 @@ class Plan:
 class GatewayState:
     served: dict[str, Served] = field(default_factory=dict)
     not_ready: dict[str, str] = field(default_factory=dict)
+    not_ready_models: dict[str, str] = field(default_factory=dict)  # endpoint -> model name
     synced: bool = False
 
 
@@ -205,8 +213,9 @@ class Gateway:
         async with self._sync_lock:
             plans, errors = await asyncio.to_thread(self._plans)
             state = self.state
-            for name, reason in errors.items():
+            for name, (reason, model) in errors.items():
                 state.not_ready[name] = reason
+                state.not_ready_models[name] = model
             wanted = {p.endpoint.name for p in plans} | set(errors)
             for plan in plans:
                 current = state.served.get(plan.endpoint.name)
@@ -218,12 +227,16 @@ class Gateway:
                 except Exception as exc:  # keep serving the old versions
                     log.exception("endpoint %s: loading failed", plan.endpoint.name)
                     state.not_ready[plan.endpoint.name] = f"{type(exc).__name__}: {exc}"
+                    state.not_ready_models[plan.endpoint.name] = plan.routes[0][0].model
             for name in list(state.served):
                 if name not in wanted:
                     del state.served[name]
             for name in list(state.not_ready):
                 if name not in wanted:
                     del state.not_ready[name]
+            for name in list(state.not_ready_models):
+                if name not in state.not_ready:
+                    del state.not_ready_models[name]
             in_use = set().union(*(s.keys for s in state.served.values()))
             for key in set(self.pool.keys()) - in_use:
                 self._background(self.pool.retire(key))
@@ -254,9 +267,13 @@ class Gateway:
             )
         return Served(endpoint, tuple(models), tuple(cumulative), shadow, cache)
 
-    def _plans(self) -> tuple[list[Plan], dict[str, str]]:
-        """Resolve every endpoint's targets to versions and runtimes (blocking: a thread)."""
-        plans, errors = [], {}
+    def _plans(self) -> tuple[list[Plan], dict[str, tuple[str, str]]]:
+        """Resolve every endpoint's targets to versions and runtimes (blocking: a thread).
+
+        Endpoints that cannot be resolved come back as name -> (reason, model name).
+        """
+        plans: list[Plan] = []
+        errors: dict[str, tuple[str, str]] = {}
         for endpoint in self.ws.endpoints.list():
             try:
                 routes = endpoint.policy.routes or []
@@ -271,7 +288,7 @@ class Gateway:
                     shadow = (sv, self._runtime(endpoint, sv))
                 plans.append(Plan(endpoint, resolved, shadow))
             except ModelyardError as exc:
-                errors[endpoint.name] = exc.detail
+                errors[endpoint.name] = (exc.detail, _model_name(endpoint.target))
         return plans, errors
 
     def _runtime(self, endpoint: Endpoint, version: ModelVersion) -> str:
@@ -350,7 +367,8 @@ class Gateway:
     ) -> None:
         start = time.perf_counter()
         headers = dict(scope["headers"])
-        request_id = (headers.get(b"x-request-id") or b"").decode() or uuid.uuid4().hex
+        given = headers.get(b"x-request-id")
+        request_id = given.decode() if given else _new_request_id()
         served = None
         loaded: LoadedModel | None = None
         label_name = name or "-"
@@ -366,23 +384,33 @@ class Gateway:
                 )
             if not loaded.ready:  # evicted to stay within the memory budget: load it again
                 loaded = await self._reload(served, loaded)
-            # Entering use() does not suspend, so nothing can retire the model between the
-            # pick and this point; from here on a hot swap waits for this request to finish.
-            async with loaded.use():
+            # enter() does not suspend, so nothing can retire the model between the pick and
+            # this point; from here on a hot swap waits for this request to finish.
+            loaded.enter()
+            try:
                 body = await _read_body(receive, self.max_body, headers)
                 if body is None:  # the client went away; nobody to answer
-                    self.metrics.errors.labels(label_name, "client_disconnected").inc()
+                    self.metrics.errors.inc(label_name, "client_disconnected")
                     return
-                payload, tag = await self._answer(
+                payload, tag, request_id = await self._answer(
                     served, loaded, protocol, body, headers, request_id, start
                 )
+            finally:
+                loaded.exit()
         except ModelyardError as exc:
-            await self._problem(send, exc, label_name, loaded, protocol, start, request_id)
+            await self._problem(send, exc, label_name, served, loaded, protocol, start, request_id)
             return
-        tagline = f"{loaded.version.model}/{loaded.version.version}"
-        await _send(send, 200, payload, JSON, request_id, tagline.encode(), tag, self.worker)
-        seconds = time.perf_counter() - start
-        self.metrics.observe(label_name, str(loaded.version.version), protocol, 200, seconds)
+        except Exception as exc:  # a bug of ours: still a problem+json answer, and logged
+            log.exception("endpoint %s: request %s failed", label_name, request_id)
+            failure = InternalError(f"the gateway failed to answer: {type(exc).__name__}: {exc}")
+            await self._problem(
+                send, failure, label_name, served, loaded, protocol, start, request_id
+            )
+            return
+        await _send(send, 200, payload, JSON, request_id, loaded.tag, tag, self.worker)
+        self.metrics.observe(
+            label_name, loaded.version_label, protocol, 200, time.perf_counter() - start
+        )
 
     async def _reload(self, served: Served, evicted: LoadedModel) -> LoadedModel:
         """Load an evicted model on demand and put it back in its endpoint's snapshot."""
@@ -404,7 +432,12 @@ class Gateway:
         headers: dict[bytes, bytes],
         request_id: str,
         start: float,
-    ) -> tuple[bytes, bytes]:
+    ) -> tuple[bytes, bytes, str]:
+        """Decode, predict (or hit the cache), encode and log one request.
+
+        Returns the response body, the cache header's value and the request id (an OIP
+        request may carry its own).
+        """
         endpoint = served.endpoint
         model = loaded.version.model
         signature = loaded.predictor.signature
@@ -426,10 +459,12 @@ class Gateway:
             request = None
         # The cache saves the prediction, not the parsing: every answered request, cached or
         # not, is validated and reaches the prediction log that monitoring reads.
-        key = _cache_key(loaded, protocol, body) if served.cache is not None else b""
-        hit = served.cache.get(key) if served.cache is not None else None
-        if served.cache is not None:
-            self.metrics.cache.labels(endpoint.name, "hit" if hit else "miss").inc()
+        cache = served.cache
+        hit = None
+        if cache is not None:
+            key = _cache_key(loaded, protocol, body)
+            hit = cache.get(key)
+            self.metrics.cache.inc(endpoint.name, "hit" if hit else "miss")
         if hit is not None:
             payload, outputs = hit
         else:
@@ -437,15 +472,15 @@ class Gateway:
             if request is not None:
                 payload = oip.encode_infer_response(
                     model=endpoint.name,
-                    version=str(loaded.version.version),
+                    version=loaded.version_label,
                     outputs=outputs,
                     request_id=request.id,
                     requested=request.outputs,
                 )
             else:
                 payload = mlflow_protocol.encode_predictions(outputs)
-            if served.cache is not None:
-                served.cache[key] = (payload, outputs)
+            if cache is not None:
+                cache[key] = (payload, outputs)
         self.log.log(
             endpoint=endpoint.name,
             model=model,
@@ -458,33 +493,45 @@ class Gateway:
         )
         if served.shadow is not None and hit is None:
             self._mirror(served, served.shadow, inputs, rows, request_id)
-        return payload, (b"hit" if hit else b"miss") if served.cache is not None else b""
+        if cache is None:
+            return payload, b"", request_id
+        return payload, (b"hit" if hit else b"miss"), request_id
 
     async def _predict(
         self, loaded: LoadedModel, inputs: dict[str, Any], rows: int, timeout_ms: int
     ) -> dict[str, Any]:
-        model = f"{loaded.version.model} v{loaded.version.version}"
+        timeout = timeout_ms / 1000
+        start = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_ms / 1000):
-                return await loaded.batcher.submit(inputs, rows)
+            # The batcher sets a timer only if the request has to wait for a batch; a request
+            # predicted inline cannot be interrupted, so its duration is checked afterwards.
+            outputs = await loaded.batcher.submit(inputs, rows, timeout)
         except TimeoutError:
-            raise NotReady(
-                f"{model} did not answer within {timeout_ms} ms; raise the endpoint's "
-                "timeout_ms or lower the load"
-            ) from None
+            raise self._timed_out(loaded, timeout_ms) from None
         except ModelyardError:
             raise
         except Exception as exc:
+            model = f"{loaded.version.model} v{loaded.version.version}"
             log.warning("%s failed to predict: %s", model, exc)
             raise ModelFailed(f"{model} failed to predict: {type(exc).__name__}: {exc}") from None
+        if time.perf_counter() - start > timeout:
+            raise self._timed_out(loaded, timeout_ms)
+        return outputs
+
+    @staticmethod
+    def _timed_out(loaded: LoadedModel, timeout_ms: int) -> NotReady:
+        return NotReady(
+            f"{loaded.version.model} v{loaded.version.version} did not answer within "
+            f"{timeout_ms} ms; raise the endpoint's timeout_ms or lower the load"
+        )
 
     def _mirror(
         self, served: Served, shadow: LoadedModel, inputs: dict[str, Any], rows: int, rid: str
     ) -> None:
         """Send a copy to the shadow version; its answer is logged, never returned."""
-        labels = (served.endpoint.name, str(shadow.version.version))
+        labels = (served.endpoint.name, shadow.version_label)
         if self._shadow_in_flight >= MAX_SHADOW_IN_FLIGHT:
-            self.metrics.shadow.labels(*labels, "dropped").inc()
+            self.metrics.shadow.inc(*labels, "dropped")
             return
         self._shadow_in_flight += 1
 
@@ -504,9 +551,9 @@ class Gateway:
                     latency_ms=(time.perf_counter() - start) * 1000,
                     shadow=True,
                 )
-                self.metrics.shadow.labels(*labels, "ok").inc()
+                self.metrics.shadow.inc(*labels, "ok")
             except Exception:
-                self.metrics.shadow.labels(*labels, "failed").inc()
+                self.metrics.shadow.inc(*labels, "failed")
             finally:
                 self._shadow_in_flight -= 1
 
@@ -543,12 +590,14 @@ class Gateway:
         send: Send,
         exc: ModelyardError,
         endpoint: str,
+        served: Served | None,
         loaded: LoadedModel | None,
         protocol: str,
         start: float,
         request_id: str,
     ) -> None:
-        version = str(loaded.version.version) if loaded is not None else "-"
+        """Answer a failed request with problem+json, count it, and log it when its endpoint
+        is known (an unknown endpoint's 404 has no log to go to)."""
         problem = exc.problem()
         problem["endpoint"] = endpoint
         if protocol == "v2":
@@ -556,13 +605,35 @@ class Gateway:
         if loaded is not None:
             problem["model"] = loaded.version.model
             problem["version"] = loaded.version.version
+        seconds = time.perf_counter() - start
         reason = exc.title.lower().replace(" ", "_")
-        self.metrics.errors.labels(endpoint, reason).inc()
-        self.metrics.observe(endpoint, version, protocol, exc.status, time.perf_counter() - start)
-        tag = f"{loaded.version.model}/{loaded.version.version}".encode() if loaded else b""
+        self.metrics.errors.inc(endpoint, reason)
+        version = loaded.version_label if loaded is not None else "-"
+        self.metrics.observe(endpoint, version, protocol, exc.status, seconds)
+        if served is not None or endpoint in self.state.not_ready:
+            if loaded is not None:
+                model, number = loaded.version.model, loaded.version.version
+            else:  # no version chosen yet
+                model, number = self._model_of(endpoint, served), 0
+            self.log.log_error(
+                endpoint=endpoint,
+                model=model,
+                version=number,
+                request_id=request_id,
+                status=exc.status,
+                latency_ms=seconds * 1000,
+            )
+        tag = loaded.tag if loaded is not None else b""
         await _send(
             send, exc.status, orjson.dumps(problem), PROBLEM, request_id, tag, b"", self.worker
         )
+
+    def _model_of(self, endpoint: str, served: Served | None) -> str:
+        """The model an endpoint serves (its first route's), for a request that failed before
+        a version was chosen."""
+        if served is not None:
+            return served.models[0].version.model
+        return self.state.not_ready_models.get(endpoint, "")
 
     # --- the other routes --------------------------------------------------------------
 
@@ -645,6 +716,11 @@ class Gateway:
         batch_rows = CounterMetricFamily(
             "modelyard_batch_rows", "Rows predicted by the batcher", labels=["model", "version"]
         )
+        calls = CounterMetricFamily(
+            "modelyard_predict_calls",
+            "Predict calls by where they ran: inline on the event loop, or in a thread",
+            labels=["model", "version", "mode"],
+        )
         sizes = HistogramMetricFamily(
             "modelyard_batch_size", "Rows per predict call", labels=["model", "version"]
         )
@@ -657,6 +733,8 @@ class Gateway:
             queue.add_metric(labels, stats["queue_depth"])
             batches.add_metric(labels, stats["batches"])
             batch_rows.add_metric(labels, stats["rows"])
+            calls.add_metric([*labels, "inline"], stats["inline_calls"])
+            calls.add_metric([*labels, "thread"], stats["threaded_calls"])
             buckets = [(str(b), c) for b, c in stats["batch_size_buckets"]]
             sizes.add_metric(labels, buckets, stats["batch_size_sum"])
         logged = CounterMetricFamily(
@@ -671,7 +749,36 @@ class Gateway:
         for name, served in self.state.served.items():
             if served.cache is not None:
                 cached.add_metric([name], len(served.cache))
-        return [loaded, load_seconds, queue, batches, batch_rows, sizes, logged, cached]
+        return [loaded, load_seconds, queue, batches, batch_rows, calls, sizes, logged, cached]
+
+
+class _RequestIds:
+    """Request ids: 32 hex digits laid out as a UUID version 4 (like ``uuid4().hex``).
+
+    The first 80 bits (74 of them random) are drawn once per process, the last 48 count up
+    from a random start: unique across workers and restarts like random ids, and several
+    times cheaper than drawing 122 random bits for every request. Not secret: the client
+    gets them back in ``X-Request-Id``.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        raw = bytearray(os.urandom(16))
+        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+        digits = raw.hex()
+        self.prefix = digits[:20]
+        self.counter = itertools.count(int(digits[20:], 16))
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_new_request_id = _RequestIds()
+if hasattr(os, "register_at_fork"):  # a forked worker must not repeat its parent's ids
+    os.register_at_fork(after_in_child=_new_request_id.reset)
 
 
 def _same(current: Served, plan: Plan) -> bool:
@@ -686,6 +793,13 @@ def _same(current: Served, plan: Plan) -> bool:
         else (plan.shadow[0].model, plan.shadow[0].version, plan.shadow[1])
     )
     return (current.shadow.key if current.shadow else None) == shadow
+
+
+def _model_name(target: str) -> str:
+    try:
+        return parse_model_uri(target).name
+    except ModelyardError:
+        return ""
 
 
 def _is_gateway_path(path: str) -> bool:

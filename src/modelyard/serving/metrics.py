@@ -1,71 +1,121 @@
 """Prometheus metrics of the gateway.
 
-Per-request counters and latency histograms are updated on the hot path through children
-bound once per (endpoint, version); batch sizes, queue depths, cache sizes, model load times
-and the prediction log's counts are read from their owners only when ``/metrics`` is
-scraped, so they cost nothing per request.
+Per-request counts and latencies are kept in plain per-worker counters (a dict lookup and
+a few integer additions on the event loop's thread, no locks) and turned into Prometheus
+metric families only when ``/metrics`` is scraped: ``prometheus_client``'s own ``Counter``
+and ``Histogram`` take a lock and allocate on every update, which showed on the hot path.
+Batch sizes, queue depths, cache sizes, model load times and the prediction log's counts
+are read from their owners at scrape time too, so they cost nothing per request.
+
+Every update happens on the event loop's thread, and so does the scrape (the ``/metrics``
+route), so no update is torn.
 """
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LE = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+_NO_LATENCY = len(LATENCY_BUCKETS) + 1  # index of the sum in a latency series
+
+
+class _Counters:
+    """One labelled counter: label values -> [value, created]."""
+
+    __slots__ = ("doc", "labels", "name", "series")
+
+    def __init__(self, name: str, doc: str, labels: list[str]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.series: dict[tuple[str, ...], list[float]] = {}
+
+    def inc(self, *labels: str) -> None:
+        cell = self.series.get(labels)
+        if cell is None:
+            cell = self.series[labels] = [0.0, time.time()]
+        cell[0] += 1
+
+    def value(self, *labels: str) -> float:
+        cell = self.series.get(labels)
+        return 0.0 if cell is None else cell[0]
+
+    def family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, (value, created) in self.series.items():
+            family.add_metric(list(labels), value, created=created)
+        return family
 
 
 class GatewayMetrics:
-    """The gateway's metrics in their own registry (several gateways can live in one process)."""
+    """The gateway's metrics in their own registry (several gateways can live in one process).
+
+    - ``modelyard_requests_total{endpoint, version, protocol, code}``: requests answered;
+    - ``modelyard_request_latency_seconds{endpoint, version}``: histogram, request received
+      to answer sent;
+    - ``modelyard_request_errors_total{endpoint, reason}``: failed requests by cause;
+    - ``modelyard_cache_lookups_total{endpoint, result}``: prediction cache hits and misses;
+    - ``modelyard_shadow_requests_total{endpoint, version, outcome}``: mirrored requests;
+
+    plus whatever the collectors added with :meth:`add_collector` compute at scrape time.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "modelyard_requests",
-            "Inference requests answered",
-            ["endpoint", "version", "protocol", "code"],
-            registry=self.registry,
+        # (endpoint, version, protocol, code) -> (request count cell, latency series)
+        self._bound: dict[tuple[str, str, str, int], tuple[list[float], list[float]]] = {}
+        self._requests: dict[tuple[str, str, str, str], list[float]] = {}  # [count, created]
+        # (endpoint, version) -> bucket counts (one per bound, then +Inf), sum, created
+        self._latency: dict[tuple[str, str], list[float]] = {}
+        self.errors = _Counters(
+            "modelyard_request_errors", "Requests that failed, by cause", ["endpoint", "reason"]
         )
-        self.latency = Histogram(
-            "modelyard_request_latency_seconds",
-            "Time from request received to answer sent",
-            ["endpoint", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+        self.cache = _Counters(
+            "modelyard_cache_lookups", "Prediction cache lookups", ["endpoint", "result"]
         )
-        self.errors = Counter(
-            "modelyard_request_errors",
-            "Requests that failed, by cause",
-            ["endpoint", "reason"],
-            registry=self.registry,
-        )
-        self.cache = Counter(
-            "modelyard_cache_lookups",
-            "Prediction cache lookups",
-            ["endpoint", "result"],
-            registry=self.registry,
-        )
-        self.shadow = Counter(
+        self.shadow = _Counters(
             "modelyard_shadow_requests",
             "Requests mirrored to a shadow version",
             ["endpoint", "version", "outcome"],
-            registry=self.registry,
         )
-        self._bound: dict[tuple[str, ...], Any] = {}
+        self.registry.register(_Callback(self._collect))
 
     def observe(
         self, endpoint: str, version: str, protocol: str, code: int, seconds: float
     ) -> None:
-        """Count one answered request; children are bound once and reused."""
-        key = (endpoint, version, protocol, str(code))
-        pair = self._bound.get(key)
-        if pair is None:
-            pair = (self.requests.labels(*key), self.latency.labels(endpoint, version))
-            self._bound[key] = pair
-        pair[0].inc()
-        pair[1].observe(seconds)
+        """Count one answered request and its latency (a dict lookup and three additions)."""
+        bound = self._bound.get((endpoint, version, protocol, code))
+        if bound is None:
+            bound = self._bind(endpoint, version, protocol, code)
+        bound[0][0] += 1
+        latency = bound[1]
+        latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        latency[_NO_LATENCY] += seconds
+
+    def _bind(
+        self, endpoint: str, version: str, protocol: str, code: int
+    ) -> tuple[list[float], list[float]]:
+        now = time.time()
+        count = self._requests.setdefault((endpoint, version, protocol, str(code)), [0.0, now])
+        latency = self._latency.get((endpoint, version))
+        if latency is None:
+            latency = self._latency[(endpoint, version)] = [0.0] * (_NO_LATENCY + 1) + [now]
+        bound = (count, latency)
+        self._bound[(endpoint, version, protocol, code)] = bound
+        return bound
+
+    def requests(self, endpoint: str, version: str, protocol: str, code: int) -> float:
+        """Requests answered so far with these labels."""
+        cell = self._requests.get((endpoint, version, protocol, str(code)))
+        return 0.0 if cell is None else cell[0]
 
     def add_collector(self, collect: Callable[[], Iterable[Any]]) -> None:
         """Add metrics computed at scrape time by ``collect``."""
@@ -73,6 +123,42 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def _collect(self) -> list[Any]:
+        requests = CounterMetricFamily(
+            "modelyard_requests",
+            "Inference requests answered",
+            labels=["endpoint", "version", "protocol", "code"],
+        )
+        for labels, (value, created) in self._requests.items():
+            requests.add_metric(list(labels), value, created=created)
+        latency = HistogramMetricFamily(
+            "modelyard_request_latency_seconds",
+            "Time from request received to answer sent",
+            labels=["endpoint", "version"],
+        )
+        created_samples = []
+        for (endpoint, version), series in self._latency.items():
+            cumulative, running = [], 0.0
+            for le, count in zip(_LE, series[:_NO_LATENCY], strict=True):
+                running += count
+                cumulative.append((le, running))
+            latency.add_metric([endpoint, version], cumulative, series[_NO_LATENCY])
+            created_samples.append(
+                Sample(
+                    "modelyard_request_latency_seconds_created",
+                    {"endpoint": endpoint, "version": version},
+                    series[_NO_LATENCY + 1],
+                )
+            )
+        latency.samples.extend(created_samples)
+        return [
+            requests,
+            latency,
+            self.errors.family(),
+            self.cache.family(),
+            self.shadow.family(),
+        ]
 
 
 class _Callback(Collector):

@@ -26,15 +26,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from modelyard.errors import ModelyardError
 from modelyard.formats.base import Predictor
 from modelyard.registry.entities import ModelVersion
 from modelyard.serving.batcher import Batcher, Inputs, Outputs
+from modelyard.serving.validation import Columns, table_columns
 
 log = logging.getLogger("modelyard.serving")
 
@@ -64,19 +68,11 @@ class _InFlight:
 
     async def __aenter__(self) -> LoadedModel:
         model = self._model
-        if model.freed:
-            raise ModelUnloaded(
-                f"model {model.name} was unloaded before the request started; retry it",
-                model=model.name,
-            )
-        model.in_flight += 1
+        model.enter()
         return model
 
     async def __aexit__(self, *exc_info: object) -> None:
-        model = self._model
-        model.in_flight -= 1
-        if model.in_flight == 0 and model._drained is not None:
-            model._drained.set()
+        self._model.exit()
 
 
 class LoadedModel:
@@ -109,6 +105,10 @@ class LoadedModel:
         self.loaded_at = time.time()
         self.last_used = self.loaded_at
         self.requests = 0
+        self.version_label = str(version.version)
+        """The version number as the metrics' ``version`` label."""
+        self.tag = f"{version.model}/{version.version}".encode()
+        """``model/version``: the ``X-Modelyard-Version`` header of its answers."""
         self._use = _InFlight(self)
         self._drained: asyncio.Event | None = None
 
@@ -120,6 +120,24 @@ class LoadedModel:
     def use(self) -> _InFlight:
         """``async with loaded.use():`` while a request runs on this model."""
         return self._use
+
+    def enter(self) -> None:
+        """Count one request in flight (:class:`ModelUnloaded` once the model is freed).
+
+        The synchronous form of ``use()``: call :meth:`exit` in a ``finally``.
+        """
+        if self.freed:
+            raise ModelUnloaded(
+                f"model {self.name} was unloaded before the request started; retry it",
+                model=self.name,
+            )
+        self.in_flight += 1
+
+    def exit(self) -> None:
+        """The request counted by :meth:`enter` has finished."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._drained is not None:
+            self._drained.set()
 
     async def wait_idle(self) -> None:
         """Return once no request is in flight."""
@@ -215,7 +233,7 @@ class ModelPool:
             # so the batcher knows from the first request whether to predict inline.
             if warm_seconds > 0:
                 options.setdefault("expected_predict_seconds", warm_seconds / 3)
-            batcher = Batcher(predictor.predict, **options)
+            batcher = Batcher(_predict_function(predictor), **options)
         except BaseException:
             self.events["load_failures"] += 1
             log.warning("loading model %s:%s (%s) failed", key[0], key[1], runtime, exc_info=True)
@@ -428,6 +446,27 @@ def _reported_size(predictor: Predictor) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return None
+
+
+def _predict_function(predictor: Predictor) -> Callable[[Inputs], Outputs]:
+    """``predictor.predict``; for an ONNX Runtime predictor that takes the signature's columns
+    as one 2-D array, a function that hands it validated :class:`Columns` as that array
+    instead of a dict it would stack again (other inputs go through unchanged)."""
+    onnx = sys.modules.get("modelyard.formats.onnx_runtime")
+    if onnx is None or not isinstance(predictor, onnx.OnnxPredictor):  # (not imported: not one)
+        return predictor.predict
+    names = table_columns(predictor.signature)
+    if predictor.mode != "matrix" or names is None or tuple(predictor.columns) != names:
+        return predictor.predict
+    predict = predictor.predict
+    dtype = predictor.dtype
+
+    def predict_table(inputs: Inputs) -> Outputs:
+        if type(inputs) is Columns:
+            return predict(np.ascontiguousarray(inputs.matrix.T, dtype=dtype))
+        return predict(inputs)
+
+    return predict_table
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

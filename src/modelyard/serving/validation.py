@@ -15,6 +15,13 @@ absent are left out of the result. Float columns are validated together as one (
 matrix, so a single-row request with many numeric columns costs a few numpy calls, not one
 per column; only when that fast path finds something wrong does the column-by-column path
 run to name the offending column and row.
+
+When every input of a "columns" signature is a required float64 column without
+categories (a typical tabular model), the result is a :class:`Columns`: a plain dict of the
+columns that also carries the validated (k, n) matrix they are rows of, so that whoever
+needs the whole table (a batcher, a runtime taking a 2-D array) does not stack the columns
+again. :func:`validate_table` is the entry point for protocols that can hand over such a
+table directly.
 """
 
 from __future__ import annotations
@@ -34,6 +41,28 @@ from modelyard.formats.signature import Signature, TensorSpec
 MAX_ROWS = 10_000
 
 Inputs = dict[str, NDArray[Any]]
+
+
+class Columns(dict[str, NDArray[Any]]):
+    """Validated float64 columns that are the rows of one C-contiguous (k, n) ``matrix``.
+
+    A dict like any ``Inputs`` (column name -> 1-D array, signature order); ``matrix[j]`` is
+    the j-th column and ``names`` is the signature's column order. Callers treat both as
+    read-only, like every validated input.
+    """
+
+    __slots__ = ("matrix", "names")
+
+    def __init__(self, names: tuple[str, ...], matrix: NDArray[np.float64]) -> None:
+        super().__init__(zip(names, matrix, strict=True))
+        self.names = names
+        self.matrix = matrix
+
+
+# The ufuncs' own reductions: ``ndarray.all()`` goes through a Python wrapper that costs
+# more than the check itself on a single row.
+_all = np.logical_and.reduce
+_any = np.logical_or.reduce
 
 _TRUE = frozenset({"true", "1", "yes", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "f", "n"})
@@ -66,6 +95,8 @@ class _Plan:
     all_finite: bool
     lo: NDArray[np.float64] | None  # (k, 1) lower bounds, -inf where none
     hi: NDArray[np.float64] | None
+    table: bool  # every input a required float64 column: results are Columns
+    index: dict[str, int]  # column name -> position in the signature
 
 
 # Keyed by identity; the signature itself is kept so that its id cannot be reused while cached.
@@ -104,6 +135,12 @@ def _make_plan(signature: Signature) -> _Plan:
     if has_range:
         lo = np.array([[-math.inf if s.min is None else s.min] for s in floats], dtype=np.float64)
         hi = np.array([[math.inf if s.max is None else s.max] for s in floats], dtype=np.float64)
+    table = (
+        signature.kind == "columns"
+        and not others
+        and bool(floats)
+        and all(s.dtype == "float64" for s in floats)
+    )
     return _Plan(
         specs=specs,
         required=required,
@@ -118,7 +155,16 @@ def _make_plan(signature: Signature) -> _Plan:
         all_finite=len(finite) == len(floats),
         lo=lo,
         hi=hi,
+        table=table,
+        index={spec.name: i for i, spec in enumerate(signature.inputs)},
     )
+
+
+def table_columns(signature: Signature) -> tuple[str, ...] | None:
+    """The column names, in order, when ``signature`` takes :class:`Columns` (every input a
+    required float64 column without categories), else None."""
+    plan = _plan(signature)
+    return plan.float_names if plan.table else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +207,8 @@ def validate_inputs(
             for spec in plan.float_specs:
                 result[spec.name] = array = _checked(spec, inputs[spec.name], model, columns=True)
                 _check_rows(inputs, spec.name, array, n, model)
+        elif plan.table and isinstance(fast, np.ndarray):
+            return Columns(plan.float_names, fast), n
         else:
             result = dict(zip(plan.float_names, fast, strict=True))
     if not plan.other_specs:
@@ -236,11 +284,11 @@ def _checked_matrix(plan: _Plan, matrix: NDArray[Any]) -> NDArray[Any] | list[ND
         matrix = matrix.astype(np.float64)
     if plan.finite_idx is not None:
         checked = matrix if plan.all_finite else matrix[plan.finite_idx]
-        if not np.isfinite(checked).all():
+        if not _all(np.isfinite(checked), axis=None):
             return None
     if plan.lo is not None and plan.hi is not None:
         with np.errstate(invalid="ignore"):
-            if (matrix < plan.lo).any() or (matrix > plan.hi).any():
+            if _any(matrix < plan.lo, axis=None) or _any(matrix > plan.hi, axis=None):
                 return None
     if plan.all_float64:
         return matrix
@@ -248,6 +296,42 @@ def _checked_matrix(plan: _Plan, matrix: NDArray[Any]) -> NDArray[Any] | list[ND
         row if dtype == np.float64 else row.astype(dtype)
         for row, dtype in zip(matrix, plan.float_dtypes, strict=True)
     ]
+
+
+def validate_table(
+    signature: Signature, table: NDArray[Any], *, model: str, max_rows: int | None = None
+) -> Columns | None:
+    """Validated :class:`Columns` from ``table``, a (k, n) numeric array whose j-th row is the
+    signature's j-th column, or None when the signature does not take Columns or something
+    in the table is off (then the general path, which names the problem, must run).
+
+    :class:`TooManyRows` above ``max_rows`` (default :data:`MAX_ROWS`).
+    """
+    plan = _plan(signature)
+    if (
+        not plan.table
+        or table.ndim != 2
+        or table.shape[0] != len(plan.float_names)
+        or not table.shape[1]
+        or table.dtype.kind not in "fiu"
+    ):
+        return None
+    n = table.shape[1]
+    if n > (MAX_ROWS if max_rows is None else max_rows):
+        _row_count(
+            {plan.float_names[0]: table[0]}, model, MAX_ROWS if max_rows is None else max_rows
+        )
+    if table.dtype != np.float64 or not table.flags.c_contiguous:
+        table = np.ascontiguousarray(table, dtype=np.float64)
+    fast = _checked_matrix(plan, table)
+    if not isinstance(fast, np.ndarray):
+        return None
+    return Columns(plan.float_names, fast)
+
+
+def column_index(signature: Signature) -> dict[str, int]:
+    """Input name -> position in the signature."""
+    return _plan(signature).index
 
 
 def validate_rows(
@@ -273,6 +357,8 @@ def validate_rows(
         matrix = np.ascontiguousarray(rows.T, dtype=np.float64)
         fast = _checked_matrix(plan, matrix)
         if fast is not None:
+            if plan.table and isinstance(fast, np.ndarray):
+                return Columns(plan.float_names, fast), n
             return dict(zip(plan.float_names, fast, strict=True)), n
     columns = dict(zip(names, np.ascontiguousarray(rows.T), strict=True))
     return validate_inputs(signature, columns, model=model, max_rows=max_rows)

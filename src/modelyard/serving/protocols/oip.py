@@ -25,7 +25,15 @@ from numpy.typing import NDArray
 
 from modelyard.errors import BadRequest, InvalidInput
 from modelyard.formats.signature import Signature
-from modelyard.serving.validation import Inputs, validate_inputs, validate_rows
+from modelyard.serving.validation import (
+    Columns,
+    Inputs,
+    column_index,
+    table_columns,
+    validate_inputs,
+    validate_rows,
+    validate_table,
+)
 
 _TO_NUMPY: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -126,6 +134,16 @@ def parse_infer_request(
             '{"name", "shape", "datatype", "data"} objects'
         )
     requested = _requested_outputs(doc.get("outputs"), signature, model)
+    if binary is None:
+        fast = _columns_table(raw_inputs, signature, model)
+        if fast is not None:
+            return InferRequest(
+                id=request_id,
+                inputs=fast,
+                rows=fast.matrix.shape[1],
+                outputs=requested,
+                parameters=parameters,
+            )
 
     decoded: list[_Decoded] = []
     offset = 0
@@ -150,6 +168,48 @@ def parse_infer_request(
     return InferRequest(
         id=request_id, inputs=inputs, rows=rows, outputs=requested, parameters=parameters
     )
+
+
+_NUMERIC = frozenset(name for name in _TO_NUMPY if name not in ("BYTES", "BOOL"))
+
+
+def _columns_table(raw_inputs: list[Any], signature: Signature, model: str) -> Columns | None:
+    """The fast path for the common request to a tabular model: one numeric input of shape
+    [n] per column, flat JSON data, no binary data. None for anything else (the general
+    path then decodes it and names what is wrong)."""
+    names = table_columns(signature)
+    if names is None or len(raw_inputs) != len(names):
+        return None
+    index = column_index(signature)
+    ordered: list[Any] = [None] * len(names)
+    n = -1
+    for item in raw_inputs:
+        if type(item) is not dict or item.get("parameters"):
+            return None
+        position = index.get(item.get("name"))  # type: ignore[arg-type]
+        shape = item.get("shape")
+        data = item.get("data")
+        if (
+            position is None
+            or ordered[position] is not None
+            or type(shape) is not list
+            or len(shape) != 1
+            or type(data) is not list
+            or item.get("datatype") not in _NUMERIC
+        ):
+            return None
+        if n < 0:
+            n = shape[0]
+        if shape[0] != n or len(data) != n or type(n) is not int:
+            return None
+        ordered[position] = data
+    if n < 1:
+        return None
+    try:
+        table = np.array(ordered)
+    except (ValueError, TypeError):
+        return None
+    return validate_table(signature, table, model=model)
 
 
 def _requested_outputs(raw: Any, signature: Signature, model: str) -> list[str] | None:

@@ -1,0 +1,64 @@
+"""modelyard.server's pieces that need no process: the control plane built in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from modelyard.server import LazyApp, _socket
+
+
+def test_lazy_app_is_built_once_in_a_thread_and_early_requests_wait_for_it() -> None:
+    builds: list[str] = []
+    answered: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        answered.append(scope["path"])
+
+    def build() -> Any:
+        time.sleep(0.2)  # an import that takes a while
+        builds.append(threading.current_thread().name)
+        return app
+
+    async def main() -> None:
+        lazy = LazyApp(build)
+        # A request before anyone asked for the app: it starts the build and waits for it.
+        first = asyncio.create_task(lazy({"path": "/a"}, None, None))
+        await asyncio.sleep(0.05)
+        assert not answered  # still building, and the event loop was free meanwhile
+        assert lazy.load() is lazy.load()  # one build, whoever asks
+        await asyncio.gather(first, lazy({"path": "/b"}, None, None))
+        await lazy({"path": "/c"}, None, None)
+
+    asyncio.run(main())
+    assert builds == ["modelyard-lazy-app"]
+    assert answered == ["/a", "/b", "/c"]
+
+
+def test_a_failed_build_reaches_the_request() -> None:
+    def build() -> Any:
+        raise RuntimeError("no control plane today")
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="no control plane"):
+            await LazyApp(build)({"path": "/"}, None, None)
+
+    asyncio.run(main())
+
+
+def test_worker_socket_is_bound_but_not_listening() -> None:
+    import socket
+
+    sock = _socket("127.0.0.1", 0)
+    try:
+        port = sock.getsockname()[1]
+        with pytest.raises(ConnectionRefusedError):  # nobody is listening yet
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        sock.listen(8)  # what the event loop does once the worker is ready
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        sock.close()
