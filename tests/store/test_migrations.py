@@ -15,6 +15,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from modelyard.store import Store
+from modelyard.store import db as store_module
 from modelyard.store.tables import Base
 
 
@@ -163,3 +164,21 @@ def test_four_processes_migrate_one_new_sqlite_file(tmp_path: Path) -> None:
         assert _differences(store) == []
     finally:
         store.dispose()
+
+
+def test_a_database_at_head_is_recognised_without_alembic(empty_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    store = Store(empty_url)
+    assert not store.at_head()  # no alembic_version table yet
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(store_module.__file__).parent / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+    assert not store.at_head()  # one migration behind: migrate() must still upgrade
+    store.migrate()
+    assert store.at_head() and _revision(store) == [store_module.HEAD_REVISION]
+    assert _differences(store) == []
+    store.dispose()

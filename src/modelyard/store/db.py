@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.errors import ModelyardError
@@ -62,6 +62,13 @@ class Tx:
 
 
 BeforeCommit = Callable[[Tx], None]
+
+
+#: The newest migration: versions are named ``NNNN_description.py`` with revision id NNNN.
+HEAD_REVISION = max(
+    p.name.split("_", 1)[0]
+    for p in (Path(__file__).parent / "migrations" / "versions").glob("[0-9]*_*.py")
+)
 
 
 class Store:
@@ -129,7 +136,13 @@ class Store:
             raise StoreUnavailable(f"metadata database error: {exc.orig}") from exc
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration; safe to call from many processes at once."""
+        """Bring the schema to the newest migration; safe to call from many processes at once.
+
+        A database already at the newest migration is recognised with one query, without
+        loading alembic (about 0.3 s of every server start and CLI call).
+        """
+        if self.at_head():
+            return
         from alembic import command
         from alembic.config import Config
 
@@ -138,6 +151,16 @@ class Store:
         with self._migration_lock(), self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def at_head(self) -> bool:
+        """Whether the schema is at the newest migration (the history is one linear chain
+        of revisions numbered by their file names, ``0001_...`` onwards)."""
+        try:
+            with self.engine.connect() as conn:
+                current = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        except SQLAlchemyError:
+            return False  # a new database: no alembic_version table yet
+        return [row[0] for row in current] == [HEAD_REVISION]
 
     @contextmanager
     def _migration_lock(self) -> Iterator[None]:
