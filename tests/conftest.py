@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,35 @@ def client(request: pytest.FixtureRequest, workspace: Workspace, tmp_path: Path)
         c = Client(server.url, settings=Settings(home=tmp_path / "client-home"))
     yield c
     c.close()
+
+
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run `modelyard ARGS` through the real entry point, in this process (fast), with its own
+    home in a temporary directory."""
+    from modelyard.cli.main import main
+
+    monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("MODELYARD_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str, ok: bool = True) -> Result:
+        monkeypatch.setattr(sys, "argv", ["modelyard", *args])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        if ok:
+            assert code == 0, err
+        return Result(code, out, err)
+
+    return run

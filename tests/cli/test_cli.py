@@ -8,39 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-
-class Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    """Run `modelyard ARGS` through the real entry point, in this process (fast)."""
-    from modelyard.cli.main import main
-
-    monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("MODELYARD_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str, ok: bool = True) -> Result:
-        monkeypatch.setattr(sys, "argv", ["modelyard", *args])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        if ok:
-            assert code == 0, err
-        return Result(code, out, err)
-
-    return run
-
 
 def test_entry_point_as_a_subprocess(tmp_path: Path) -> None:
     env = {**os.environ, "MODELYARD_HOME": str(tmp_path / "home")}

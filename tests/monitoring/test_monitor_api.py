@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -134,33 +133,25 @@ def test_bad_requests_get_4xx_problems(monitored: Workspace, live_server: LiveSe
         assert r.status_code == 404
 
 
-def test_cli_monitor_commands(monitored: Workspace, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    from modelyard.cli.main import main
+def test_cli_monitor_commands(monitored: Workspace, tmp_path: Path, run) -> None:  # type: ignore[no-untyped-def]
+    # The `run` fixture's home is tmp_path/"home", the monitored workspace's.
+    assert monitored.settings.resolved_home == (tmp_path / "home").resolve()
 
-    monkeypatch.setenv("MODELYARD_HOME", str(monitored.settings.resolved_home))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("MODELYARD_URI", raising=False)
-
-    def run(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["modelyard", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        return code, capsys.readouterr().out
+    def cli(*args: str) -> tuple[int, str]:
+        result = run(*args, ok=False)
+        return result.returncode, result.stdout
 
     X, _ = training_frame()
     data = tmp_path / "train.parquet"
     X.to_parquet(data)
-    code, out = run("monitor", "reference", "models:/churn/1", "--data", str(data))
+    code, out = cli("monitor", "reference", "models:/churn/1", "--data", str(data))
     assert code == 0 and "3000 rows" in out
     ids = log_traffic(monitored, T0, 300, shift=2.0)
-    code, out = run("monitor", "run", "--once", "--json")
+    code, out = cli("monitor", "run", "--once", "--json")
     assert code == 0 and '"windows_closed"' in out
-    code, out = run("monitor", "status")
+    code, out = cli("monitor", "status")
     assert code == 0 and "churn" in out
-    code, out = run(
+    code, out = cli(
         "monitor",
         "drift",
         "churn",
@@ -176,11 +167,11 @@ def test_cli_monitor_commands(monitored: Workspace, tmp_path: Path, monkeypatch,
     assert code == 0 and "f0" in out and (tmp_path / "drift.html").exists()
     labels = tmp_path / "labels.csv"
     pd.DataFrame({"request_id": ids[:10], "label": [1] * 10}).to_csv(labels, index=False)
-    code, out = run("monitor", "feedback", "churn", "--file", str(labels))
+    code, out = cli("monitor", "feedback", "churn", "--file", str(labels))
     assert code == 0 and "10 label(s) stored" in out
-    code, out = run("monitor", "feedback", "churn", "--request-id", "ghost", "--label", "1")
+    code, out = cli("monitor", "feedback", "churn", "--request-id", "ghost", "--label", "1")
     assert code != 0
-    code, out = run(
+    code, out = cli(
         "monitor",
         "rules",
         "create",
@@ -195,5 +186,5 @@ def test_cli_monitor_commands(monitored: Workspace, tmp_path: Path, monkeypatch,
         "50",
     )
     assert code == 0 and "rule slow" in out
-    code, out = run("monitor", "alerts", "--json")
+    code, out = cli("monitor", "alerts", "--json")
     assert code == 0 and out.strip().startswith("[")

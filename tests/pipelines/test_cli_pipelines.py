@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-
-import pytest
 
 from modelyard.pipelines import pipeline, step
 
@@ -30,37 +27,6 @@ def explode(xs: list[int]) -> int:
 @pipeline(name="nums")
 def nums_pipeline(n: int = 3) -> None:
     total(numbers(n))
-
-
-class Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    """Run `modelyard ARGS` through the real entry point, in this process."""
-    from modelyard.cli.main import main
-
-    monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("MODELYARD_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str, ok: bool = True) -> Result:
-        monkeypatch.setattr(sys, "argv", ["modelyard", *args])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        if ok:
-            assert code == 0, err
-        return Result(code, out, err)
-
-    return run
 
 
 def _yaml(tmp_path: Path, name: str, last: str) -> Path:

@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from ulid import ULID
 
 from modelyard.errors import AlreadyExists, InvalidInput, NotFound
+from modelyard.loops import PassLoop
 from modelyard.monitoring.alerts import AlertEvent, AlertKind
 from modelyard.store.tables import MonitorLeaseRow, PipelineRow, TriggerEventRow, TriggerRow
 
@@ -709,53 +710,19 @@ class TriggerService:
             return [_trigger(r) for r in s.scalars(query)]
 
 
-class TriggerLoop:
-    """Run ``service.run_once()`` every ``interval`` seconds until :meth:`stop`.
+class TriggerLoop(PassLoop):
+    """Run ``TriggerService.run_once()`` every ``interval`` seconds until :meth:`stop`.
 
     Every process may run one: the ``triggers`` lease lets one act at a time, and another
     takes over within a lease period when it stops or dies.
     """
 
+    name = "triggers"
+    service: TriggerService
+    last: TriggerPass | None
+
     def __init__(self, service: TriggerService, interval: float = 30.0) -> None:
-        if interval <= 0:
-            raise ValueError("the trigger interval must be positive")
-        self.service = service
-        self.interval = interval
-        self.passes = 0
-        self.last: TriggerPass | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self.run, name="modelyard-triggers", daemon=True)
-            self._thread.start()
-
-    def run(self, max_passes: int | None = None) -> None:
-        """Run passes in this thread until stopped (or ``max_passes`` are done)."""
-        lease = max(3 * self.interval, 30.0)  # outlives the gap between passes
-        while not self._stop.is_set():
-            try:
-                self.last = self.service.run_once(lease_seconds=lease)
-                self.passes += 1
-                if self.last.errors:
-                    log.warning("trigger pass errors: %s", "; ".join(self.last.errors))
-            except Exception:
-                log.exception("trigger pass failed; retrying in %.0f s", self.interval)
-            if max_passes is not None and self.passes >= max_passes:
-                break
-            self._stop.wait(self.interval)
-        try:
-            self.service.release_lease()
-        except Exception:
-            log.exception("could not release the trigger lease")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        super().__init__(service, interval)
 
 
 # --- schedules --------------------------------------------------------------------------
