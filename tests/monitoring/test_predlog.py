@@ -413,3 +413,42 @@ def test_failed_requests_are_logged_with_their_status(plog: PredictionLog) -> No
     assert table["status"].to_pylist() == [200, 422]
     # The failed request has no inputs or outputs: its row holds nulls there.
     assert table["in__x"].to_pylist() == [0.0, None]
+
+
+def test_gateway_tables_are_logged_like_plain_columns(plog: PredictionLog) -> None:
+    """The gateway hands over validated Columns (one matrix); they land exactly as a dict of
+    the same columns would, in one segment with them, multi-row requests included."""
+    from modelyard.serving.validation import Columns
+
+    names = ("a", "b", "c")
+    rng = np.random.default_rng(3)
+    expected: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(600):  # over _CONVERT_EVERY: the slices join the matrices
+        rows = 1 + i % 3
+        matrix = np.ascontiguousarray(rng.normal(size=(3, rows)))
+        inputs: Any = (
+            {n: matrix[j].copy() for j, n in enumerate(names)}
+            if i % 50 == 0  # now and then a plain dict of the same columns
+            else Columns(names, matrix)
+        )
+        for j, name in enumerate(names):
+            expected[name].extend(matrix[j].tolist())
+        assert log_one(plog, i=i, inputs=inputs, outputs={"y": np.arange(rows)}, rows=rows)
+    plog.flush()
+    table = plog.read("churn")
+    assert len(plog.segments("churn")) == 1
+    assert table.num_rows == len(expected["a"])
+    for name in names:
+        assert table[f"in__{name}"].type == pa.float64()
+        assert table[f"in__{name}"].to_pylist() == expected[name]
+
+
+def test_gateway_table_with_the_wrong_row_count_is_dropped(plog: PredictionLog) -> None:
+    from modelyard.serving.validation import Columns
+
+    bad = Columns(("a", "b"), np.zeros((2, 3)))
+    assert log_one(plog, i=0, inputs=bad, rows=1, outputs={"y": np.array([0])})
+    assert log_one(plog, i=1)
+    plog.flush()
+    assert plog.stats()["invalid_records"] == 1
+    assert plog.read("churn")["request_id"].to_pylist() == ["r1"]

@@ -300,14 +300,14 @@ def test_a_busy_slow_model_waits_for_a_fuller_batch_and_a_cheap_one_never_waits(
 
 def test_back_to_back_requests_to_a_slow_model_stop_waiting() -> None:
     async def main() -> None:
-        model = FakeModel(delay=0.0005)  # slow enough to run in the executor
+        model = FakeModel(delay=0.002)  # waits past WAIT_SECONDS: runs in the executor
         batcher = Batcher(model.predict, max_wait_ms=1.0)
         for i in range(30):
             out = await batcher.submit(row(float(i)), 1)
             np.testing.assert_array_equal(out["y"], row(float(i))["x"] * 2)
         assert model.sizes == [1] * 30
         # It uses little CPU (it sleeps), so after 16 executor calls one inline probe checks
-        # whether it is cheap after all: it is not (0.5 ms of wall time), and it stays there.
+        # whether it is cheap after all: it is not (2 ms of wall time), and it stays there.
         assert batcher.stats.threaded_calls == 29 and batcher.stats.inline_calls == 1
         assert batcher.stats.waits < 10  # unproductive waits are given up
         await batcher.close()
@@ -378,6 +378,51 @@ def test_one_slow_inline_call_is_not_enough_to_leave_the_event_loop() -> None:
         for i in range(4):
             await batcher.submit(row(float(i)), 1)
         assert batcher.stats.threaded_calls > 0
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_an_inline_call_is_costed_by_its_cpu_time_below_wait_seconds() -> None:
+    """A cheap model whose inline calls last long on the clock but not on the CPU (the GIL
+    taken by another thread while native code runs, preemption) stays inline."""
+    from modelyard.serving.batcher import WAIT_SECONDS
+
+    async def main() -> None:
+        model = FakeModel(delay=WAIT_SECONDS / 3)  # sleeps: wall time, no CPU
+        batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=FAST)
+        for i in range(20):
+            await batcher.submit(row(float(i)), 1)
+        assert batcher.stats.threaded_calls == 0 and batcher.stats.inline_calls == 20
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_size_is_costed_by_its_own_calls() -> None:
+    """A call's cost is far from proportional to its rows: once a 16-row call of a cheap
+    model has been seen to be cheap, 16-row calls run inline too."""
+
+    def busy(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    class FixedCost(FakeModel):
+        def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            busy(0.00005)  # 50 µs of CPU whatever the rows: 16 x 50 µs would not be cheap
+            return super().predict(inputs)
+
+    async def main() -> None:
+        model = FixedCost()
+        batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=FAST)
+        await batcher.submit(row(0.0), 1)  # inline: ~50 µs for one row
+        for i in range(10):
+            await batcher.submit(row(float(i), rows=16), 16)
+        assert model.sizes == [1] + [16] * 10
+        # The first 16-row call, scaled from the 1-row cost, went to the executor; measured
+        # there, it was cheap, and the others ran inline.
+        assert batcher.stats.threaded_calls == 1 and batcher.stats.inline_calls == 10
         await batcher.close()
 
     asyncio.run(main())

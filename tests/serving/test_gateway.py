@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 from tests.serving.conftest import FEATURES, GatewayServer
 
 from modelyard.client import Client
@@ -446,3 +447,53 @@ def test_slow_model_times_out_with_503(tmp_path, frame) -> None:  # type: ignore
     finally:
         gw.stop()
         ws.close()
+
+
+def test_refresh_resolves_only_after_a_change(
+    gateway: GatewayServer, models, frame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While nothing is audited the refresher asks one question, not every endpoint's
+    resolution; a change is followed at the next refresh, and an unaudited one (a database
+    edited by hand) at the periodic full sync."""
+    from modelyard.serving import gateway as gateway_module
+    from modelyard.store.tables import ModelAliasRow
+
+    X, _ = frame
+    register(gateway, models["lr"], "fraud", X, alias="champion")
+    register(gateway, models["lr2"], "fraud", X)
+    gateway.ws.endpoints.create("fraud", "models:/fraud@champion")
+    gw = gateway.gateway
+    calls = []
+    plans = gw._plans
+    monkeypatch.setattr(gw, "_plans", lambda: calls.append(1) or plans())
+    monkeypatch.setattr(gateway_module, "FULL_SYNC_EVERY", 10**6)
+    url = gateway.start()
+
+    def version() -> str:
+        r = httpx.post(f"{url}/endpoints/fraud/invocations", json=split_body(X.head(1)))
+        assert r.status_code == 200, r.text
+        return r.headers["x-modelyard-version"]
+
+    def wait_for(expected: str) -> None:
+        deadline = time.monotonic() + 30
+        while version() != expected:
+            assert time.monotonic() < deadline, f"the gateway did not move to {expected}"
+            time.sleep(0.05)
+
+    assert version() == "fraud/1"
+    time.sleep(1.0)  # ten refreshes with nothing changed
+    assert len(calls) == 1  # the start-up sync only
+    gateway.ws.registry.set_alias("fraud", "champion", 2)
+    wait_for("fraud/2")
+    time.sleep(0.5)  # loading version 2 may have recorded its ONNX conversion (audited)
+    settled = len(calls)
+    assert 2 <= settled <= 3
+    with gateway.ws.store.write("test") as tx:  # behind the audit log's back
+        tx.session.delete(tx.session.scalars(select(ModelAliasRow)).one())
+    time.sleep(0.5)
+    assert version() == "fraud/2" and len(calls) == settled
+    monkeypatch.setattr(gateway_module, "FULL_SYNC_EVERY", 2)
+    deadline = time.monotonic() + 30
+    while gw.state.not_ready.get("fraud") is None:
+        assert time.monotonic() < deadline, "the full sync did not see the alias go"
+        time.sleep(0.05)

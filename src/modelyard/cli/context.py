@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import typer
 
-from modelyard.client import Client
 from modelyard.config import Settings
+
+if TYPE_CHECKING:  # imported when a command first needs it: `modelyard serve` never does
+    from modelyard.client import Client
 
 JSON = typer.Option(False, "--json", help="print JSON instead of a table")
 
@@ -21,6 +24,8 @@ class CliState:
     @property
     def client(self) -> Client:
         if self._client is None:
+            from modelyard.client import Client
+
             self._client = Client(self.uri, token=self.token, settings=Settings())
         return self._client
 

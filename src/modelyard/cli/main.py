@@ -2,29 +2,94 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from modelyard import __version__
-from modelyard.cli import (
-    governance,
-    models,
-    monitoring,
-    pipelines,
-    predict,
-    projects,
-    quickstart,
-    server,
-    serving,
-    tracking,
-)
 from modelyard.cli.context import state
-from modelyard.cli.output import err_console
 from modelyard.errors import ModelyardError
+
+# Every command, in help order: name -> (module, attribute): a Typer (a group of commands) or
+# a function (one command). A module is imported when its command is first needed, so
+# `modelyard serve` does not pay for the client, pandas and every other command's imports
+# (about 1 s of its cold start).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "server": ("modelyard.cli.server", "server"),
+    "serve": ("modelyard.cli.server", "serve"),
+    "predict": ("modelyard.cli.predict", "predict"),
+    "quickstart": ("modelyard.cli.quickstart", "quickstart"),
+    "models": ("modelyard.cli.models", "app"),
+    "experiments": ("modelyard.cli.tracking", "experiments"),
+    "runs": ("modelyard.cli.tracking", "runs"),
+    "datasets": ("modelyard.cli.tracking", "datasets"),
+    "projects": ("modelyard.cli.projects", "app"),
+    "endpoints": ("modelyard.cli.serving", "endpoints"),
+    "monitor": ("modelyard.cli.monitoring", "app"),
+    "pipelines": ("modelyard.cli.pipelines", "app"),
+    "users": ("modelyard.cli.governance", "users"),
+    "tokens": ("modelyard.cli.governance", "tokens"),
+    "audit": ("modelyard.cli.governance", "audit"),
+    "approvals": ("modelyard.cli.governance", "approvals"),
+}
+
+
+def load_command(name: str) -> Any:
+    """The click command ``name`` of :data:`COMMANDS`, importing its module."""
+    module, attribute = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attribute)
+    if not isinstance(target, typer.Typer):
+        single = typer.Typer()
+        single.command(name=name)(target)
+        target = single
+    command = typer.main.get_command(target)
+    command.name = name
+    return command
+
+
+class _Commands(MutableMapping[str, Any]):
+    """The root group's commands, loaded on first access (click looks them up by name)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._loaded[name] = load_command(name)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from COMMANDS
+        yield from (name for name in self._loaded if name not in COMMANDS)
+
+    def __len__(self) -> int:
+        return len(set(COMMANDS) | set(self._loaded))
+
+
+class _LazyGroup(TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _Commands()
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)
+
 
 app = typer.Typer(
     name="modelyard",
+    cls=_LazyGroup,
     help="Take a trained model to a monitored, governed production endpoint.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -56,24 +121,6 @@ def root(
     s.uri, s.token = uri, token
 
 
-app.add_typer(models.app, name="models")
-app.add_typer(tracking.experiments, name="experiments")
-app.add_typer(tracking.runs, name="runs")
-app.add_typer(tracking.datasets, name="datasets")
-app.add_typer(projects.app, name="projects")
-app.add_typer(serving.endpoints, name="endpoints")
-app.add_typer(monitoring.app, name="monitor")
-app.add_typer(pipelines.app, name="pipelines")
-app.add_typer(governance.users, name="users")
-app.add_typer(governance.tokens, name="tokens")
-app.add_typer(governance.audit, name="audit")
-app.add_typer(governance.approvals, name="approvals")
-app.command("server")(server.server)
-app.command("serve")(serving.serve)
-app.command("predict")(predict.predict)
-app.command("quickstart")(quickstart.quickstart)
-
-
 def main() -> None:
     """Run the CLI; a modelyard error prints one line and exits with its code.
 
@@ -82,5 +129,7 @@ def main() -> None:
     try:
         app()
     except ModelyardError as exc:
+        from modelyard.cli.output import err_console
+
         err_console.print(f"[red]error:[/red] {exc.detail}", highlight=False)
         sys.exit(exc.exit_code)

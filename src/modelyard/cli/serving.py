@@ -1,4 +1,4 @@
-"""``modelyard serve`` and ``modelyard endpoints``: the gateway and what it serves."""
+"""``modelyard endpoints``: what the gateway serves, and how."""
 
 from __future__ import annotations
 
@@ -9,33 +9,9 @@ import typer
 
 from modelyard.cli.context import JSON, client
 from modelyard.cli.output import ok, record, table
-from modelyard.config import Settings
 from modelyard.errors import InvalidInput
 
 endpoints = typer.Typer(help="Endpoints: what the gateway serves, and how.", no_args_is_help=True)
-
-
-def serve(
-    host: str = typer.Option(None, help="interface to bind (default MODELYARD_HOST or 127.0.0.1)"),
-    port: int = typer.Option(None, help="port (default MODELYARD_PORT or 8080)"),
-    workers: int = typer.Option(0, help="gateway processes; 0 means one per core", min=0),
-    data_plane_only: bool = typer.Option(
-        False, "--data-plane-only", help="serve predictions only, without the /api/v1 API"
-    ),
-    log_level: str = typer.Option("warning", help="uvicorn log level"),
-) -> None:
-    """Serve every endpoint over OIP v2 (/v2/models/NAME/infer) and MLflow's /invocations."""
-    from modelyard.server import run
-
-    settings = Settings()
-    run(
-        settings,
-        host or settings.host,
-        port or settings.port,
-        role="gateway" if data_plane_only else "both",
-        workers=workers,
-        log_level=log_level,
-    )
 
 
 def _json_option(text: str | None, what: str) -> dict[str, Any] | None:

@@ -7,15 +7,17 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from modelyard.errors import InvalidInput, MissingExtra
 from modelyard.formats.manifest import Manifest
-from modelyard.formats.signature import Signature
+from modelyard.formats.signature import Signature, is_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Outputs = dict[str, NDArray[Any]]
 
@@ -47,6 +49,8 @@ class Predictor(ABC):
 
     def as_frame(self, batch: Any) -> pd.DataFrame:
         """The batch as a DataFrame, with the signature's columns in signature order."""
+        import pandas as pd
+
         names = [spec.name for spec in self.signature.inputs]
         if isinstance(batch, pd.DataFrame):
             frame = batch
@@ -72,7 +76,7 @@ class Predictor(ABC):
         """The batch as named arrays, cast to the signature's numeric dtypes."""
         specs = {spec.name: spec for spec in self.signature.inputs}
         arrays: dict[str, NDArray[Any]]
-        if isinstance(batch, pd.DataFrame):
+        if is_frame(batch):
             if len(specs) == 1 and next(iter(specs)) not in batch.columns:
                 arrays = {next(iter(specs)): batch.to_numpy()}
             else:

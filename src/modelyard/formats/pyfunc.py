@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from modelyard.errors import InvalidInput, InvalidModel, UntrustedModel
 from modelyard.formats.base import Outputs, Predictor, require
 from modelyard.formats.manifest import Manifest
-from modelyard.formats.signature import Signature
+from modelyard.formats.signature import Signature, is_frame
 
 MODEL_FILE = "python_model.pkl"
 ARTIFACTS_DIR = "artifacts"
@@ -125,7 +124,7 @@ class PyfuncPredictor(Predictor):
         else:
             inputs = self.as_array(batch)
         result = self.model.predict(inputs)
-        if isinstance(result, pd.DataFrame):
+        if is_frame(result):
             return {str(c): result[c].to_numpy() for c in result.columns}
         if isinstance(result, Mapping):
             return {str(k): np.asarray(v) for k, v in result.items()}

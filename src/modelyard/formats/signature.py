@@ -6,15 +6,30 @@ validate requests and to build a warm-up batch.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
 from modelyard.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def is_frame(value: Any) -> bool:
+    """Whether ``value`` is a pandas DataFrame, without importing pandas.
+
+    pandas is imported by what needs it (inferring a signature, a native predictor): the
+    gateway's fast paths never do, and leaving it out saves about 0.5 s of a server's start.
+    If pandas was never imported, nothing can be a DataFrame.
+    """
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(value, pd.DataFrame)
+
 
 # Above this many distinct values a string column is free text, not a category.
 MAX_CATEGORIES = 50
@@ -81,6 +96,8 @@ class Signature(BaseModel):
         else a dict of arrays.
         """
         if self.kind == "columns":
+            import pandas as pd
+
             return pd.DataFrame({spec.name: spec.example_values(n) for spec in self.inputs})
         arrays = {spec.name: spec.example_values(n) for spec in self.inputs}
         if len(arrays) == 1:
@@ -90,6 +107,8 @@ class Signature(BaseModel):
 
 def dtype_name(dtype: Any) -> str:
     """The signature dtype name of a numpy or pandas dtype: strings and objects are "string"."""
+    import pandas as pd
+
     if isinstance(dtype, pd.CategoricalDtype):
         return dtype_name(dtype.categories.dtype)
     if pd.api.types.is_bool_dtype(dtype):
@@ -101,6 +120,8 @@ def dtype_name(dtype: Any) -> str:
 
 
 def _column_spec(name: str, column: pd.Series) -> TensorSpec:
+    import pandas as pd
+
     dtype = dtype_name(column.dtype)
     categories: list[Category] | None = None
     if isinstance(column.dtype, pd.CategoricalDtype):
@@ -139,6 +160,8 @@ def _is_columns(example: Mapping[str, Any]) -> bool:
 def _infer_specs(
     example: Any, default_name: str
 ) -> tuple[Literal["columns", "tensor"], list[TensorSpec]]:
+    import pandas as pd
+
     if isinstance(example, pd.DataFrame):
         return "columns", [_column_spec(str(c), example[c]) for c in example.columns]
     if isinstance(example, pd.Series):

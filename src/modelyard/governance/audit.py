@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from ulid import ULID
 
 from modelyard.governance.entities import AuditRecord
@@ -112,6 +112,12 @@ class AuditLog:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def last_seq(self) -> int:
+        """The sequence number of the newest record (0 for an empty log): every audited
+        change raises it, so a reader can tell cheaply that nothing changed since it looked."""
+        with self.store.read() as s:
+            return s.scalar(select(func.max(AuditRow.seq))) or 0
 
     def list(
         self,

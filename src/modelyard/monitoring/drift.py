@@ -47,8 +47,6 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field
-from scipy import stats
-from scipy.spatial import distance
 
 from modelyard.monitoring.config import DriftConfig, DriftMethod, FeatureDriftConfig
 from modelyard.monitoring.profiles import (
@@ -171,11 +169,19 @@ def _psi(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> float:
     return float(np.sum((r - c) * np.log(r / c)))
 
 
+# scipy is imported by the functions that use it: importing scipy.stats takes about 1 s here,
+# and the server's control plane imports this module for its response models.
+
+
 def _jensenshannon(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> float:
+    from scipy.spatial import distance
+
     return float(distance.jensenshannon(ref / ref.sum(), cur / cur.sum()))
 
 
 def _chisquare(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> tuple[float, float]:
+    from scipy import stats
+
     table = np.vstack([ref, cur])
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2:  # one value on both sides: nothing can differ
@@ -185,6 +191,8 @@ def _chisquare(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> tu
 
 
 def _ks(ref: NumericProfile, cur: NumericProfile) -> tuple[float, float]:
+    from scipy import stats
+
     if ref.exact and cur.exact and max(ref.count, cur.count) <= KS_EXACT_MAX:
         # The digests hold the values themselves: scipy's own test, exact p-value included.
         rv, rw = ref.weighted_values()
@@ -203,6 +211,8 @@ def _ks(ref: NumericProfile, cur: NumericProfile) -> tuple[float, float]:
 
 def _wasserstein(ref: NumericProfile, cur: NumericProfile) -> tuple[float, float]:
     """(normed distance, raw distance)."""
+    from scipy import stats
+
     rv, rw = ref.weighted_values()
     cv, cw = cur.weighted_values()
     raw = float(stats.wasserstein_distance(rv, cv, rw, cw))

@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import select
 from ulid import ULID
@@ -510,7 +509,7 @@ class PredictionLog:
         rows = table.num_rows
         try:
             data = _parquet_bytes(table)
-            bounds = pc.min_max(table["at"]).as_py()
+            bounds = _compute().min_max(table["at"]).as_py()
             start_at, end_at = bounds["min"], bounds["max"]
         except Exception:
             self._write_errors += 1
@@ -589,6 +588,7 @@ class PredictionLog:
         Segments with different column sets are concatenated by column name; a column missing
         from a segment is null in its rows. Rows come in segment order.
         """
+        pc = _compute()
         tables = []
         for segment in self.segments(endpoint, start, end):
             table = pq.read_table(pa.BufferReader(self.ws.artifacts.get_bytes(segment.digest)))
@@ -620,6 +620,9 @@ def _prepare(arrays: Mapping[str, Any], rows: int) -> tuple[Mapping[str, Any], S
     int64) concatenate into one column, so requests with different string widths share a
     segment. Names keep the caller's order (the gateway always uses the same one).
     """
+    matrix = getattr(arrays, "matrix", None)
+    if matrix is not None:  # the gateway's validated table: one (k, rows) matrix
+        return arrays, _matrix_signature(arrays, matrix, rows)
     out: dict[str, np.ndarray] | None = None
     signature = []
     for name, value in arrays.items():
@@ -639,6 +642,29 @@ def _prepare(arrays: Mapping[str, Any], rows: int) -> tuple[Mapping[str, Any], S
         kind = arr.dtype.kind
         signature.append((name, "O" if kind == "U" else kind, shape[1:]))
     return (arrays if out is None else out), tuple(signature)
+
+
+# Signatures of the gateway's validated tables, by column names and dtype kind: most records
+# have one, and building it column by column costs more than the rest of the record.
+_MATRIX_SIGNATURES: dict[tuple[tuple[str, ...], str], Signature] = {}
+
+
+def _matrix_signature(arrays: Any, matrix: np.ndarray, rows: int) -> Signature:
+    """The signature of a mapping of columns that are the rows of one 2-D ``matrix``
+    (:class:`modelyard.serving.validation.Columns`: ``names`` gives their order)."""
+    names: tuple[str, ...] = arrays.names
+    if matrix.ndim != 2 or matrix.shape[0] != len(names) or matrix.shape[1] != rows:
+        raise ValueError(
+            f"a table of {len(names)} columns has shape {matrix.shape}, the request has {rows} rows"
+        )
+    key = (names, matrix.dtype.kind)
+    signature = _MATRIX_SIGNATURES.get(key)
+    if signature is None:
+        if len(_MATRIX_SIGNATURES) >= 1024:
+            _MATRIX_SIGNATURES.clear()
+        kind = "O" if key[1] == "U" else key[1]
+        signature = _MATRIX_SIGNATURES[key] = tuple((name, kind, ()) for name in names)
+    return signature
 
 
 def _to_table(group: _Group) -> pa.Table:
@@ -668,8 +694,15 @@ def _to_table(group: _Group) -> pa.Table:
         "shadow": pa.array(per_row(shadows), pa.bool_()),
         "status": pa.array(per_row(statuses), pa.int16()),
     }
-    for name in group.inputs:
-        columns[INPUT_PREFIX + name] = _arrow_column([r[_INPUTS][name] for r in records])
+    found = [getattr(r[_INPUTS], "matrix", None) for r in records]
+    matrices: list[np.ndarray] = [m for m in found if m is not None]
+    if group.inputs and len(matrices) == n:  # one join, not one per column
+        joined = matrices[0] if n == 1 else np.concatenate(matrices, axis=1)
+        for index, name in enumerate(group.inputs):
+            columns[INPUT_PREFIX + name] = pa.array(joined[index])
+    else:
+        for name in group.inputs:
+            columns[INPUT_PREFIX + name] = _arrow_column([r[_INPUTS][name] for r in records])
     for name in group.outputs:
         columns[OUTPUT_PREFIX + name] = _arrow_column([r[_OUTPUTS][name] for r in records])
     return pa.table(columns)
@@ -700,7 +733,15 @@ def _ts(at: datetime) -> pa.Scalar:
 
 
 def _and(mask: Any, other: Any) -> Any:
-    return other if mask is None else pc.and_(mask, other)
+    return other if mask is None else _compute().and_(mask, other)
+
+
+def _compute() -> Any:
+    """``pyarrow.compute``, imported on first use: it takes ~0.2 s, and a gateway needs it
+    only when a segment is written, well after it started answering."""
+    import pyarrow.compute as pc
+
+    return pc
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

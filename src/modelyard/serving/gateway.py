@@ -53,6 +53,7 @@ Send = Callable[[Message], Awaitable[None]]
 PROBLEM = b"application/problem+json"
 JSON = b"application/json"
 MAX_SHADOW_IN_FLIGHT = 64
+FULL_SYNC_EVERY = 60  # refreshes skipped as unchanged before one resolves everything anyway
 
 
 class ModelFailed(ModelyardError):
@@ -161,6 +162,7 @@ class Gateway:
         self.worker = str(os.getpid()).encode()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sync_lock = asyncio.Lock()
+        self._stamp = -1  # the audit log's newest sequence number at the last sync
         self.metrics.add_collector(self._collect)
         self.router = Router(
             routes=[
@@ -201,9 +203,19 @@ class Gateway:
         await asyncio.to_thread(self.log.close)
 
     async def _refresh_forever(self) -> None:
+        # Every change that can move what is served (endpoints, aliases, versions, runtimes)
+        # is audited in its own transaction, so an unchanged newest audit record means there
+        # is nothing to resolve: one small query instead of every endpoint's resolution. A
+        # full sync still runs now and then, and while an endpoint is not ready (to retry).
+        skipped = 0
         while True:
             await asyncio.sleep(self.refresh_seconds)
             try:
+                if self.state.not_ready or skipped >= FULL_SYNC_EVERY:
+                    skipped = 0
+                elif await asyncio.to_thread(self.ws.audit.last_seq) == self._stamp:
+                    skipped += 1
+                    continue
                 await self.sync()
             except Exception:  # a registry hiccup must not stop the gateway
                 log.exception("refreshing endpoints failed; serving what was loaded")
@@ -211,7 +223,7 @@ class Gateway:
     async def sync(self) -> None:
         """Bring what is served in line with the registry (new, changed, removed endpoints)."""
         async with self._sync_lock:
-            plans, errors = await asyncio.to_thread(self._plans)
+            stamp, plans, errors = await asyncio.to_thread(self._plans)
             state = self.state
             for name, (reason, model) in errors.items():
                 state.not_ready[name] = reason
@@ -241,6 +253,7 @@ class Gateway:
             for key in set(self.pool.keys()) - in_use:
                 self._background(self.pool.retire(key))
             state.synced = True
+            self._stamp = stamp
 
     async def _serve(self, plan: Plan, current: Served | None) -> Served:
         endpoint = plan.endpoint
@@ -267,11 +280,14 @@ class Gateway:
             )
         return Served(endpoint, tuple(models), tuple(cumulative), shadow, cache)
 
-    def _plans(self) -> tuple[list[Plan], dict[str, tuple[str, str]]]:
+    def _plans(self) -> tuple[int, list[Plan], dict[str, tuple[str, str]]]:
         """Resolve every endpoint's targets to versions and runtimes (blocking: a thread).
 
-        Endpoints that cannot be resolved come back as name -> (reason, model name).
+        Returns the audit log's newest sequence number, read first (a change made while
+        resolving is seen at the next refresh), the plans, and the endpoints that cannot be
+        resolved as name -> (reason, model name).
         """
+        stamp = self.ws.audit.last_seq()
         plans: list[Plan] = []
         errors: dict[str, tuple[str, str]] = {}
         for endpoint in self.ws.endpoints.list():
@@ -289,7 +305,7 @@ class Gateway:
                 plans.append(Plan(endpoint, resolved, shadow))
             except ModelyardError as exc:
                 errors[endpoint.name] = (exc.detail, _model_name(endpoint.target))
-        return plans, errors
+        return stamp, plans, errors
 
     def _runtime(self, endpoint: Endpoint, version: ModelVersion) -> str:
         return choose_runtime(self.ws, endpoint.runtime, version)

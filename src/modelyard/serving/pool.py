@@ -222,17 +222,15 @@ class ModelPool:
             self._make_room(estimate, key)
             self._reserved[key] = estimate
             loop = asyncio.get_running_loop()
-            predictor, load_seconds, warm_seconds = await loop.run_in_executor(
+            predictor, load_seconds, warm_seconds, call_seconds = await loop.run_in_executor(
                 None, self._load_and_warm, version, runtime
             )
             reported = _reported_size(predictor)
             size = reported if reported is not None else estimate
             options = {**self.batcher_options, **(batching or {})}
             options.setdefault("name", f"{key[0]}:{key[1]}:{key[2]}")
-            # The warm-up ran predict three times: a first estimate of one call's duration,
-            # so the batcher knows from the first request whether to predict inline.
-            if warm_seconds > 0:
-                options.setdefault("expected_predict_seconds", warm_seconds / 3)
+            # So that the batcher knows from the first request whether to predict inline.
+            options.setdefault("expected_predict_seconds", call_seconds)
             batcher = Batcher(_predict_function(predictor), **options)
         except BaseException:
             self.events["load_failures"] += 1
@@ -264,8 +262,15 @@ class ModelPool:
         )
         return loaded
 
-    def _load_and_warm(self, version: ModelVersion, runtime: str) -> tuple[Predictor, float, float]:
-        """Runs in a thread: load (download included), then warm up."""
+    def _load_and_warm(
+        self, version: ModelVersion, runtime: str
+    ) -> tuple[Predictor, float, float, float]:
+        """Runs in a thread: load (download included), then warm up.
+
+        Returns the predictor, the load and warm-up seconds, and the CPU seconds of one
+        warm call on a single row in the form the gateway passes it (a first cost estimate
+        for the batcher; the warm-up's own calls include one-off costs).
+        """
         start = time.perf_counter()
         predictor = self._load(version, runtime)
         load_seconds = time.perf_counter() - start
@@ -273,7 +278,21 @@ class ModelPool:
         reported = predictor.warm_up()
         measured = time.perf_counter() - start
         warm_seconds = float(reported) if isinstance(reported, int | float) else measured
-        return predictor, load_seconds, warm_seconds
+        signature = getattr(predictor, "signature", None)
+        names = None if signature is None else table_columns(signature)
+        if names is None:
+            return predictor, load_seconds, warm_seconds, warm_seconds / 3
+        predict = _predict_function(predictor)
+        row = Columns(names, np.zeros((len(names), 1)))
+        best = float("inf")
+        try:
+            for _ in range(3):
+                cpu = time.thread_time()
+                predict(row)
+                best = min(best, time.thread_time() - cpu)
+        except Exception:  # a model may refuse zeros; the warm-up's estimate will do
+            best = warm_seconds / 3
+        return predictor, load_seconds, warm_seconds, best
 
     # -- memory -------------------------------------------------------------------------------
 
