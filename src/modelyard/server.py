@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -110,7 +111,7 @@ def _die_with_parent() -> None:
 
 def _child(settings: Settings, host: str, port: int, role: Role, log_level: str) -> None:
     _die_with_parent()
-    run_worker(settings, host, port, role, log_level)
+    run_worker(settings, host, port, role, log_level, loops=False)
 
 
 def _control_plane(ws: Workspace) -> ASGIApp:
@@ -119,8 +120,14 @@ def _control_plane(ws: Workspace) -> ASGIApp:
     return create_app(workspace=ws)
 
 
-def run_worker(settings: Settings, host: str, port: int, role: Role, log_level: str) -> None:
-    """Serve ``role`` in this process until SIGTERM (graceful) or SIGINT."""
+def run_worker(
+    settings: Settings, host: str, port: int, role: Role, log_level: str, *, loops: bool = True
+) -> None:
+    """Serve ``role`` in this process until SIGTERM (graceful) or SIGINT.
+
+    ``loops``: also run the monitor and trigger loops here (a single-process server; with
+    several workers the parent runs them, see :func:`run`).
+    """
     # A request thread holding a database lock must win the GIL back quickly after each
     # round trip; with CPython's default 5 ms switch interval, threads busy parsing other
     # requests keep it waiting, and everyone queued on that lock waits too.
@@ -154,14 +161,15 @@ def run_worker(settings: Settings, host: str, port: int, role: Role, log_level: 
         # without the middleware every request skips one ASGI layer.
         proxy_headers=False,
     )
-    loops = _Loops(ws) if role != "gateway" and settings.monitor_interval_seconds > 0 else None
+    background = _Loops.wanted(settings, role) and loops
 
     def on_serving() -> None:
         if lazy is not None:
             lazy.load()
-        if loops is not None:
-            loops.start_later(min(5.0, settings.monitor_interval_seconds))
+        if background:
+            service.start_later(min(5.0, settings.monitor_interval_seconds))
 
+    service = _Loops(ws)
     server = _Server(config, on_serving=on_serving)
     # Everything loaded so far lives as long as the process: keep the garbage collector from
     # walking it again and again (and, in a forked worker, from touching the pages it shares
@@ -170,18 +178,24 @@ def run_worker(settings: Settings, host: str, port: int, role: Role, log_level: 
     try:
         server.run(sockets=[_socket(host, port)])
     finally:
-        if loops is not None:
-            loops.stop()
+        service.stop()
         ws.close()
 
 
 class _Loops:
-    """The monitor and the trigger poller of a control-plane worker, in background threads.
+    """The monitor and the trigger poller, in background threads.
 
-    Every control-plane worker runs them; database leases let one act at a time, and another
-    takes over if it stops. They start a few seconds after the worker listens, so they cost
-    nothing on the way to the first answer.
+    With several workers the parent process runs them, at a lower CPU priority: a monitor
+    pass is seconds of Python (profiles, drift), which in a gateway worker would take the
+    GIL from its event loop in the middle of requests. A single-process server runs them
+    itself. Database leases let one process act at a time (several servers may share a
+    database). They start a few seconds after serving begins, so they cost nothing on the
+    way to the first answer.
     """
+
+    @staticmethod
+    def wanted(settings: Settings, role: Role) -> bool:
+        return role != "gateway" and settings.monitor_interval_seconds > 0
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
@@ -282,7 +296,18 @@ def run(
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
+    service: _Loops | None = None
+    if _Loops.wanted(settings, role):
+        with contextlib.suppress(OSError):
+            os.nice(10)  # serving first: the monitor takes what CPU the workers leave
+        service = _Loops(Workspace.open(settings, migrate=False))
+        service.start_later(min(5.0, settings.monitor_interval_seconds))
+    try:
+        for child in children:
+            child.join()
+    finally:
+        if service is not None:
+            service.stop()
+            service.ws.close()
     if any(c.exitcode not in (0, -signal.SIGTERM) for c in children):
         sys.exit(1)

