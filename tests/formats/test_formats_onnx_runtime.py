@@ -79,6 +79,9 @@ def _convert_and_check(tmp_path: Path, model: Any, frame: pd.DataFrame) -> Conve
     _assert_same(expected, onnx.predict(columns))
     one = {name: [float(fresh[name].iloc[0])] for name in fresh.columns}
     _assert_same(native.predict(pd.DataFrame(one)), onnx.predict(one))
+    if onnx.mode == "matrix":  # the gateway's unchecked path for validated tables
+        matrix = np.ascontiguousarray(fresh[onnx.columns].to_numpy(), dtype=onnx.dtype)
+        _assert_same(expected, onnx.predict_matrix(matrix))
     return result
 
 

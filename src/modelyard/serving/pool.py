@@ -478,11 +478,12 @@ def _predict_function(predictor: Predictor) -> Callable[[Inputs], Outputs]:
     if predictor.mode != "matrix" or names is None or tuple(predictor.columns) != names:
         return predictor.predict
     predict = predictor.predict
+    predict_matrix = predictor.predict_matrix
     dtype = predictor.dtype
 
     def predict_table(inputs: Inputs) -> Outputs:
         if type(inputs) is Columns:
-            return predict(np.ascontiguousarray(inputs.matrix.T, dtype=dtype))
+            return predict_matrix(np.ascontiguousarray(inputs.matrix.T, dtype=dtype))
         return predict(inputs)
 
     return predict_table
