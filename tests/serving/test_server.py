@@ -62,3 +62,27 @@ def test_worker_socket_is_bound_but_not_listening() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
         sock.close()
+
+
+def test_the_way_to_a_first_answer_imports_no_heavy_library() -> None:
+    """Cold start: `modelyard serve` and a gateway worker loading an ONNX model need neither
+    pandas, scipy, the client nor the other commands; they cost ~1.5 s of imports here."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from modelyard.cli.main import app, load_command
+load_command("serve")
+import modelyard.server, modelyard.workspace
+modelyard.server._preload("both")
+import modelyard.formats.onnx_runtime
+heavy = sorted(
+    name for name in ("pandas", "scipy", "sklearn", "fastapi", "modelyard.client", "rich",
+                      "modelyard.cli.models", "pyarrow.compute")
+    if name in sys.modules
+)
+print(",".join(heavy))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

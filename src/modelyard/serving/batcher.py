@@ -28,7 +28,7 @@ How a batch is executed:
 
 * A call's expected cost is the smallest duration among the last ``_RECENT`` (8) calls of
   its batch size (the histogram's power-of-two buckets: a call's cost is far from
-  proportional to its rows; ONNX Runtime takes ~15 µs for 1 row and ~25 µs for 16). A size
+  proportional to its rows, since for small batches a fixed cost per call dominates). A size
   not seen yet is scaled from the nearest smaller one seen (or from
   ``expected_predict_seconds``); a bigger size seen to be cheap makes it cheap.
 * If the expected cost is under ``INLINE_SECONDS`` (0.2 ms), ``predict`` is called inline on
@@ -210,7 +210,7 @@ class Batcher:
         self._idle = False  # the worker is parked with an empty queue (not mid-batch)
         self._wait_gain = 1.0  # EWMA of the requests a fill wait gained
         self._skipped_waits = 0
-        self._cheap_in_thread = 0  # executor calls in a row that used < INLINE_SECONDS of CPU
+        self._cheap_in_thread = 0  # executor calls in a row that used little CPU (probe)
 
         # Estimates.
         self._ewma_call: float | None = expected_predict_seconds
