@@ -200,7 +200,13 @@ def test_serve_runs_the_monitor_and_trigger_loops(served, monkeypatch) -> None: 
                 names = {r.name for r in s.query(MonitorLeaseRow)}
             time.sleep(0.2)
         assert names == {"monitor", "triggers"}
+        with ws.store.read() as s:
+            owners = {r.owner for r in s.query(MonitorLeaseRow)}
+        # The parent runs them (at a lower priority), not a gateway worker.
+        assert owners == {f"{socket.gethostname()}:{proc.pid}"}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        with ws.store.read() as s:  # given up at shutdown: another server takes over at once
+            assert s.query(MonitorLeaseRow).count() == 0
     finally:
         ws.close()
