@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -127,7 +128,10 @@ def test_a_clean_table_becomes_columns_of_one_matrix() -> None:
     assert inputs.names == NAMES and inputs.matrix.shape == (3, 2)
     assert inputs.matrix.dtype == np.float64 and inputs.matrix.flags.c_contiguous
     assert all(np.shares_memory(inputs[n], inputs.matrix) for n in NAMES)
-    assert isinstance(inputs, dict) and list(inputs) == list(NAMES)
+    assert isinstance(inputs, Mapping) and list(inputs) == list(NAMES) and len(inputs) == 3
+    assert "b" in inputs and "z" not in inputs and dict(inputs).keys() == set(NAMES)
+    with pytest.raises(KeyError):
+        inputs["z"]
     for i, name in enumerate(NAMES):
         np.testing.assert_array_equal(inputs[name], [i + 1.0] * 2)
 

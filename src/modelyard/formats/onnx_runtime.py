@@ -162,7 +162,7 @@ class OnnxPredictor(Predictor):
         """The batch as one C-contiguous [n, k] matrix of the graph's input dtype."""
         dtype = self.dtype
         try:
-            if isinstance(batch, dict) and self._columns_kind:
+            if isinstance(batch, Mapping) and self._columns_kind:
                 try:
                     values = [batch[name] for name in self.columns]
                 except KeyError:

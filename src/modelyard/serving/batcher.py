@@ -55,7 +55,7 @@ How a batch is executed:
 :class:`TimeoutError` and its rows are dropped from the queue if they have not been taken
 yet. A request predicted inline by ``submit`` itself never waits, so it sets no timer.
 
-Inputs are ``dict[str, ndarray]`` with the batch dimension first. A batch of one request is
+Inputs are mappings of name -> ndarray with the batch dimension first. A batch of one request is
 passed through untouched (no concatenation, no slicing copies); otherwise each key is
 ``np.concatenate``-d along axis 0 and every caller receives views of its rows. Requests whose
 keys, dtypes or trailing shapes differ from the others are predicted in a separate call.
@@ -70,7 +70,7 @@ import concurrent.futures
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +80,7 @@ from numpy.typing import NDArray
 from modelyard.errors import ModelyardError
 from modelyard.serving.validation import Columns
 
-Inputs = dict[str, NDArray[Any]]
+Inputs = Mapping[str, NDArray[Any]]
 Outputs = dict[str, NDArray[Any]]
 PredictFn = Callable[[Inputs], Outputs]
 

@@ -21,7 +21,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -514,7 +514,7 @@ class Gateway:
         return payload, (b"hit" if hit else b"miss"), request_id
 
     async def _predict(
-        self, loaded: LoadedModel, inputs: dict[str, Any], rows: int, timeout_ms: int
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], rows: int, timeout_ms: int
     ) -> dict[str, Any]:
         timeout = timeout_ms / 1000
         start = time.perf_counter()
@@ -542,7 +542,7 @@ class Gateway:
         )
 
     def _mirror(
-        self, served: Served, shadow: LoadedModel, inputs: dict[str, Any], rows: int, rid: str
+        self, served: Served, shadow: LoadedModel, inputs: Mapping[str, Any], rows: int, rid: str
     ) -> None:
         """Send a copy to the shadow version; its answer is logged, never returned."""
         labels = (served.endpoint.name, shadow.version_label)

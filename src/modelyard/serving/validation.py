@@ -17,17 +17,18 @@ per column; only when that fast path finds something wrong does the column-by-co
 run to name the offending column and row.
 
 When every input of a "columns" signature is a required float64 column without
-categories (a typical tabular model), the result is a :class:`Columns`: a plain dict of the
-columns that also carries the validated (k, n) matrix they are rows of, so that whoever
-needs the whole table (a batcher, a runtime taking a 2-D array) does not stack the columns
-again. :func:`validate_table` is the entry point for protocols that can hand over such a
-table directly.
+categories (a typical tabular model), the result is a :class:`Columns`: a read-only mapping
+of the columns that is a view of the validated (k, n) matrix they are rows of, so that
+whoever needs the whole table (a batcher, a runtime taking a 2-D array) does not stack the
+columns again, and nobody pays for the per-column arrays unless they ask for them.
+:func:`validate_table` is the entry point for protocols that can hand over such a table
+directly.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,23 +41,53 @@ from modelyard.formats.signature import Signature, TensorSpec
 #: Most rows one request may carry; :func:`validate_inputs` raises :class:`TooManyRows` above it.
 MAX_ROWS = 10_000
 
-Inputs = dict[str, NDArray[Any]]
+Inputs = Mapping[str, NDArray[Any]]
 
 
-class Columns(dict[str, NDArray[Any]]):
+class Columns(Mapping[str, NDArray[Any]]):
     """Validated float64 columns that are the rows of one C-contiguous (k, n) ``matrix``.
 
-    A dict like any ``Inputs`` (column name -> 1-D array, signature order); ``matrix[j]`` is
-    the j-th column and ``names`` is the signature's column order. Callers treat both as
-    read-only, like every validated input.
+    A read-only mapping like any ``Inputs`` (column name -> 1-D array, signature order);
+    ``matrix[j]`` is the j-th column and ``names`` is the signature's column order. Not a
+    dict: the column arrays are made only when asked for (the gateway's fast paths read the
+    matrix), and code that needs a real dict must build one (``dict(columns)``).
     """
 
     __slots__ = ("matrix", "names")
 
     def __init__(self, names: tuple[str, ...], matrix: NDArray[np.float64]) -> None:
-        super().__init__(zip(names, matrix, strict=True))
+        if matrix.ndim != 2 or matrix.shape[0] != len(names):
+            raise ValueError(f"{len(names)} column names for a matrix of shape {matrix.shape}")
         self.names = names
         self.matrix = matrix
+
+    def __getitem__(self, name: str) -> NDArray[Any]:
+        return self.matrix[_positions(self.names)[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _positions(self.names)
+
+    def __repr__(self) -> str:
+        return f"Columns({list(self.names)!r}, rows={self.matrix.shape[1]})"
+
+
+_POSITIONS: dict[tuple[str, ...], dict[str, int]] = {}
+
+
+def _positions(names: tuple[str, ...]) -> dict[str, int]:
+    """Column name -> row of the matrix, per column order (a handful of orders per server)."""
+    found = _POSITIONS.get(names)
+    if found is None:
+        if len(_POSITIONS) >= 1024:
+            _POSITIONS.clear()
+        found = _POSITIONS[names] = {name: i for i, name in enumerate(names)}
+    return found
 
 
 # The ufuncs' own reductions: ``ndarray.all()`` goes through a Python wrapper that costs
@@ -200,7 +231,7 @@ def validate_inputs(
         )
     n = _row_count(inputs, model, MAX_ROWS if max_rows is None else max_rows)
 
-    result: Inputs = {}
+    result: dict[str, NDArray[Any]] = {}
     if plan.float_specs:
         fast = _float_matrix(plan, inputs, n)
         if fast is None:  # something is wrong or unusual: find it column by column
