@@ -390,13 +390,7 @@ class AlertService:
             before, after = current.model_dump(), spec.model_dump()
             row.endpoint, row.enabled, row.spec = spec.endpoint, spec.enabled, _stored(spec)
             row.updated_at = datetime.now(UTC)
-            tx.record(
-                "alert_rule.update",
-                "alert_rule",
-                name,
-                {k: v for k, v in before.items() if after[k] != v},
-                {k: v for k, v in after.items() if before[k] != v},
-            )
+            tx.record_change("alert_rule.update", "alert_rule", name, before, after)
             return _rule(row)
 
     def delete_rule(self, name: str) -> None:

@@ -334,13 +334,7 @@ class TriggerService:
             before, after = current.model_dump(), spec.model_dump()
             row.pipeline, row.enabled, row.spec = spec.pipeline, spec.enabled, _stored(spec)
             row.updated_at = now
-            tx.record(
-                "trigger.update",
-                "pipeline_trigger",
-                name,
-                {k: v for k, v in before.items() if after[k] != v},
-                {k: v for k, v in after.items() if before[k] != v},
-            )
+            tx.record_change("trigger.update", "pipeline_trigger", name, before, after)
             return _trigger(row)
 
     def delete(self, name: str) -> None:

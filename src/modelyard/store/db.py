@@ -60,6 +60,23 @@ class Tx:
         """Queue an audit record; it is chained and written when the transaction commits."""
         self.events.append(AuditEvent(action, entity_type, entity_id, before, after))
 
+    def record_change(
+        self,
+        action: str,
+        entity_type: str,
+        entity_id: str,
+        before: dict[str, Any],
+        after: dict[str, Any],
+    ) -> None:
+        """Queue an audit record of an update: only the fields whose values changed."""
+        self.record(
+            action,
+            entity_type,
+            entity_id,
+            {k: v for k, v in before.items() if after.get(k) != v},
+            {k: v for k, v in after.items() if before.get(k) != v},
+        )
+
 
 BeforeCommit = Callable[[Tx], None]
 
