@@ -19,6 +19,7 @@ from sqlalchemy import select, text
 from ulid import ULID
 
 from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelyard.page import check_limit
 from modelyard.store.tables import ApprovalRow
 
 if TYPE_CHECKING:
@@ -113,8 +114,7 @@ class ApprovalService:
         """Approvals, newest first, optionally by status and subject."""
         if status is not None and status not in _STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(_STATUSES)}, not {status!r}")
-        if not 1 <= limit <= 1000:
-            raise InvalidInput("limit must be between 1 and 1000")
+        check_limit(limit)
         query = select(ApprovalRow).order_by(ApprovalRow.requested_at.desc(), ApprovalRow.id.desc())
         if status is not None:
             query = query.where(ApprovalRow.status == status)

@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from modelyard.errors import Conflict, InvalidInput, ModelyardError, NotFound
+from modelyard.page import check_limit
 from modelyard.pipelines.validation import ValidationReport
 from modelyard.store.tables import PromotionRow
 
@@ -670,8 +671,7 @@ def list_promotions(
     limit: int = 100,
 ) -> list[Promotion]:
     """Promotion decisions, newest first."""
-    if not 1 <= limit <= 1000:
-        raise InvalidInput("limit must be between 1 and 1000")
+    check_limit(limit)
     query = select(PromotionRow).order_by(PromotionRow.decided_at.desc(), PromotionRow.id.desc())
     if model is not None:
         query = query.where(PromotionRow.model == model)
