@@ -165,15 +165,14 @@ def run_worker(
         # without the middleware every request skips one ASGI layer.
         proxy_headers=False,
     )
-    background = _Loops.wanted(settings, role) and loops
+    service = _Loops(ws) if loops and _Loops.wanted(settings, role) else None
 
     def on_serving() -> None:
         if lazy is not None:
             lazy.load()
-        if background:
+        if service is not None:
             service.start_later(min(5.0, settings.monitor_interval_seconds))
 
-    service = _Loops(ws)
     server = _Server(config, on_serving=on_serving)
     # Everything loaded so far lives as long as the process: keep the garbage collector from
     # walking it again and again (and, in a forked worker, from touching the pages it shares
@@ -182,7 +181,8 @@ def run_worker(
     try:
         server.run(sockets=[_socket(host, port)])
     finally:
-        service.stop()
+        if service is not None:
+            service.stop()
         ws.close()
 
 
