@@ -110,9 +110,12 @@ def any_workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wo
 
 
 class LiveServer:
-    """A real uvicorn server on 127.0.0.1 serving ``app`` from a background thread."""
+    """A real uvicorn server on 127.0.0.1 serving ``app`` from a background thread.
 
-    def __init__(self, app: object) -> None:
+    ``options`` go to ``uvicorn.Config`` (``http=GatewayHttpProtocol`` for a gateway).
+    """
+
+    def __init__(self, app: object, **options: object) -> None:
         import socket
         import threading
 
@@ -123,7 +126,7 @@ class LiveServer:
         self.port = sock.getsockname()[1]
         sock.close()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **options
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

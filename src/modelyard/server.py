@@ -141,15 +141,18 @@ def run_worker(
 
     ws = Workspace.open(settings, migrate=False)
     app: Any
+    http: Any = "httptools"
     lazy: LazyApp | None = None
     if role == "control":
         app = _control_plane(ws)
     else:
         from modelyard.serving.gateway import Gateway
+        from modelyard.serving.http_protocol import GatewayHttpProtocol
 
         if role == "both":
             lazy = LazyApp(lambda: _control_plane(ws))
         app = Gateway(ws, control_plane=lazy)
+        http = GatewayHttpProtocol
     config = uvicorn.Config(
         app,
         host=host,
@@ -158,7 +161,8 @@ def run_worker(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=30,
-        http="httptools",
+        # A gateway answers its prediction routes without ASGI (see serving/http_protocol.py).
+        http=http,
         loop="uvloop",
         ws="none",  # no websocket routes: do not import a websocket implementation
         # Nothing here reads the client address or scheme that X-Forwarded-* would rewrite;
@@ -251,7 +255,8 @@ def _preload(role: Role) -> None:
     if role == "control":
         import modelyard.api.app
     else:
-        import modelyard.serving.gateway  # noqa: F401
+        import modelyard.serving.gateway
+        import modelyard.serving.http_protocol  # noqa: F401
 
 
 def run(

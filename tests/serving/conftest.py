@@ -46,7 +46,9 @@ class GatewayServer:
         self.server: LiveServer | None = None
 
     def start(self) -> str:
-        self.server = LiveServer(self.gateway)
+        from modelyard.serving.http_protocol import GatewayHttpProtocol
+
+        self.server = LiveServer(self.gateway, http=GatewayHttpProtocol)
         return self.server.url
 
     def stop(self) -> None:

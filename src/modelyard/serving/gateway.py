@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from cachetools import TTLCache
@@ -75,6 +75,49 @@ class NotReady(ModelyardError):
 
     status = 503
     title = "Not ready"
+
+
+# A prediction route: endpoint name (None: MLflow's bare /invocations), protocol, version.
+HotRoute = tuple[str | None, str, int | None]
+
+
+def hot_route(path: str) -> HotRoute | None:
+    """The prediction route a POST to ``path`` is for; None for every other route."""
+    if path.endswith("/infer") and path.startswith("/v2/models/"):
+        parts = path[len("/v2/models/") : -len("/infer")].split("/")
+        if len(parts) == 1:
+            return parts[0], "v2", None
+        if len(parts) == 3 and parts[1] == "versions" and parts[2].isdigit():
+            return parts[0], "v2", int(parts[2])
+    elif path == "/invocations":
+        return None, "mlflow", None
+    elif path.endswith("/invocations") and path.startswith("/endpoints/") and path.count("/") == 3:
+        return path[len("/endpoints/") : -len("/invocations")], "mlflow", None
+    return None
+
+
+class Reply(NamedTuple):
+    """The answer to a prediction request, before a transport writes it."""
+
+    status: int
+    body: bytes
+    content_type: bytes
+    request_id: str
+    version: bytes  # X-Modelyard-Version; empty when no version was chosen
+    cache: bytes  # X-Modelyard-Cache (hit, miss); empty without a cache
+
+    def headers(self, worker: bytes) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"content-type", self.content_type),
+            (b"content-length", str(len(self.body)).encode()),
+            (b"x-request-id", self.request_id.encode()),
+            (b"x-modelyard-worker", worker),
+        ]
+        if self.version:
+            headers.append((b"x-modelyard-version", self.version))
+        if self.cache:
+            headers.append((b"x-modelyard-cache", self.cache))
+        return headers
 
 
 @dataclass(frozen=True)
@@ -330,23 +373,12 @@ class Gateway:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if scope["method"] == "POST":
-                if path.endswith("/infer") and path.startswith("/v2/models/"):
-                    parts = path[len("/v2/models/") : -len("/infer")].split("/")
-                    if len(parts) == 1:
-                        await self._infer(scope, receive, send, parts[0], "v2", None)
-                        return
-                    if len(parts) == 3 and parts[1] == "versions" and parts[2].isdigit():
-                        await self._infer(scope, receive, send, parts[0], "v2", int(parts[2]))
-                        return
-                elif path.endswith("/invocations"):
-                    if path == "/invocations":
-                        await self._infer(scope, receive, send, None, "mlflow", None)
-                        return
-                    if path.startswith("/endpoints/") and path.count("/") == 3:
-                        name = path[len("/endpoints/") : -len("/invocations")]
-                        await self._infer(scope, receive, send, name, "mlflow", None)
-                        return
+            route = hot_route(path) if scope["method"] == "POST" else None
+            if route is not None:
+                reply = await self.infer(route, dict(scope["headers"]), receive=receive)
+                if reply is not None:
+                    await _send(send, reply, self.worker)
+                return
             if _is_gateway_path(path) or self.control_plane is None:
                 await self.router(scope, receive, send)
                 return
@@ -372,17 +404,22 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _infer(
+    async def infer(
         self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        name: str | None,
-        protocol: str,
-        version: int | None,
-    ) -> None:
+        route: HotRoute,
+        headers: Mapping[bytes, bytes],
+        body: bytes | None = None,
+        *,
+        receive: Receive | None = None,
+    ) -> Reply | None:
+        """Answer one prediction request, whatever carried it (ASGI or :mod:`.http`).
+
+        The body is given whole, or read from ASGI's ``receive`` once a model is chosen
+        (None: the client went away before sending all of it; nobody is left to answer).
+        Failures are answered too, as problem+json; this never raises.
+        """
         start = time.perf_counter()
-        headers = dict(scope["headers"])
+        name, protocol, version = route
         given = headers.get(b"x-request-id")
         request_id = given.decode() if given else _new_request_id()
         served = None
@@ -404,29 +441,27 @@ class Gateway:
             # this point; from here on a hot swap waits for this request to finish.
             loaded.enter()
             try:
-                body = await _read_body(receive, self.max_body, headers)
-                if body is None:  # the client went away; nobody to answer
-                    self.metrics.errors.inc(label_name, "client_disconnected")
-                    return
+                if body is None:
+                    assert receive is not None
+                    body = await _read_body(receive, self.max_body, headers)
+                    if body is None:
+                        self.metrics.errors.inc(label_name, "client_disconnected")
+                        return None
                 payload, tag, request_id = await self._answer(
                     served, loaded, protocol, body, headers, request_id, start
                 )
             finally:
                 loaded.exit()
         except ModelyardError as exc:
-            await self._problem(send, exc, label_name, served, loaded, protocol, start, request_id)
-            return
+            return self._problem(exc, label_name, served, loaded, protocol, start, request_id)
         except Exception as exc:  # a bug of ours: still a problem+json answer, and logged
             log.exception("endpoint %s: request %s failed", label_name, request_id)
             failure = InternalError(f"the gateway failed to answer: {type(exc).__name__}: {exc}")
-            await self._problem(
-                send, failure, label_name, served, loaded, protocol, start, request_id
-            )
-            return
-        await _send(send, 200, payload, JSON, request_id, loaded.tag, tag, self.worker)
+            return self._problem(failure, label_name, served, loaded, protocol, start, request_id)
         self.metrics.observe(
             label_name, loaded.version_label, protocol, 200, time.perf_counter() - start
         )
+        return Reply(200, payload, JSON, request_id, loaded.tag, tag)
 
     async def _reload(self, served: Served, evicted: LoadedModel) -> LoadedModel:
         """Load an evicted model on demand and put it back in its endpoint's snapshot."""
@@ -445,7 +480,7 @@ class Gateway:
         loaded: LoadedModel,
         protocol: str,
         body: bytes,
-        headers: dict[bytes, bytes],
+        headers: Mapping[bytes, bytes],
         request_id: str,
         start: float,
     ) -> tuple[bytes, bytes, str]:
@@ -581,7 +616,7 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _served(self, name: str | None, headers: dict[bytes, bytes]) -> Served:
+    def _served(self, name: str | None, headers: Mapping[bytes, bytes]) -> Served:
         served = self.state.served
         if name is None:  # MLflow's bare /invocations: the header, or the only endpoint
             chosen = headers.get(b"x-modelyard-endpoint")
@@ -601,9 +636,8 @@ class Gateway:
             raise NotFound(f"no endpoint {name!r}; create it with `modelyard endpoints create`")
         return found
 
-    async def _problem(
+    def _problem(
         self,
-        send: Send,
         exc: ModelyardError,
         endpoint: str,
         served: Served | None,
@@ -611,7 +645,7 @@ class Gateway:
         protocol: str,
         start: float,
         request_id: str,
-    ) -> None:
+    ) -> Reply:
         """Answer a failed request with problem+json, count it, and log it when its endpoint
         is known (an unknown endpoint's 404 has no log to go to)."""
         problem = exc.problem()
@@ -640,9 +674,7 @@ class Gateway:
                 latency_ms=seconds * 1000,
             )
         tag = loaded.tag if loaded is not None else b""
-        await _send(
-            send, exc.status, orjson.dumps(problem), PROBLEM, request_id, tag, b"", self.worker
-        )
+        return Reply(exc.status, orjson.dumps(problem), PROBLEM, request_id, tag, b"")
 
     def _model_of(self, endpoint: str, served: Served | None) -> str:
         """The model an endpoint serves (its first route's), for a request that failed before
@@ -827,7 +859,7 @@ def _cache_key(loaded: LoadedModel, protocol: str, body: bytes) -> bytes:
     return f"{loaded.key}|{protocol}|".encode() + digest
 
 
-def _require_json(headers: dict[bytes, bytes], model: str) -> None:
+def _require_json(headers: Mapping[bytes, bytes], model: str) -> None:
     content_type = headers.get(b"content-type")
     if content_type is not None and not content_type.startswith(b"application/json"):
         raise BadRequest(
@@ -836,7 +868,7 @@ def _require_json(headers: dict[bytes, bytes], model: str) -> None:
         )
 
 
-async def _read_body(receive: Receive, limit: int, headers: dict[bytes, bytes]) -> bytes | None:
+async def _read_body(receive: Receive, limit: int, headers: Mapping[bytes, bytes]) -> bytes | None:
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
@@ -867,29 +899,11 @@ async def _read_body(receive: Receive, limit: int, headers: dict[bytes, bytes]) 
             return b"".join(chunks)
 
 
-async def _send(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes,
-    request_id: str,
-    version: bytes,
-    cache: bytes,
-    worker: bytes,
-) -> None:
-    headers = [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-        (b"x-modelyard-worker", worker),
-    ]
-    if version:
-        headers.append((b"x-modelyard-version", version))
-    if cache:
-        headers.append((b"x-modelyard-cache", cache))
+async def _send(send: Send, reply: Reply, worker: bytes) -> None:
     try:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        headers = reply.headers(worker)
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
     except OSError:  # the client disconnected before the answer; nothing left to do
         pass
 
