@@ -66,7 +66,8 @@ def test_worker_socket_is_bound_but_not_listening() -> None:
 
 def test_the_way_to_a_first_answer_imports_no_heavy_library() -> None:
     """Cold start: `modelyard serve` and a gateway worker loading an ONNX model need neither
-    pandas, scipy, the client nor the other commands; they cost ~1.5 s of imports here."""
+    pandas, scipy, the client, the other commands, Starlette's router nor Prometheus's
+    client; they cost ~1.5 s of imports here."""
     import subprocess
     import sys
 
@@ -79,7 +80,8 @@ modelyard.server._preload("both")
 import modelyard.formats.onnx_runtime
 heavy = sorted(
     name for name in ("pandas", "scipy", "sklearn", "fastapi", "modelyard.client", "rich",
-                      "modelyard.cli.models", "pyarrow.compute")
+                      "modelyard.cli.models", "pyarrow.compute", "starlette",
+                      "prometheus_client")
     if name in sys.modules
 )
 print(",".join(heavy))

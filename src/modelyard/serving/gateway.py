@@ -23,13 +23,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from cachetools import TTLCache
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route, Router
 
 from modelyard.errors import BadRequest, ModelyardError, NotFound, PayloadTooLarge
 from modelyard.formats import Predictor
@@ -42,6 +40,11 @@ from modelyard.serving.protocols import mlflow as mlflow_protocol
 from modelyard.serving.protocols import oip
 from modelyard.serving.runtime import choose_runtime
 from modelyard.workspace import Workspace
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Router
 
 log = logging.getLogger("modelyard.gateway")
 
@@ -207,7 +210,14 @@ class Gateway:
         self._sync_lock = asyncio.Lock()
         self._stamp = -1  # the audit log's newest sequence number at the last sync
         self.metrics.add_collector(self._collect)
-        self.router = Router(
+
+    @cached_property
+    def router(self) -> Router:
+        """Starlette's router for the routes other than predictions (built on first use:
+        Starlette is not needed on the way to a gateway's first answer)."""
+        from starlette.routing import Route, Router
+
+        return Router(
             routes=[
                 Route("/v2", self._server_metadata, methods=["GET"]),
                 Route("/v2/health/live", self._live, methods=["GET"]),
@@ -686,20 +696,18 @@ class Gateway:
     # --- the other routes --------------------------------------------------------------
 
     async def _live(self, _: Request) -> Response:
-        return Response(b'{"live":true}', media_type="application/json")
+        return _response(b'{"live":true}')
 
     async def _ready(self, _: Request) -> Response:
         ready = self.state.synced and not self.state.not_ready
         body = {"ready": ready, "not_ready": self.state.not_ready}
-        return Response(
-            orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json"
-        )
+        return _response(orjson.dumps(body), 200 if ready else 503)
 
     async def _server_metadata(self, _: Request) -> Response:
         from modelyard import __version__
 
         body = {"name": "modelyard", "version": __version__, "extensions": []}
-        return Response(orjson.dumps(body), media_type="application/json")
+        return _response(orjson.dumps(body))
 
     async def _model_metadata(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -714,7 +722,7 @@ class Gateway:
             loaded.predictor.signature,
             platform=f"modelyard_{loaded.version.format}_{loaded.key[2]}",
         )
-        return Response(orjson.dumps(body), media_type="application/json")
+        return _response(orjson.dumps(body))
 
     async def _model_ready(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -722,7 +730,7 @@ class Gateway:
             self._pick_version(self._served(name, {}), request.path_params.get("version"))
         except ModelyardError as exc:
             return _problem_response(exc, name)
-        return Response(orjson.dumps({"name": name, "ready": True}), media_type="application/json")
+        return _response(orjson.dumps({"name": name, "ready": True}))
 
     @staticmethod
     def _pick_version(served: Served, version: int | None) -> LoadedModel:
@@ -734,7 +742,7 @@ class Gateway:
         return found
 
     async def _metrics(self, _: Request) -> Response:
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        return _response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
     def _collect(self) -> list[Any]:
         from prometheus_client.core import (
@@ -911,6 +919,10 @@ async def _send(send: Send, reply: Reply, worker: bytes) -> None:
 def _problem_response(exc: ModelyardError, endpoint: str) -> Response:
     problem = exc.problem()
     problem["endpoint"] = endpoint
-    return Response(
-        orjson.dumps(problem), status_code=exc.status, media_type="application/problem+json"
-    )
+    return _response(orjson.dumps(problem), exc.status, "application/problem+json")
+
+
+def _response(body: bytes, status: int = 200, media_type: str = "application/json") -> Response:
+    from starlette.responses import Response
+
+    return Response(body, status_code=status, media_type=media_type)

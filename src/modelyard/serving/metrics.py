@@ -8,7 +8,8 @@ Batch sizes, queue depths, cache sizes, model load times and the prediction log'
 are read from their owners at scrape time too, so they cost nothing per request.
 
 Every update happens on the event loop's thread, and so does the scrape (the ``/metrics``
-route), so no update is torn.
+route), so no update is torn. ``prometheus_client`` is imported at the first scrape, not on
+the way to a gateway's first answer.
 """
 
 from __future__ import annotations
@@ -16,16 +17,13 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-_LE = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
 _NO_LATENCY = len(LATENCY_BUCKETS) + 1  # index of the sum in a latency series
 
 
@@ -49,6 +47,8 @@ class _Counters:
         return 0.0 if cell is None else cell[0]
 
     def family(self) -> CounterMetricFamily:
+        from prometheus_client.core import CounterMetricFamily
+
         family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
         for labels, (value, created) in self.series.items():
             family.add_metric(list(labels), value, created=created)
@@ -69,7 +69,8 @@ class GatewayMetrics:
     """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self._collectors: list[Callable[[], Iterable[Any]]] = [self._collect]
+        self._registry: CollectorRegistry | None = None
         # (endpoint, version, protocol, code) -> (request count cell, latency series)
         self._bound: dict[tuple[str, str, str, int], tuple[list[float], list[float]]] = {}
         self._requests: dict[tuple[str, str, str, str], list[float]] = {}  # [count, created]
@@ -86,7 +87,6 @@ class GatewayMetrics:
             "Requests mirrored to a shadow version",
             ["endpoint", "version", "outcome"],
         )
-        self.registry.register(_Callback(self._collect))
 
     def observe(
         self, endpoint: str, version: str, protocol: str, code: int, seconds: float
@@ -119,12 +119,33 @@ class GatewayMetrics:
 
     def add_collector(self, collect: Callable[[], Iterable[Any]]) -> None:
         """Add metrics computed at scrape time by ``collect``."""
-        self.registry.register(_Callback(collect))
+        self._collectors.append(collect)
+        if self._registry is not None:
+            self._registry.register(_callback(collect))
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """A Prometheus registry of all these metrics (built on first use)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            registry = CollectorRegistry(auto_describe=True)
+            for collect in self._collectors:
+                registry.register(_callback(collect))
+            self._registry = registry
+        return self._registry
 
     def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
     def _collect(self) -> list[Any]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.samples import Sample
+        from prometheus_client.utils import floatToGoString
+
+        bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
         requests = CounterMetricFamily(
             "modelyard_requests",
             "Inference requests answered",
@@ -140,7 +161,7 @@ class GatewayMetrics:
         created_samples = []
         for (endpoint, version), series in self._latency.items():
             cumulative, running = [], 0.0
-            for le, count in zip(_LE, series[:_NO_LATENCY], strict=True):
+            for le, count in zip(bounds, series[:_NO_LATENCY], strict=True):
                 running += count
                 cumulative.append((le, running))
             latency.add_metric([endpoint, version], cumulative, series[_NO_LATENCY])
@@ -161,12 +182,15 @@ class GatewayMetrics:
         ]
 
 
-class _Callback(Collector):
-    def __init__(self, collect: Callable[[], Iterable[Any]]) -> None:
-        self._collect = collect
+def _callback(collect: Callable[[], Iterable[Any]]) -> Any:
+    """A Prometheus collector yielding what ``collect`` returns at each scrape."""
+    from prometheus_client.registry import Collector
 
-    def collect(self) -> Iterator[Any]:
-        yield from self._collect()
+    class _Callback(Collector):
+        def collect(self) -> Iterator[Any]:
+            yield from collect()
 
-    def describe(self) -> list[Any]:
-        return []
+        def describe(self) -> list[Any]:
+            return []
+
+    return _Callback()
