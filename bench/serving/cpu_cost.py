@@ -7,8 +7,9 @@ server's process tree spends per answered request moves much less. For each mode
 runs), then, ``--rounds`` times, for each source tree given with ``--src`` (interleaved, so
 that two versions of the code meet the same machine load):
 
-- starts ``python -m modelyard serve`` with that tree on ``PYTHONPATH`` and records the cold
-  start (process start to the first 2xx prediction, the probe run.py uses);
+- starts ``python -m modelyard serve`` with that tree on ``PYTHONPATH`` (its bytecode compiled
+  first, as ``pip install`` does) and records the cold start (process start to the first 2xx
+  prediction, the probe run.py uses);
 - for each target (``modelyard``: MLflow ``dataframe_split`` on
   ``/endpoints/NAME/invocations``; ``modelyard-v2``: OIP v2 on ``/v2/models/NAME/infer``):
   a 1 s wrk warm-up, then one wrk run of ``--duration`` s; CPU µs per request =
