@@ -48,7 +48,7 @@ class GatewayServer:
     def start(self) -> str:
         from modelyard.serving.http_protocol import GatewayHttpProtocol
 
-        self.server = LiveServer(self.gateway, http=GatewayHttpProtocol)
+        self.server = LiveServer(self.gateway, http=GatewayHttpProtocol, access_log=False)
         return self.server.url
 
     def stop(self) -> None:

@@ -35,7 +35,9 @@ class Sleepy(PythonModel):
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> Iterator[str]:
+def url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A gateway serving ``sleepy``; ``request.param``: uvicorn's access log on (default off)."""
+    access_log = getattr(request, "param", False)
     ws = Workspace.open(Settings(home=tmp_path / "home", trust_pickled_models=True))
     example = pd.DataFrame({"f0": [1.0, 2.0], "f1": [0.0, 0.0]})
     Client(str(ws.settings.resolved_home), settings=ws.settings).log_model(
@@ -43,7 +45,9 @@ def url(tmp_path: Path) -> Iterator[str]:
     )
     ws.endpoints.create("sleepy", "models:/sleepy/1")
     gw = GatewayServer(ws)
-    gw.server = LiveServer(gw.gateway, http=GatewayHttpProtocol, timeout_keep_alive=1)
+    gw.server = LiveServer(
+        gw.gateway, http=GatewayHttpProtocol, timeout_keep_alive=1, access_log=access_log
+    )
     yield gw.server.url
     gw.stop()
     ws.close()
@@ -152,9 +156,8 @@ def test_pipelined_requests_are_answered_in_order(url: str) -> None:
         assert predictions(fourth[2]) == [6.0]
 
 
-def test_requests_out_of_the_ordinary_take_the_asgi_path_and_answer_alike(
-    url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def spy_on_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Which way each prediction reaches Gateway.infer: "direct" or through "asgi"."""
     paths: list[str] = []
     infer = Gateway.infer
 
@@ -163,6 +166,13 @@ def test_requests_out_of_the_ordinary_take_the_asgi_path_and_answer_alike(
         return await infer(self, route, headers, body, receive=receive)
 
     monkeypatch.setattr(Gateway, "infer", spy)
+    return paths
+
+
+def test_requests_out_of_the_ordinary_take_the_asgi_path_and_answer_alike(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = spy_on_paths(monkeypatch)
     json = {"content-type": "application/json"}
     invocations = f"{url}/endpoints/sleepy/invocations"
     fast = httpx.post(invocations, content=body(4.0), headers=json)
@@ -264,3 +274,14 @@ def test_clients_that_disconnect_are_counted_and_hurt_nothing(url: str) -> None:
         if x.startswith("modelyard_request_errors_total") and "client_disconnected" in x
     )
     assert line.endswith(" 3.0"), line
+
+
+@pytest.mark.parametrize("url", [True], indirect=True)
+def test_with_uvicorns_access_log_on_predictions_go_through_asgi(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn writes access lines from its ASGI cycle: none may go missing."""
+    paths = spy_on_paths(monkeypatch)
+    r = httpx.post(f"{url}/endpoints/sleepy/invocations", json=orjson.loads(body(2.0)))
+    assert r.status_code == 200 and predictions(r.content) == [4.0]
+    assert paths == ["asgi"]
