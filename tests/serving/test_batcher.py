@@ -426,3 +426,39 @@ def test_a_batch_size_is_costed_by_its_own_calls() -> None:
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_a_cheap_model_groups_requests_that_arrive_together_and_not_a_lone_clients() -> None:
+    """Concurrent requests share predict calls through the worker; a client that waits for
+    each answer is predicted by submit itself; the batcher follows the traffic both ways."""
+
+    async def main() -> None:
+        model = FakeModel()
+        batcher = Batcher(model.predict, expected_predict_seconds=FAST, name="m:1")
+
+        async def together(base: float) -> None:
+            values = [base + i for i in range(8)]
+            outs = await asyncio.gather(*(batcher.submit(row(v), 1) for v in values))
+            for value, out in zip(values, outs, strict=True):
+                np.testing.assert_array_equal(out["y"], [[2 * value, 2 * value]])
+
+        for round_ in range(30):  # 240 requests, 8 at a time
+            await together(100.0 * round_)
+        assert model.calls <= 40, model.sizes  # ~one call per 8, not 240
+        assert batcher.stats.direct_calls == 0
+
+        calls, direct = model.calls, batcher.stats.direct_calls
+        for i in range(300):  # one at a time: predicted by submit itself, bar the probes
+            out = await batcher.submit(row(float(i)), 1)
+            np.testing.assert_array_equal(out["y"], [[2.0 * i, 2.0 * i]])
+        assert model.calls - calls == 300
+        assert batcher.stats.direct_calls - direct >= 270  # the rest: probes
+
+        calls = model.calls
+        for round_ in range(30):  # concurrent again: a probe sees it and grouping resumes
+            await together(100.0 * round_)
+        assert model.calls - calls <= 100, model.sizes[-60:]
+        assert batcher.stats.inline_calls == model.calls  # all of it on the event loop
+        await batcher.close()
+
+    asyncio.run(main())
