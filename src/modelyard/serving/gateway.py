@@ -1,9 +1,11 @@
 """The data plane: every endpoint behind the Open Inference Protocol v2 and MLflow's scoring.
 
-The hot routes (``.../infer`` and ``.../invocations``) are plain ASGI, not a framework
-route: at thousands of requests a second on two cores, each layer of routing, dependency
-injection and response validation costs a visible share of the budget. Everything else
-(health, metadata, ``/metrics``, the control-plane API) goes through Starlette.
+The hot routes (``.../infer`` and ``.../invocations``) are answered by :meth:`Gateway.infer`,
+not a framework route: at thousands of requests a second on two cores, each layer of
+routing, dependency injection and response validation costs a visible share of the budget.
+Under ``modelyard serve`` an ordinary prediction request does not even become ASGI (see
+:mod:`modelyard.serving.http_protocol`); through ASGI it reaches the same method. Everything
+else (health, metadata, ``/metrics``, the control-plane API) goes through Starlette.
 
 What an endpoint serves is a :class:`Served` snapshot, replaced whole when the registry
 changes (an alias moves, an endpoint is edited): the new versions are loaded and warmed
@@ -422,7 +424,7 @@ class Gateway:
         *,
         receive: Receive | None = None,
     ) -> Reply | None:
-        """Answer one prediction request, whatever carried it (ASGI or :mod:`.http`).
+        """Answer one prediction request, whatever carried it (ASGI or :mod:`.http_protocol`).
 
         The body is given whole, or read from ASGI's ``receive`` once a model is chosen
         (None: the client went away before sending all of it; nobody is left to answer).
