@@ -6,9 +6,14 @@ server's cold start pays only for what it serves.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from modelyard.config import Settings
+
+if TYPE_CHECKING:
+    from modelyard.server import Role
 
 
 def server(
@@ -18,17 +23,7 @@ def server(
     log_level: str = typer.Option("warning", help="uvicorn log level"),
 ) -> None:
     """Start the control-plane API (OpenAPI at /docs, API under /api/v1)."""
-    from modelyard.server import run
-
-    settings = Settings()
-    run(
-        settings,
-        host or settings.host,
-        port or settings.port,
-        role="control",
-        workers=workers,
-        log_level=log_level,
-    )
+    _run("control", host, port, workers, log_level)
 
 
 def serve(
@@ -41,6 +36,10 @@ def serve(
     log_level: str = typer.Option("warning", help="uvicorn log level"),
 ) -> None:
     """Serve every endpoint over OIP v2 (/v2/models/NAME/infer) and MLflow's /invocations."""
+    _run("gateway" if data_plane_only else "both", host, port, workers, log_level)
+
+
+def _run(role: Role, host: str | None, port: int | None, workers: int, log_level: str) -> None:
     from modelyard.server import run
 
     settings = Settings()
@@ -48,7 +47,7 @@ def serve(
         settings,
         host or settings.host,
         port or settings.port,
-        role="gateway" if data_plane_only else "both",
+        role=role,
         workers=workers,
         log_level=log_level,
     )
