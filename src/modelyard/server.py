@@ -273,9 +273,14 @@ def run(
     SIGTERM stops accepting, lets in-flight requests finish and flushes what must be
     flushed (the prediction log) before the processes exit.
     """
+    from modelyard.store.schema import sqlite_at_head
     from modelyard.workspace import Workspace
 
-    Workspace.open(settings).close()  # migrate once, before the workers could race to
+    # Migrate once, before the workers could race to. A SQLite file already at the newest
+    # revision is recognised without SQLAlchemy, which the workers may not need before
+    # their first answer (see serving/plans.py).
+    if not sqlite_at_head(settings.resolved_database_url):
+        Workspace.open(settings).close()
     count = workers or os.cpu_count() or 1
     if count == 1:
         run_worker(settings, host, port, role, log_level)

@@ -8,44 +8,44 @@ each other's tables. ``as_actor`` returns a view that records changes under anot
 from __future__ import annotations
 
 import copy
+import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from modelyard.artifacts import ArtifactStore
 from modelyard.config import Settings
-from modelyard.governance.audit import AuditLog, append_events
-from modelyard.governance.identity import Identities
-from modelyard.store import Store
 
 if TYPE_CHECKING:
     from modelyard.governance.approvals import ApprovalService
+    from modelyard.governance.audit import AuditLog
+    from modelyard.governance.identity import Identities
     from modelyard.monitoring.service import MonitoringService
     from modelyard.pipelines.service import PipelineService
     from modelyard.projects.service import ProjectService
     from modelyard.registry.service import RegistryService
     from modelyard.serving.endpoints import EndpointService
+    from modelyard.store import Store
     from modelyard.tracking.service import TrackingService
 
 
 class Workspace:
-    """The state one modelyard installation works on."""
+    """The state one modelyard installation works on.
 
-    def __init__(
-        self, settings: Settings, store: Store, artifacts: ArtifactStore, actor: str = "local"
-    ) -> None:
+    The metadata store (SQLAlchemy and every table) is opened on first use: a gateway
+    answers its first requests from its plan cache without it (see serving/plans.py).
+    """
+
+    def __init__(self, settings: Settings, artifacts: ArtifactStore, actor: str = "local") -> None:
         self.settings = settings
-        self.store = store
         self.artifacts = artifacts
         self.actor = actor
+        self._db = _LazyStore(settings.resolved_database_url)
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, migrate: bool = True) -> Workspace:
         """Open (and by default migrate) the workspace the settings describe."""
         settings = settings or Settings()
         settings.resolved_home.mkdir(parents=True, exist_ok=True)
-        store = Store(settings.resolved_database_url, before_commit=append_events)
-        if migrate:
-            store.migrate()
         options = {}
         if settings.artifact_root and settings.artifact_root.startswith("s3://"):
             options = {"endpoint_url": settings.s3_endpoint_url} if settings.s3_endpoint_url else {}
@@ -54,7 +54,15 @@ class Workspace:
             max_blob_bytes=settings.max_upload_bytes,
             storage_options=options,
         )
-        return cls(settings, store, artifacts)
+        ws = cls(settings, artifacts)
+        if migrate:
+            ws.store.migrate()
+        return ws
+
+    @property
+    def store(self) -> Store:
+        """The metadata store, opened on first use."""
+        return self._db.get()
 
     def as_actor(self, actor: str) -> Workspace:
         """The same workspace, recording changes as made by ``actor``."""
@@ -103,10 +111,14 @@ class Workspace:
 
     @cached_property
     def identities(self) -> Identities:
+        from modelyard.governance.identity import Identities
+
         return Identities(self.store, self.actor)
 
     @cached_property
     def audit(self) -> AuditLog:
+        from modelyard.governance.audit import AuditLog
+
         return AuditLog(self.store)
 
     @cached_property
@@ -116,7 +128,32 @@ class Workspace:
         return ApprovalService(self)
 
     def close(self) -> None:
-        self.store.dispose()
+        self._db.close()
 
 
-_SHARED = {"settings", "store", "artifacts", "actor"}
+_SHARED = {"settings", "_db", "artifacts", "actor"}
+
+
+class _LazyStore:
+    """A workspace's metadata store, shared by its views, opened once by whoever asks first."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Store:
+        store = self._store
+        if store is None:
+            with self._lock:
+                store = self._store
+                if store is None:
+                    from modelyard.governance.audit import append_events
+                    from modelyard.store import Store
+
+                    store = self._store = Store(self.url, before_commit=append_events)
+        return store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.dispose()

@@ -456,6 +456,7 @@ def test_refresh_resolves_only_after_a_change(
     resolution; a change is followed at the next refresh, and an unaudited one (a database
     edited by hand) at the periodic full sync."""
     from modelyard.serving import gateway as gateway_module
+    from modelyard.serving import plans
     from modelyard.store.tables import ModelAliasRow
 
     X, _ = frame
@@ -464,8 +465,8 @@ def test_refresh_resolves_only_after_a_change(
     gateway.ws.endpoints.create("fraud", "models:/fraud@champion")
     gw = gateway.gateway
     calls = []
-    plans = gw._plans
-    monkeypatch.setattr(gw, "_plans", lambda: calls.append(1) or plans())
+    resolve = plans.resolve
+    monkeypatch.setattr(plans, "resolve", lambda ws: calls.append(1) or resolve(ws))
     monkeypatch.setattr(gateway_module, "FULL_SYNC_EVERY", 10**6)
     url = gateway.start()
 
@@ -482,7 +483,7 @@ def test_refresh_resolves_only_after_a_change(
 
     assert version() == "fraud/1"
     time.sleep(1.0)  # ten refreshes with nothing changed
-    assert len(calls) == 1  # the start-up sync only
+    assert len(calls) == 1  # the check of the cached plans, just after start-up
     gateway.ws.registry.set_alias("fraud", "champion", 2)
     wait_for("fraud/2")
     time.sleep(0.5)  # loading version 2 may have recorded its ONNX conversion (audited)

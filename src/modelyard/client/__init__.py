@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from modelyard.config import Settings
 from modelyard.errors import InvalidInput
 from modelyard.registry import Alias, DatasetLink, ModelVersion
-from modelyard.registry.service import version_dir
+from modelyard.registry.files import version_dir
 from modelyard.workspace import Workspace
 
 if TYPE_CHECKING:

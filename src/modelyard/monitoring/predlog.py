@@ -44,12 +44,10 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import select
 from ulid import ULID
 
-from modelyard.store.tables import PredictionSegmentRow
-
 if TYPE_CHECKING:
+    from modelyard.store.tables import PredictionSegmentRow
     from modelyard.workspace import Workspace
 
 log = logging.getLogger("modelyard.monitoring.predlog")
@@ -516,6 +514,10 @@ class PredictionLog:
             self._lose(rows)
             log.exception("could not encode %d prediction rows of %s; dropped", rows, endpoint)
             return
+        # The metadata tables load here, in the writer's thread, not on a gateway's way to
+        # its first answer (see serving/plans.py).
+        from modelyard.store.tables import PredictionSegmentRow
+
         delay = self.retry_backoff
         for attempt in range(self.retries + 1):
             try:
@@ -566,6 +568,10 @@ class PredictionLog:
         self, endpoint: str, start: datetime | None = None, end: datetime | None = None
     ) -> list[PredictionSegment]:
         """The segments of ``endpoint`` that may hold rows with ``start <= at < end``."""
+        from sqlalchemy import select
+
+        from modelyard.store.tables import PredictionSegmentRow
+
         query = select(PredictionSegmentRow).where(PredictionSegmentRow.endpoint == endpoint)
         if start is not None:
             query = query.where(PredictionSegmentRow.end_at >= _aware(start))

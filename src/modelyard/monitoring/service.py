@@ -210,7 +210,7 @@ class MonitoringService:
         self, version: ModelVersion, data: pd.DataFrame | Mapping[str, Any], *, trusted: bool
     ) -> Profile:
         from modelyard.formats import load_model
-        from modelyard.registry.service import version_dir
+        from modelyard.registry.files import version_dir
 
         frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(dict(data))
         if frame.empty:

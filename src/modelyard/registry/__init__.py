@@ -1,5 +1,7 @@
 """The model registry: versioned models, aliases, lineage and model cards."""
 
+from typing import TYPE_CHECKING, Any
+
 from modelyard.registry.entities import (
     Alias,
     DatasetLink,
@@ -10,8 +12,10 @@ from modelyard.registry.entities import (
     RetentionResult,
     VersionRuntime,
 )
-from modelyard.registry.service import RegistryService
 from modelyard.registry.uri import ModelRef, parse_model_uri
+
+if TYPE_CHECKING:
+    from modelyard.registry.service import RegistryService
 
 __all__ = [
     "Alias",
@@ -26,3 +30,13 @@ __all__ = [
     "VersionRuntime",
     "parse_model_uri",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The service, and SQLAlchemy under it, loads on first use: a gateway answers its first
+    # requests with the entities alone (see serving/plans.py).
+    if name == "RegistryService":
+        from modelyard.registry.service import RegistryService
+
+        return RegistryService
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

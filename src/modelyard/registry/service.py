@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from ulid import ULID
 
-from modelyard.artifacts import ArtifactStore, BlobSource, materialize, parse_digest
+from modelyard.artifacts import ArtifactStore, materialize, parse_digest
 from modelyard.errors import (
     AlreadyExists,
     Conflict,
@@ -44,6 +44,7 @@ from modelyard.registry.entities import (
     RetentionResult,
     VersionRuntime,
 )
+from modelyard.registry.files import version_dir
 from modelyard.registry.uri import ModelRef, check_alias, check_model_name, parse_model_uri
 from modelyard.store import Tx
 from modelyard.store.tables import (
@@ -128,16 +129,6 @@ def _validate_files(ws: Workspace, digest: str, manifest: dict[str, Any]) -> Non
     )
     with contextlib.suppress(MissingExtra):
         validate_model_dir(path)
-
-
-def version_dir(source: BlobSource, version: ModelVersion, cache_dir: Path) -> Path:
-    """Materialise a version's files under ``cache_dir``, keyed by its manifest digest."""
-    from modelyard.formats import MANIFEST_NAME
-
-    files = {path: entry["digest"] for path, entry in version.manifest["files"].items()}
-    files[MANIFEST_NAME] = version.manifest_digest
-    dest = cache_dir / "models" / parse_digest(version.manifest_digest)
-    return materialize(source, files, dest)
 
 
 class RegistryService:

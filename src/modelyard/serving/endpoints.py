@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -14,12 +15,15 @@ from ulid import ULID
 
 from modelyard.errors import AlreadyExists, InvalidInput, NotFound
 from modelyard.registry.uri import check_model_name, parse_model_uri
+from modelyard.serving import plans
 from modelyard.serving.entities import Batching, CacheConfig, Endpoint, TrafficPolicy
 from modelyard.serving.runtime import choose_runtime
 from modelyard.store.tables import EndpointRow
 
 if TYPE_CHECKING:
     from modelyard.workspace import Workspace
+
+log = logging.getLogger("modelyard.serving")
 
 RUNTIMES = ("auto", "native")
 
@@ -81,6 +85,7 @@ class EndpointService:
                 )
         except IntegrityError:
             raise AlreadyExists(f"endpoint {name!r} exists already") from None
+        self._changed()
         return endpoint
 
     def get(self, name: str) -> Endpoint:
@@ -131,6 +136,7 @@ class EndpointService:
                 before,
                 endpoint.model_dump(mode="json", exclude={"id", "created_at", "updated_at"}),
             )
+        self._changed()
         return endpoint
 
     def delete(self, name: str) -> None:
@@ -138,6 +144,16 @@ class EndpointService:
             row = self._row(tx.session, name)
             tx.session.delete(row)
             tx.record("endpoint.delete", "endpoint", name, {"target": row.target}, None)
+        self._changed()
+
+    def _changed(self) -> None:
+        # The next gateway start serves the new plans without reading the store. Best
+        # effort: the change is committed, and a gateway without a current cache reads the
+        # store instead.
+        try:
+            plans.refresh(self.ws)
+        except Exception:
+            log.warning("could not refresh the gateway's plan cache", exc_info=True)
 
     def _checked(
         self,

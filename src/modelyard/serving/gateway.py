@@ -32,15 +32,17 @@ import orjson
 from cachetools import TTLCache
 
 from modelyard.errors import BadRequest, ModelyardError, NotFound, PayloadTooLarge
-from modelyard.formats import Predictor
+from modelyard.formats import Predictor, load_model, read_manifest
 from modelyard.monitoring.predlog import PredictionLog
-from modelyard.registry import ModelVersion, parse_model_uri
-from modelyard.serving.endpoints import Endpoint
+from modelyard.registry import ModelVersion
+from modelyard.registry.files import version_dir
+from modelyard.serving import plans
+from modelyard.serving.entities import Endpoint
 from modelyard.serving.metrics import GatewayMetrics
+from modelyard.serving.plans import Plan, Resolved
 from modelyard.serving.pool import LoadedModel, ModelPool
 from modelyard.serving.protocols import mlflow as mlflow_protocol
 from modelyard.serving.protocols import oip
-from modelyard.serving.runtime import choose_runtime
 from modelyard.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -157,15 +159,6 @@ class Served:
 
 
 @dataclass
-class Plan:
-    """What an endpoint should serve, resolved from the registry (off the event loop)."""
-
-    endpoint: Endpoint
-    routes: list[tuple[ModelVersion, float, str]]  # version, weight, runtime
-    shadow: tuple[ModelVersion, str] | None = None
-
-
-@dataclass
 class GatewayState:
     served: dict[str, Served] = field(default_factory=dict)
     not_ready: dict[str, str] = field(default_factory=dict)
@@ -211,6 +204,8 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sync_lock = asyncio.Lock()
         self._stamp = -1  # the audit log's newest sequence number at the last sync
+        self._cached: Resolved | None = None  # what the plan cache holds, as far as we know
+        self._onnx_files: dict[tuple[str, int], str] = {}  # (model, version) -> ONNX file
         self.metrics.add_collector(self._collect)
 
     @cached_property
@@ -245,10 +240,20 @@ class Gateway:
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every endpoint's models, then keep following the registry."""
+        """Load every endpoint's models, then keep following the registry.
+
+        With a current plan cache (see serving/plans.py) the models are those of the
+        cached plans and the store is first read by the refresher, after the server listens.
+        """
         self.log.start()
-        await self.sync()
-        self._refresher = asyncio.create_task(self._refresh_forever())
+        cached = await asyncio.to_thread(plans.read, self.ws.settings)
+        if cached is None:
+            await self.sync()
+        else:
+            async with self._sync_lock:
+                await self._apply(cached)
+            self._cached = cached
+        self._refresher = asyncio.create_task(self._refresh_forever(verify=cached is not None))
 
     async def stop(self) -> None:
         """Stop following the registry, let in-flight requests finish, flush the log."""
@@ -257,12 +262,13 @@ class Gateway:
         await self.pool.close()
         await asyncio.to_thread(self.log.close)
 
-    async def _refresh_forever(self) -> None:
+    async def _refresh_forever(self, *, verify: bool = False) -> None:
         # Every change that can move what is served (endpoints, aliases, versions, runtimes)
         # is audited in its own transaction, so an unchanged newest audit record means there
         # is nothing to resolve: one small query instead of every endpoint's resolution. A
-        # full sync still runs now and then, and while an endpoint is not ready (to retry).
-        skipped = 0
+        # full sync still runs now and then, and while an endpoint is not ready (to retry);
+        # ``verify``: the first one runs at once (plans that came from the cache).
+        skipped = FULL_SYNC_EVERY if verify else 0
         while True:
             await asyncio.sleep(self.refresh_seconds)
             try:
@@ -278,37 +284,45 @@ class Gateway:
     async def sync(self) -> None:
         """Bring what is served in line with the registry (new, changed, removed endpoints)."""
         async with self._sync_lock:
-            stamp, plans, errors = await asyncio.to_thread(self._plans)
-            state = self.state
-            for name, (reason, model) in errors.items():
-                state.not_ready[name] = reason
-                state.not_ready_models[name] = model
-            wanted = {p.endpoint.name for p in plans} | set(errors)
-            for plan in plans:
-                current = state.served.get(plan.endpoint.name)
-                if current is not None and _same(current, plan):
-                    continue
-                try:
-                    state.served[plan.endpoint.name] = await self._serve(plan, current)
-                    state.not_ready.pop(plan.endpoint.name, None)
-                except Exception as exc:  # keep serving the old versions
-                    log.exception("endpoint %s: loading failed", plan.endpoint.name)
-                    state.not_ready[plan.endpoint.name] = f"{type(exc).__name__}: {exc}"
-                    state.not_ready_models[plan.endpoint.name] = plan.routes[0][0].model
-            for name in list(state.served):
-                if name not in wanted:
-                    del state.served[name]
-            for name in list(state.not_ready):
-                if name not in wanted:
-                    del state.not_ready[name]
-            for name in list(state.not_ready_models):
-                if name not in state.not_ready:
-                    del state.not_ready_models[name]
-            in_use = set().union(*(s.keys for s in state.served.values()))
-            for key in set(self.pool.keys()) - in_use:
-                self._background(self.pool.retire(key))
-            state.synced = True
-            self._stamp = stamp
+            resolved = await asyncio.to_thread(plans.resolve, self.ws)
+            await self._apply(resolved)
+            if resolved != self._cached:
+                self._cached = resolved
+                await asyncio.to_thread(plans.write, self.ws.settings, resolved)
+
+    async def _apply(self, resolved: Resolved) -> None:
+        """Serve ``resolved``: load what is new or changed, retire what is no longer used."""
+        state = self.state
+        for name, (reason, model) in resolved.errors.items():
+            state.not_ready[name] = reason
+            state.not_ready_models[name] = model
+        wanted = {p.endpoint.name for p in resolved.plans} | set(resolved.errors)
+        for plan in resolved.plans:
+            self._onnx_files.update(plan.onnx_files)
+            current = state.served.get(plan.endpoint.name)
+            if current is not None and _same(current, plan):
+                continue
+            try:
+                state.served[plan.endpoint.name] = await self._serve(plan, current)
+                state.not_ready.pop(plan.endpoint.name, None)
+            except Exception as exc:  # keep serving the old versions
+                log.exception("endpoint %s: loading failed", plan.endpoint.name)
+                state.not_ready[plan.endpoint.name] = f"{type(exc).__name__}: {exc}"
+                state.not_ready_models[plan.endpoint.name] = plan.routes[0][0].model
+        for name in list(state.served):
+            if name not in wanted:
+                del state.served[name]
+        for name in list(state.not_ready):
+            if name not in wanted:
+                del state.not_ready[name]
+        for name in list(state.not_ready_models):
+            if name not in state.not_ready:
+                del state.not_ready_models[name]
+        in_use = set().union(*(s.keys for s in state.served.values()))
+        for key in set(self.pool.keys()) - in_use:
+            self._background(self.pool.retire(key))
+        state.synced = True
+        self._stamp = resolved.stamp
 
     async def _serve(self, plan: Plan, current: Served | None) -> Served:
         endpoint = plan.endpoint
@@ -335,49 +349,20 @@ class Gateway:
             )
         return Served(endpoint, tuple(models), tuple(cumulative), shadow, cache)
 
-    def _plans(self) -> tuple[int, list[Plan], dict[str, tuple[str, str]]]:
-        """Resolve every endpoint's targets to versions and runtimes (blocking: a thread).
-
-        Returns the audit log's newest sequence number, read first (a change made while
-        resolving is seen at the next refresh), the plans, and the endpoints that cannot be
-        resolved as name -> (reason, model name).
-        """
-        stamp = self.ws.audit.last_seq()
-        plans: list[Plan] = []
-        errors: dict[str, tuple[str, str]] = {}
-        for endpoint in self.ws.endpoints.list():
-            try:
-                routes = endpoint.policy.routes or []
-                pairs = [(r.target, r.weight) for r in routes] or [(endpoint.target, 1.0)]
-                resolved = []
-                for target, weight in pairs:
-                    version = self.ws.registry.resolve(target)
-                    resolved.append((version, weight, self._runtime(endpoint, version)))
-                shadow = None
-                if endpoint.policy.shadow:
-                    sv = self.ws.registry.resolve(endpoint.policy.shadow)
-                    shadow = (sv, self._runtime(endpoint, sv))
-                plans.append(Plan(endpoint, resolved, shadow))
-            except ModelyardError as exc:
-                errors[endpoint.name] = (exc.detail, _model_name(endpoint.target))
-        return stamp, plans, errors
-
-    def _runtime(self, endpoint: Endpoint, version: ModelVersion) -> str:
-        return choose_runtime(self.ws, endpoint.runtime, version)
-
     def _load(self, version: ModelVersion, runtime: str) -> Predictor:
+        native = version_dir(self.ws.artifacts, version, self.ws.settings.cache_dir)
         if runtime == "onnx":
             from modelyard.formats.onnx_runtime import load_onnx_predictor
 
-            recorded = self.ws.registry.get_runtime(version.model, version.version, "onnx")
-            if recorded is not None and recorded.artifact_digest is not None:
-                native = self.ws.registry.local_path(version)
-                from modelyard.formats import read_manifest
-
+            onnx_file = self._onnx_files.get((version.model, version.version))
+            if onnx_file is None:
+                recorded = self.ws.registry.get_runtime(version.model, version.version, "onnx")
+                onnx_file = None if recorded is None else recorded.artifact_digest
+            if onnx_file is not None:
                 return load_onnx_predictor(
-                    self.ws.artifacts.get_bytes(recorded.artifact_digest), read_manifest(native)
+                    self.ws.artifacts.get_bytes(onnx_file), read_manifest(native)
                 )
-        return self.ws.registry.load_model(version, trusted=self.ws.settings.trust_pickled_models)
+        return load_model(native, trusted=self.ws.settings.trust_pickled_models)
 
     # --- ASGI -------------------------------------------------------------------------
 
@@ -851,13 +836,6 @@ def _same(current: Served, plan: Plan) -> bool:
         else (plan.shadow[0].model, plan.shadow[0].version, plan.shadow[1])
     )
     return (current.shadow.key if current.shadow else None) == shadow
-
-
-def _model_name(target: str) -> str:
-    try:
-        return parse_model_uri(target).name
-    except ModelyardError:
-        return ""
 
 
 def _is_gateway_path(path: str) -> bool:

@@ -35,9 +35,16 @@ def check_onnx(ws: Workspace, version: ModelVersion) -> VersionRuntime:
 
 def choose_runtime(ws: Workspace, preference: str, version: ModelVersion) -> str:
     """``"onnx"`` when allowed and the recorded (or a new) check says identical, else native."""
+    return resolve_runtime(ws, preference, version)[0]
+
+
+def resolve_runtime(
+    ws: Workspace, preference: str, version: ModelVersion
+) -> tuple[str, str | None]:
+    """The runtime :func:`choose_runtime` picks, and the digest of its ONNX file if "onnx"."""
     if preference == "native" or version.format not in CONVERTIBLE:
-        return "native"
+        return "native", None
     recorded = ws.registry.get_runtime(version.model, version.version, "onnx")
     if recorded is None:
         recorded = check_onnx(ws, version)
-    return "onnx" if recorded.usable else "native"
+    return ("onnx", recorded.artifact_digest) if recorded.usable else ("native", None)

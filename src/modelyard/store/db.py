@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.errors import ModelyardError
+from modelyard.store.schema import HEAD_REVISION
 
 
 class StoreUnavailable(ModelyardError):
@@ -79,13 +80,6 @@ class Tx:
 
 
 BeforeCommit = Callable[[Tx], None]
-
-
-#: The newest migration: versions are named ``NNNN_description.py`` with revision id NNNN.
-HEAD_REVISION = max(
-    p.name.split("_", 1)[0]
-    for p in (Path(__file__).parent / "migrations" / "versions").glob("[0-9]*_*.py")
-)
 
 
 class Store:
