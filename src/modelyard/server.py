@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import gc
+import logging
 import multiprocessing
 import os
 import signal
@@ -38,6 +39,8 @@ from modelyard.config import Settings
 
 if TYPE_CHECKING:
     from modelyard.workspace import Workspace
+
+log = logging.getLogger("modelyard.server")
 
 Role = Literal["control", "gateway", "both"]
 ASGIApp = Callable[
@@ -259,6 +262,27 @@ def _preload(role: Role) -> None:
         import modelyard.serving.http_protocol  # noqa: F401
 
 
+def _refresh_plans(settings: Settings) -> None:
+    """Make the gateway's plan cache current before forking (see serving/plans.py).
+
+    With current plans every worker starts from them; otherwise each would import the
+    metadata store's modules and resolve every endpoint itself, at the same time, on the
+    same cores. Here that happens once, and the workers inherit the imported modules.
+    """
+    from modelyard.serving import plans
+    from modelyard.workspace import Workspace
+
+    if plans.read(settings) is not None:
+        return
+    ws = Workspace.open(settings, migrate=False)
+    try:
+        plans.refresh(ws)
+    except Exception:  # the workers resolve for themselves, and say what is wrong
+        log.warning("could not resolve the endpoints before starting the workers", exc_info=True)
+    finally:
+        ws.close()
+
+
 def run(
     settings: Settings,
     host: str,
@@ -282,6 +306,8 @@ def run(
     if not sqlite_at_head(settings.resolved_database_url):
         Workspace.open(settings).close()
     count = workers or os.cpu_count() or 1
+    if role != "control" and count > 1:
+        _refresh_plans(settings)
     if count == 1:
         run_worker(settings, host, port, role, log_level)
         return

@@ -196,3 +196,19 @@ def test_gateway_writes_the_cache_after_it_syncs(deployed: Workspace) -> None:
 
     asyncio.run(run())
     assert plans.read(deployed.settings) == plans.resolve(deployed)
+
+
+def test_the_server_makes_the_cache_current_before_forking(deployed: Workspace) -> None:
+    from modelyard.server import _refresh_plans
+
+    path = deployed.settings.resolved_home / plans.FILE_NAME
+    path.unlink()
+    _refresh_plans(deployed.settings)
+    assert plans.read(deployed.settings) == plans.resolve(deployed)
+
+    path.unlink()
+    broken = deployed.settings.model_copy(
+        update={"database_url": f"sqlite:///{deployed.settings.resolved_home / 'missing' / 'x.db'}"}
+    )
+    _refresh_plans(broken)  # the workers will resolve for themselves and report it
+    assert not path.exists()
