@@ -173,6 +173,19 @@ def md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat.
+
+    busy is user + nice + system + irq + softirq over all cores; steal is the time the
+    hypervisor ran something else while this VM wanted the CPU. Differences over a run show
+    what the processes a benchmark watches do not: other sessions' work, and the host's.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds used so far by the live processes of the tree under ``root``."""
     return sum(cpu for cpu, _ in tree_snapshot(root).values())

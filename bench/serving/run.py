@@ -70,6 +70,7 @@ from common import (  # noqa: E402
     Server,
     free_port,
     log,
+    machine_cpu,
     md_table,
     proc_label,
     tree_snapshot,
@@ -813,6 +814,7 @@ def run_model(
                             continue
                         pid = lv.server.proc.pid
                         before = tree_snapshot(pid)
+                        machine_before = machine_cpu()
                         res = run_wrk(
                             lv.base + t.path,
                             lv.body_files[t.row],
@@ -822,8 +824,14 @@ def run_model(
                             args.wrk_timeout,
                         )
                         after = tree_snapshot(pid)
+                        machine_after = machine_cpu()
                         res["procs"] = cpu_by_process(before, after)
                         res["server_cpu"] = sum(c for _, _, c in res["procs"])
+                        # The rest of the machine during the run: other processes, and time
+                        # the host took the vCPUs away (steal).
+                        machine_busy = machine_after[0] - machine_before[0]
+                        res["other_cpu"] = machine_busy - res["server_cpu"] - res["wrk_cpu"]
+                        res["steal"] = machine_after[1] - machine_before[1]
                         res["rss"] = sum(r for _, r in after.values())
                         res["nprocs"] = len(after)
                         raw = res.pop("raw")
@@ -836,6 +844,7 @@ def run_model(
                             f"{res['rps']:9.1f} req/s p50 {res['p50']:8.2f} ms "
                             f"p99 {res['p99']:8.2f} ms err {res['errors']:5d}  "
                             f"cpu server {res['server_cpu']:.1f}s wrk {res['wrk_cpu']:.1f}s "
+                            f"other {res['other_cpu']:.1f}s steal {res['steal']:.1f}s "
                             f"rss {res['rss'] / 2**20:.0f} MiB"
                         )
     finally:
@@ -876,8 +885,10 @@ def build_rows(results: dict, models: list[str], args, meta: dict):
         "÷ bare",
         "server CPU s (per process)",
         "wrk CPU s",
+        "other / steal CPU s",
     ]
     rows = []
+    nan = float("nan")
     for m in models:
         for conc in args.concurrency:
             cells = {r: results[(m, conc, r)] for r in rows_order if (m, conc, r) in results}
@@ -904,6 +915,7 @@ def build_rows(results: dict, models: list[str], args, meta: dict):
                         ratio(rps[r], rps.get("bare", float("nan"))),
                         f"{mr['server_cpu']:.1f} ({per})",
                         f"{mr['wrk_cpu']:.1f}",
+                        f"{mr.get('other_cpu', nan):.1f} / {mr.get('steal', nan):.1f}",
                     ]
                 )
     ihead = ["model", "in-process (1 row, 1 thread)", "calls/s", "p50 µs", "p99 µs"]
@@ -970,7 +982,9 @@ def report(results: dict, models: list[str], args, meta: dict) -> None:
         f"(non-2xx + socket errors)/requests over all rounds; RSS = sum over the server's "
         f"process tree after its last run; cold start = process start to first 2xx prediction; "
         f"server CPU s = CPU seconds of the server's process tree during the median round "
-        f"(per process ≥ 0.05 s in parentheses: two processes busy = both cores used).",
+        f"(per process ≥ 0.05 s in parentheses: two processes busy = both cores used); "
+        f"other / steal = the rest of the machine's busy CPU in that round (/proc/stat, "
+        f"minus server and wrk) / CPU the hypervisor took from this VM.",
         "- The machine is shared: other sessions' processes may run beside the benchmark "
         "(compare the load average with the 2 cores); judge ratios within one run.",
         f"- Load average (1/5/15 min) before: "
