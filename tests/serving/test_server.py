@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from modelyard.server import LazyApp, _socket
+from modelyard.server import LazyApp, _freeze_when_settled, _socket
 
 
 def test_lazy_app_is_built_once_in_a_thread_and_early_requests_wait_for_it() -> None:
@@ -48,6 +50,35 @@ def test_a_failed_build_reaches_the_request() -> None:
             await LazyApp(build)({"path": "/"}, None, None)
 
     asyncio.run(main())
+
+
+def test_what_a_worker_loads_after_it_listens_is_frozen_once_it_has_settled() -> None:
+    """The control plane and the metadata store load after a gateway worker listens; their
+    objects must leave the collector's oldest generation (each full collection walked them
+    while holding the GIL), but only once both are loaded."""
+    release = threading.Event()
+
+    def build() -> Any:
+        release.wait(10)
+        return [[i] for i in range(20_000)]  # the control plane's objects (lists: tracked)
+
+    gc.freeze()  # everything before the test: not the test's business
+    before = gc.get_freeze_count()
+    lazy = LazyApp(build)
+    gateway = SimpleNamespace(settled=threading.Event())
+    try:
+        _freeze_when_settled(gateway, lazy)  # type: ignore[arg-type]
+        release.set()
+        app = lazy.load().result(10)
+        time.sleep(0.2)
+        assert gc.get_freeze_count() == before  # the gateway has not read its store yet
+        gateway.settled.set()
+        deadline = time.monotonic() + 10
+        while gc.get_freeze_count() < before + len(app):
+            assert time.monotonic() < deadline, "nothing was frozen after the gateway settled"
+            time.sleep(0.02)
+    finally:
+        gc.unfreeze()
 
 
 def test_worker_socket_is_bound_but_not_listening() -> None:

@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
@@ -206,6 +207,9 @@ class Gateway:
         self._stamp = -1  # the audit log's newest sequence number at the last sync
         self._cached: Resolved | None = None  # what the plan cache holds, as far as we know
         self._onnx_files: dict[tuple[str, int], str] = {}  # (model, version) -> ONNX file
+        #: Set once the gateway has read the metadata store and loaded what it serves: at
+        #: start, or at its first refresh when it started from the plan cache.
+        self.settled = threading.Event()
         self.metrics.add_collector(self._collect)
 
     @cached_property
@@ -249,6 +253,7 @@ class Gateway:
         cached = await asyncio.to_thread(plans.read, self.ws.settings)
         if cached is None:
             await self.sync()
+            self.settled.set()
         else:
             async with self._sync_lock:
                 await self._apply(cached)
@@ -278,6 +283,7 @@ class Gateway:
                     skipped += 1
                     continue
                 await self.sync()
+                self.settled.set()
             except Exception:  # a registry hiccup must not stop the gateway
                 log.exception("refreshing endpoints failed; serving what was loaded")
 
