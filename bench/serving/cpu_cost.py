@@ -13,7 +13,8 @@ that two versions of the code meet the same machine load):
 - for each target (``modelyard``: MLflow ``dataframe_split`` on
   ``/endpoints/NAME/invocations``; ``modelyard-v2``: OIP v2 on ``/v2/models/NAME/infer``):
   a 1 s wrk warm-up, then one wrk run of ``--duration`` s; CPU µs per request =
-  (utime + stime of the server's process tree from /proc, after - before) / requests;
+  (utime + stime of the server's process tree from /proc, after - before) / requests,
+  and wrk's p99 latency;
 - stops the server.
 
 Medians over rounds are printed; nothing is written to bench/RESULTS.md.
@@ -73,6 +74,7 @@ def _one_round(adapter: Adapter, args: argparse.Namespace, root: Path) -> dict[s
                 print(f"  {res['errors']} errors!", file=sys.stderr)
             out[target.row] = (after - before) / max(res["requests"], 1) * 1e6
             out[target.row + " rps"] = res["rps"]
+            out[target.row + " p99"] = res["p99"]
     finally:
         server.stop()
     return out
@@ -127,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         parts = [f"{model} {label}: cold {med['cold']:.2f} s ({colds})"]
         for t in args.targets:
             if t in med:
-                parts.append(f"{t} {med[t]:.1f} µs/req ({med[t + ' rps']:.0f} req/s)")
+                parts.append(
+                    f"{t} {med[t]:.1f} µs/req ({med[t + ' rps']:.0f} req/s, "
+                    f"p99 {med[t + ' p99']:.1f} ms)"
+                )
         print("; ".join(parts))
     return 0
 

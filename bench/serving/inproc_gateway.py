@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import sys
 import time
@@ -100,6 +101,7 @@ async def main_async(args: argparse.Namespace) -> None:
     ws = Workspace.open(Settings(home=Path(args.home)), migrate=False)
     gw = Gateway(ws, prediction_log=_NoLog() if args.no_log else None)
     await gw.start()
+    gc.freeze()  # as modelyard.server does once a worker has loaded what it serves
     row = [round(0.1 * i, 6) for i in range(20)]
     targets = {
         "mlflow": (f"/endpoints/{args.name}/invocations", bench.body_mlflow(row)),
