@@ -369,12 +369,13 @@ def test_context_manager(workspace: Workspace) -> None:
     assert pl.read("churn").num_rows == 1
 
 
-def test_many_records_are_converted_in_slices_and_kept_in_order(workspace) -> None:  # type: ignore[no-untyped-def]
+def test_many_records_are_converted_in_slices_and_kept_in_order(workspace, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Over _CONVERT_EVERY records go through the incremental conversion; none is lost."""
     import numpy as np
 
-    from modelyard.monitoring import PredictionLog
+    from modelyard.monitoring import PredictionLog, predlog
 
+    monkeypatch.setattr(predlog, "_CONVERT_EVERY", 256)  # 1,000 records: three slices and a rest
     log = PredictionLog(workspace, segment_rows=700)
     n = 1000
     for i in range(n):
@@ -415,10 +416,15 @@ def test_failed_requests_are_logged_with_their_status(plog: PredictionLog) -> No
     assert table["in__x"].to_pylist() == [0.0, None]
 
 
-def test_gateway_tables_are_logged_like_plain_columns(plog: PredictionLog) -> None:
+def test_gateway_tables_are_logged_like_plain_columns(
+    plog: PredictionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The gateway hands over validated Columns (one matrix); they land exactly as a dict of
     the same columns would, in one segment with them, multi-row requests included."""
+    from modelyard.monitoring import predlog
     from modelyard.serving.validation import Columns
+
+    monkeypatch.setattr(predlog, "_CONVERT_EVERY", 256)
 
     names = ("a", "b", "c")
     rng = np.random.default_rng(3)
