@@ -106,7 +106,7 @@ def _freeze_when_settled(gateway: Gateway, lazy: LazyApp | None, timeout: float 
     loads after it listens: the metadata store (after a start from the plan cache) and the
     control plane (role ``both``).
 
-    Those are some 100,000 long-lived objects. Left in the collector's oldest generation, each
+    Those are some 150,000 long-lived objects. Left in the collector's oldest generation, each
     full collection walked them while holding the GIL: 80-100 ms pauses, several times a
     minute under load, which were most of the gateway's p99 latency.
     """
