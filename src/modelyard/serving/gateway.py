@@ -207,8 +207,8 @@ class Gateway:
         self._stamp = -1  # the audit log's newest sequence number at the last sync
         self._cached: Resolved | None = None  # what the plan cache holds, as far as we know
         self._onnx_files: dict[tuple[str, int], str] = {}  # (model, version) -> ONNX file
-        #: Set once the gateway has read the metadata store and loaded what it serves: at
-        #: start, or at its first refresh when it started from the plan cache.
+        #: Set by the first :meth:`sync` (it reads the metadata store and loads what it
+        #: serves): at start, or at the first refresh of a start from the plan cache.
         self.settled = threading.Event()
         self.metrics.add_collector(self._collect)
 
@@ -253,7 +253,6 @@ class Gateway:
         cached = await asyncio.to_thread(plans.read, self.ws.settings)
         if cached is None:
             await self.sync()
-            self.settled.set()
         else:
             async with self._sync_lock:
                 await self._apply(cached)
@@ -283,7 +282,6 @@ class Gateway:
                     skipped += 1
                     continue
                 await self.sync()
-                self.settled.set()
             except Exception:  # a registry hiccup must not stop the gateway
                 log.exception("refreshing endpoints failed; serving what was loaded")
 
@@ -295,6 +293,7 @@ class Gateway:
             if resolved != self._cached:
                 self._cached = resolved
                 await asyncio.to_thread(plans.write, self.ws.settings, resolved)
+        self.settled.set()
 
     async def _apply(self, resolved: Resolved) -> None:
         """Serve ``resolved``: load what is new or changed, retire what is no longer used."""
