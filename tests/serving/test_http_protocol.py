@@ -3,6 +3,7 @@ without ASGI for ordinary prediction requests, and through ASGI for everything e
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -13,12 +14,15 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
+import uvicorn
 from tests.conftest import LiveServer
 from tests.serving.conftest import GatewayServer
 
 from modelyard.client import Client
 from modelyard.config import Settings
 from modelyard.formats import PythonModel
+from modelyard.server import _say_whether_fast
+from modelyard.serving import http_protocol
 from modelyard.serving.gateway import Gateway
 from modelyard.serving.http_protocol import GatewayHttpProtocol
 from modelyard.workspace import Workspace
@@ -36,7 +40,11 @@ class Sleepy(PythonModel):
 
 @pytest.fixture
 def url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A gateway serving ``sleepy``; ``request.param``: uvicorn's access log on (default off)."""
+    """A gateway serving ``sleepy``; ``request.param``: uvicorn's access log on (default off).
+
+    On means as uvicorn's command line has it: ``access_log`` and a level that writes lines
+    (INFO); off, what ``modelyard serve`` has (``access_log=False``, level WARNING).
+    """
     access_log = getattr(request, "param", False)
     ws = Workspace.open(Settings(home=tmp_path / "home", trust_pickled_models=True))
     example = pd.DataFrame({"f0": [1.0, 2.0], "f1": [0.0, 0.0]})
@@ -46,7 +54,11 @@ def url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     ws.endpoints.create("sleepy", "models:/sleepy/1")
     gw = GatewayServer(ws)
     gw.server = LiveServer(
-        gw.gateway, http=GatewayHttpProtocol, timeout_keep_alive=1, access_log=access_log
+        gw.gateway,
+        http=GatewayHttpProtocol,
+        timeout_keep_alive=1,
+        access_log=access_log,
+        log_level="info" if access_log else "warning",
     )
     yield gw.server.url
     gw.stop()
@@ -276,12 +288,109 @@ def test_clients_that_disconnect_are_counted_and_hurt_nothing(url: str) -> None:
     assert line.endswith(" 3.0"), line
 
 
+class Lines(logging.Handler):
+    """The messages of the records it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def access_logger() -> Iterator[logging.Logger]:
+    """uvicorn's access logger; afterwards without the :class:`Lines` handlers a test added,
+    at its level and propagation from before."""
+    logger = logging.getLogger("uvicorn.access")
+    level, propagate = logger.level, logger.propagate
+    yield logger
+    for handler in [h for h in logger.handlers if isinstance(h, Lines)]:
+        logger.removeHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
 @pytest.mark.parametrize("url", [True], indirect=True)
 def test_with_uvicorns_access_log_on_predictions_go_through_asgi(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    url: str, monkeypatch: pytest.MonkeyPatch, access_logger: logging.Logger
 ) -> None:
     """uvicorn writes access lines from its ASGI cycle: none may go missing."""
     paths = spy_on_paths(monkeypatch)
+    lines = Lines()
+    access_logger.addHandler(lines)
     r = httpx.post(f"{url}/endpoints/sleepy/invocations", json=orjson.loads(body(2.0)))
     assert r.status_code == 200 and predictions(r.content) == [4.0]
     assert paths == ["asgi"]
+    assert any("/endpoints/sleepy/invocations" in line for line in lines.lines), lines.lines
+
+
+def test_the_fast_path_is_off_exactly_when_uvicorn_would_write_access_lines(
+    url: str, monkeypatch: pytest.MonkeyPatch, access_logger: logging.Logger
+) -> None:
+    """A handler on ``uvicorn.access`` at WARNING writes no access line, so it turns nothing
+    off: what pytest 9.1+ does to every non-propagating logger (``access_log=False`` makes
+    uvicorn's one), and what an operator's logging set-up may do. At INFO, uvicorn writes a
+    line per request: each takes the ASGI path, and each line is written."""
+    paths = spy_on_paths(monkeypatch)
+    lines = Lines()
+    access_logger.addHandler(lines)
+    invocations = f"{url}/endpoints/sleepy/invocations"
+    assert access_logger.getEffectiveLevel() == logging.WARNING
+    assert httpx.post(invocations, json=orjson.loads(body(1.0))).status_code == 200
+    access_logger.setLevel(logging.INFO)
+    assert httpx.post(invocations, json=orjson.loads(body(1.0))).status_code == 200
+    assert paths == ["direct", "asgi"]
+    assert len(lines.lines) == 1 and "/endpoints/sleepy/invocations" in lines.lines[0]
+    # on a uvicorn it is not tested on, the gateway is uvicorn's protocol unchanged
+    access_logger.setLevel(logging.WARNING)
+    monkeypatch.setattr(http_protocol, "UVICORN_TESTED", False)
+    assert httpx.post(invocations, json=orjson.loads(body(1.0))).status_code == 200
+    assert paths == ["direct", "asgi", "asgi"]
+
+
+def test_a_gateway_worker_says_at_start_up_whether_the_fast_path_is_on_and_why_not(
+    workspace: Workspace,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    access_logger: logging.Logger,
+) -> None:
+    gateway = Gateway(workspace)
+
+    def said(**options: object) -> list[tuple[str, str]]:
+        caplog.clear()
+        # log_config=None: this Config leaves the process's logging as it is
+        config = uvicorn.Config(gateway, http=GatewayHttpProtocol, log_config=None, **options)
+        with caplog.at_level(logging.INFO, logger="modelyard.server"):
+            _say_whether_fast(config)
+        return [(r.levelname, r.getMessage()) for r in caplog.records]
+
+    access_logger.addHandler(Lines())  # as pytest 9.1+ or an operator's set-up leaves it
+    access_logger.setLevel(logging.WARNING)
+    assert said() == [
+        ("INFO", "gateway fast path on: prediction requests are answered without ASGI")
+    ]
+    off = "gateway fast path off, every request goes through ASGI: "
+    assert said(limit_concurrency=10) == [("WARNING", off + "uvicorn's limit_concurrency is set")]
+    assert said(root_path="/ml") == [("WARNING", off + "uvicorn's root_path is set")]
+    access_logger.setLevel(logging.INFO)
+    assert said() == [
+        (
+            "WARNING",
+            off + "uvicorn's access log is on (logger 'uvicorn.access' has handlers at INFO)",
+        )
+    ]
+    kept = access_logger.handlers[:]  # pytest's own among them, when it attached them
+    access_logger.handlers[:] = []
+    access_logger.propagate = False
+    try:
+        assert said()[0][0] == "INFO"  # at INFO but with nowhere to write: no access log
+    finally:
+        access_logger.handlers[:] = kept
+    monkeypatch.setattr(http_protocol, "UVICORN_TESTED", False)
+    ((level, message),) = said()
+    assert level == "WARNING"
+    assert message == off + (
+        f"uvicorn {uvicorn.__version__} is not a version it is tested on (0.54, 0.55)"
+    )

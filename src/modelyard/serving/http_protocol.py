@@ -11,11 +11,22 @@ answer in one piece.
 
 Anything out of the ordinary takes uvicorn's ASGI path unchanged: a chunked or oversized
 body, ``Expect: 100-continue``, a query string or escaped path, an upgrade, a concurrency
-limit, a root path, an access log (``modelyard serve`` has none). Both paths end in the
-same :meth:`Gateway.infer`, so they answer alike.
+limit, a root path, an access log. Both paths end in the same :meth:`Gateway.infer`, so
+they answer alike.
+
+"An access log" means exactly what makes uvicorn write an access line from its ASGI cycle:
+the ``uvicorn.access`` logger has handlers (uvicorn's own test, made per connection) and
+is enabled for INFO (made per line). A handler alone is not enough: pytest (9.1 and later)
+attaches its capture handlers to every non-propagating logger, which is what uvicorn's
+``access_log=False`` makes of ``uvicorn.access``, and an operator's logging set-up may do
+the same; with the logger at WARNING no line is written, so no request need go through ASGI
+for one. ``modelyard serve`` has no access log.
 
 This leans on uvicorn's ``HttpToolsProtocol`` internals (its parser callbacks, ``cycle``
-and ``pipeline``); ``tests/serving/test_http_protocol.py`` holds it to them.
+and ``pipeline``); ``tests/serving/test_http_protocol.py`` holds it to them, on the uvicorn
+versions in :data:`TESTED_UVICORN`. On any other version the fast path stays off and the
+gateway is uvicorn's protocol unchanged; :func:`fast_path_off` says why, and a gateway
+worker says it at start-up.
 """
 
 from __future__ import annotations
@@ -24,11 +35,44 @@ import asyncio
 import logging
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from modelyard.serving.gateway import Gateway, HotRoute, Reply, hot_route
 
 log = logging.getLogger("modelyard.gateway")
+
+#: The uvicorn minor versions whose ``HttpToolsProtocol`` internals this module is held to:
+#: 0.55 by the tests (the lock's), 0.54 by reading its source against 0.55's (the same in
+#: everything used here).
+TESTED_UVICORN = ("0.54", "0.55")
+#: Whether the installed uvicorn is one of those (else every request takes the ASGI path).
+UVICORN_TESTED = ".".join(uvicorn.__version__.split(".")[:2]) in TESTED_UVICORN
+
+
+def fast_path_off(config: uvicorn.Config) -> str | None:
+    """Why :class:`GatewayHttpProtocol` under ``config`` would answer no request itself, as
+    the logging stands now; None when it answers the ordinary prediction requests.
+
+    The same conditions as the protocol's, per server rather than per request.
+    """
+    access = logging.getLogger("uvicorn.access")
+    if not (isinstance(config.http, type) and issubclass(config.http, GatewayHttpProtocol)):
+        return f"the HTTP protocol is {config.http!r}, not the gateway's"
+    if not isinstance(config.app, Gateway):
+        return "the application is not a Gateway"
+    if not UVICORN_TESTED:
+        return (
+            f"uvicorn {uvicorn.__version__} is not a version it is tested on "
+            f"({', '.join(TESTED_UVICORN)})"
+        )
+    if config.limit_concurrency is not None:
+        return "uvicorn's limit_concurrency is set"
+    if config.root_path:
+        return "uvicorn's root_path is set"
+    if access.hasHandlers() and access.isEnabledFor(logging.INFO):
+        return "uvicorn's access log is on (logger 'uvicorn.access' has handlers at INFO)"
+    return None
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -41,7 +85,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         app = self.config.app
-        self.gateway = app if isinstance(app, Gateway) else None
+        self.gateway = app if isinstance(app, Gateway) and UVICORN_TESTED else None
 
     def on_headers_complete(self) -> None:
         fast = self._fast_request()
@@ -64,7 +108,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         gateway = self.gateway
         if (
             gateway is None
-            or self.access_log  # uvicorn writes access lines from its ASGI cycle only
+            # uvicorn writes access lines from its ASGI cycle only: exactly when it would
+            # write one (its per-connection test, then the logger's level, as it does)
+            or (self.access_log and self.access_logger.isEnabledFor(logging.INFO))
             or self.expect_100_continue
             or self.limit_concurrency is not None
             or self.root_path
@@ -212,4 +258,4 @@ class _Cycle:
         return b"".join(lines)
 
 
-__all__ = ["GatewayHttpProtocol"]
+__all__ = ["TESTED_UVICORN", "GatewayHttpProtocol", "fast_path_off"]
