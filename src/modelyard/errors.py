@@ -111,6 +111,13 @@ class UntrustedModel(ModelyardError):
     exit_code = 5
     title = "Untrusted model"
 
+    #: Every way to opt in, so that the message helps whichever door the model came through.
+    HOW_TO_TRUST = (
+        "if you trust its author, load it with trusted=True (SDK), --trusted (modelyard "
+        "predict), or serve it with modelyard serve --trust-pickled "
+        "(MODELYARD_TRUST_PICKLED_MODELS=true)"
+    )
+
 
 class MissingExtra(ModelyardError):
     """A framework needed for this model is not installed."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import gc
 import logging
 import multiprocessing
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import uvicorn
 
 from modelyard.config import Settings
+from modelyard.errors import Conflict, InvalidInput
 
 if TYPE_CHECKING:
     from modelyard.serving.gateway import Gateway
@@ -48,6 +50,29 @@ ASGIApp = Callable[
     [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
     Awaitable[None],
 ]
+
+
+def ensure_free(host: str, port: int) -> None:
+    """Refuse to start on an address that another process already listens on.
+
+    The workers bind with SO_REUSEPORT, so on a held port the kernel would split the
+    connections between this server and the other one without a word. A plain bind (with
+    SO_REUSEADDR only, so that connections of an earlier run still in TIME_WAIT do not count)
+    fails on any listening socket, with or without SO_REUSEPORT.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise InvalidInput(f"cannot bind {host}:{port}: {exc.strerror}") from None
+            raise Conflict(
+                f"{host}:{port} is already in use by another process (a modelyard server or "
+                f"serve started earlier?): stop it, or start this one with --port "
+                f"(see who holds it: ss -ltnp 'sport = :{port}')"
+            ) from None
 
 
 def _socket(host: str, port: int) -> socket.socket:
@@ -194,6 +219,8 @@ def run_worker(
         # without the middleware every request skips one ASGI layer.
         proxy_headers=False,
     )
+    if gateway is not None:
+        _say_whether_fast(config)
     service = _Loops(ws) if loops and _Loops.wanted(settings, role) else None
 
     def on_serving() -> None:
@@ -215,6 +242,18 @@ def run_worker(
         if service is not None:
             service.stop()
         ws.close()
+
+
+def _say_whether_fast(config: uvicorn.Config) -> None:
+    """One line: whether a gateway worker answers its prediction routes without ASGI, and if
+    not, why (see serving/http_protocol.py). After ``uvicorn.Config`` has set up logging."""
+    from modelyard.serving.http_protocol import fast_path_off
+
+    reason = fast_path_off(config)
+    if reason is None:
+        log.info("gateway fast path on: prediction requests are answered without ASGI")
+    else:
+        log.warning("gateway fast path off, every request goes through ASGI: %s", reason)
 
 
 class _Loops:
@@ -324,6 +363,7 @@ def run(
     from modelyard.store.schema import sqlite_at_head
     from modelyard.workspace import Workspace
 
+    ensure_free(host, port)
     # Migrate once, before the workers could race to. A SQLite file already at the newest
     # revision is recognised without SQLAlchemy, which the workers may not need before
     # their first answer (see serving/plans.py).

@@ -62,7 +62,7 @@ def test_round_trip_with_artifacts(tmp_path: Path) -> None:
 def test_loading_needs_trust(tmp_path: Path) -> None:
     save_model(Doubler(), tmp_path / "m", input_example=np.ones((2, 2)))
     validate_model_dir(tmp_path / "m")  # never unpickles
-    with pytest.raises(UntrustedModel, match="pass trusted=True if you trust its author"):
+    with pytest.raises(UntrustedModel, match="--trust-pickled"):
         load_model(tmp_path / "m")
     result = load_model(tmp_path / "m", trusted=True).predict(np.ones((3, 2)))
     np.testing.assert_array_equal(result["predictions"], np.full((3, 2), 2.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -210,3 +211,73 @@ def test_serve_runs_the_monitor_and_trigger_loops(served, monkeypatch) -> None: 
             assert s.query(MonitorLeaseRow).count() == 0
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("command", ["serve", "server"])
+def test_a_second_server_on_a_held_port_refuses_to_start(served, command: str) -> None:  # type: ignore[no-untyped-def]
+    home, url, start = served
+    first = start(1)
+    port = url.rsplit(":", 1)[1]
+    second = subprocess.run(
+        [sys.executable, "-m", "modelyard", command, "--port", port, "--workers", "2"],
+        env={**os.environ, "MODELYARD_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 4, second.stderr
+    assert f"127.0.0.1:{port} is already in use" in second.stderr
+    assert "--port" in second.stderr
+    assert "Traceback" not in second.stderr
+    # The first still owns every connection.
+    codes = {httpx.get(f"{url}/v2/health/ready").status_code for _ in range(12)}
+    assert codes == {200} and first.poll() is None
+
+
+def test_serve_loads_a_pickled_model_only_with_trust_pickled(tmp_path: Path) -> None:
+    import cloudpickle
+
+    from modelyard.formats import PythonModel
+
+    class Doubler(PythonModel):
+        def predict(self, inputs):  # type: ignore[no-untyped-def]
+            return pd.DataFrame(inputs)["x"].to_numpy() * 2
+
+    home = tmp_path / "home"
+    c = Client(str(home), settings=Settings(home=home))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the server cannot import tests
+    try:
+        c.log_model(Doubler(), "double", input_example=pd.DataFrame({"x": [1.0, 2.0]}))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    c.endpoints.create("double", "models:/double/1")
+    c.close()
+    body = {"dataframe_split": {"columns": ["x"], "data": [[21.0]]}}
+
+    def answer(*flags: str) -> httpx.Response:
+        port = _free_port()
+        env = {**os.environ, "MODELYARD_HOME": str(home)}
+        env.pop("MODELYARD_TRUST_PICKLED_MODELS", None)
+        cmd = [sys.executable, "-m", "modelyard", "serve", "--port", str(port), "--workers", "1"]
+        proc = subprocess.Popen([*cmd, *flags], env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.TransportError):
+                    httpx.get(f"http://127.0.0.1:{port}/v2/health/live")
+                    return httpx.post(
+                        f"http://127.0.0.1:{port}/endpoints/double/invocations", json=body
+                    )
+                assert proc.poll() is None, "modelyard serve exited early"
+                time.sleep(0.1)
+            raise AssertionError("modelyard serve did not start")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    refused = answer()
+    assert refused.status_code == 503  # that endpoint is not ready; the gateway runs on
+    assert "--trust-pickled" in refused.json()["detail"], refused.text
+    trusted = answer("--trust-pickled")
+    assert trusted.status_code == 200, trusted.text
+    assert trusted.json()["predictions"] == [42.0]

@@ -15,15 +15,24 @@ from modelyard.config import Settings
 if TYPE_CHECKING:
     from modelyard.server import Role
 
+TRUST_PICKLED = typer.Option(
+    False,
+    "--trust-pickled",
+    help="load pickle-based models (python_function, custom scikit-learn types), which runs "
+    "their code: only if you trust everyone who can register a model "
+    "(same as MODELYARD_TRUST_PICKLED_MODELS=true)",
+)
+
 
 def server(
     host: str = typer.Option(None, help="interface to bind (default MODELYARD_HOST or 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default MODELYARD_PORT or 8080)"),
     workers: int = typer.Option(0, help="worker processes; 0 means one per core", min=0),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
+    trust_pickled: bool = TRUST_PICKLED,
 ) -> None:
     """Start the control-plane API (OpenAPI at /docs, API under /api/v1)."""
-    _run("control", host, port, workers, log_level)
+    _run("control", host, port, workers, log_level, trust_pickled)
 
 
 def serve(
@@ -34,15 +43,24 @@ def serve(
         False, "--data-plane-only", help="serve predictions only, without the /api/v1 API"
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
+    trust_pickled: bool = TRUST_PICKLED,
 ) -> None:
     """Serve every endpoint over OIP v2 (/v2/models/NAME/infer) and MLflow's /invocations."""
-    _run("gateway" if data_plane_only else "both", host, port, workers, log_level)
+    _run("gateway" if data_plane_only else "both", host, port, workers, log_level, trust_pickled)
 
 
-def _run(role: Role, host: str | None, port: int | None, workers: int, log_level: str) -> None:
+def _run(
+    role: Role,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    log_level: str,
+    trust_pickled: bool,
+) -> None:
     from modelyard.server import run
 
-    settings = Settings()
+    # Only an explicit flag overrides: without it MODELYARD_TRUST_PICKLED_MODELS decides.
+    settings = Settings(**({"trust_pickled_models": True} if trust_pickled else {}))
     run(
         settings,
         host or settings.host,

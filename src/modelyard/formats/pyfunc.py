@@ -89,8 +89,8 @@ class PyfuncFormat:
         if not trusted:
             author_class = manifest.options.get("class", "a PythonModel")
             raise UntrustedModel(
-                f"this model is pickled Python code ({author_class}); "
-                "pass trusted=True if you trust its author"
+                f"this model is pickled Python code ({author_class}) and loading it runs that "
+                f"code; {UntrustedModel.HOW_TO_TRUST}"
             )
         cloudpickle = require("cloudpickle", "pyfunc")
         with (path / MODEL_FILE).open("rb") as handle:

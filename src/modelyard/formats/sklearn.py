@@ -85,8 +85,8 @@ class SklearnFormat:
         if unknown and not trusted:
             raise UntrustedModel(
                 f"{MODEL_FILE} contains types outside scikit-learn, numpy and scipy: "
-                f"{', '.join(unknown)}; loading them may run their code. Pass trusted=True "
-                "if you trust this model's author",
+                f"{', '.join(unknown)}; loading them may run their code. "
+                f"{UntrustedModel.HOW_TO_TRUST[0].upper()}{UntrustedModel.HOW_TO_TRUST[1:]}",
                 untrusted_types=unknown,
             )
         model = sio.load(file, trusted=untrusted)

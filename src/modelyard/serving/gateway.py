@@ -311,7 +311,14 @@ class Gateway:
                 state.served[plan.endpoint.name] = await self._serve(plan, current)
                 state.not_ready.pop(plan.endpoint.name, None)
             except Exception as exc:  # keep serving the old versions
-                log.exception("endpoint %s: loading failed", plan.endpoint.name)
+                # A refusal of ours (untrusted, missing extra) is one line; anything else
+                # is a bug worth its traceback.
+                log.warning(
+                    "endpoint %s: loading failed: %s",
+                    plan.endpoint.name,
+                    exc,
+                    exc_info=not isinstance(exc, ModelyardError),
+                )
                 state.not_ready[plan.endpoint.name] = f"{type(exc).__name__}: {exc}"
                 state.not_ready_models[plan.endpoint.name] = plan.routes[0][0].model
         for name in list(state.served):

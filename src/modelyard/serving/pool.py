@@ -232,9 +232,9 @@ class ModelPool:
             # So that the batcher knows from the first request whether to predict inline.
             options.setdefault("expected_predict_seconds", call_seconds)
             batcher = Batcher(_predict_function(predictor), **options)
-        except BaseException:
+        except BaseException as exc:
             self.events["load_failures"] += 1
-            log.warning("loading model %s:%s (%s) failed", key[0], key[1], runtime, exc_info=True)
+            log.debug("loading model %s:%s (%s) failed: %s", key[0], key[1], runtime, exc)
             raise
         finally:
             self._reserved.pop(key, None)
