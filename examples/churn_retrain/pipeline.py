@@ -146,3 +146,27 @@ def churn_retrain(dataset: str = "churn-train", trials: int = 0) -> None:
     model = train(parts, trials)
     candidate = register(model, parts)
     deploy(evaluate(candidate, parts))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write synthetic customers to a CSV file: ``python -m examples.churn_retrain.pipeline``."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("output", type=Path, help="the .csv file to write")
+    parser.add_argument("--rows", type=int, default=3000, help="customers (default 3000)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument(
+        "--tenure-shift", type=float, default=0.0, help="months added to tenure (drift)"
+    )
+    args = parser.parse_args(argv)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    make_data(args.rows, seed=args.seed, tenure_shift=args.tenure_shift).to_csv(
+        args.output, index=False
+    )
+    print(f"wrote {args.rows} customers to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

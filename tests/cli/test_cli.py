@@ -30,6 +30,18 @@ def test_entry_point_as_a_subprocess(tmp_path: Path) -> None:
 def test_quickstart_then_registry_commands(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = run("quickstart", "--rows", "400").stdout
     assert "models:/fraud/1" in out and "champion" in out
+    # The demo data the README's serving and monitoring blocks use.
+    import pandas as pd
+
+    data = tmp_path / "fraud-data"
+    assert len(pd.read_parquet(data / "train.parquet")) == 300
+    payments = pd.read_csv(data / "payments.csv")
+    assert list(payments.columns) == ["amount", "hour", "account_age_days", "foreign"]
+    labels = pd.read_csv(data / "labels.csv")
+    assert list(labels.columns) == ["request_id", "row", "label"]
+    assert set(labels.request_id) == {"payments-1"}
+    assert labels.row.tolist() == list(range(len(payments)))
+    assert set(labels.label) == {0, 1}
 
     models = json.loads(run("models", "list", "--json").stdout)
     assert [(m["name"], m["aliases"], m["project"]) for m in models] == [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -10,15 +12,77 @@ from modelyard.cli.context import client
 from modelyard.cli.output import console
 from modelyard.errors import AlreadyExists
 
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+FEATURES = ["amount", "hour", "account_age_days", "foreign"]
+#: The request id under which the README sends ``payments.csv`` to the gateway, so that
+#: ``labels.csv`` can name the predictions its labels belong to.
+PAYMENTS_REQUEST_ID = "payments-1"
+
+
+def payments(rng: np.random.Generator, rows: int, *, drift: float = 0.0) -> pd.DataFrame:
+    """Generated card payments with their label ``is_fraud``; ``drift`` > 0 makes amounts
+    larger, payments more often foreign and at night (what a new fraud ring looks like)."""
+    import numpy as np
+    import pandas as pd
+
+    data = pd.DataFrame(
+        {
+            "amount": rng.lognormal(3 + drift, 1, rows),
+            "hour": rng.integers(0, 24, rows).astype("float64"),
+            "account_age_days": rng.exponential(400, rows),
+            "foreign": rng.integers(0, 2, rows).astype("float64"),
+        }
+    )
+    if drift:
+        night = rng.random(rows) < 0.5 * drift
+        data.loc[night, "hour"] = rng.integers(0, 5, int(night.sum())).astype("float64")
+        data.loc[rng.random(rows) < 0.4 * drift, "foreign"] = 1.0
+    logit = 0.04 * data.amount - 0.004 * data.account_age_days + 1.5 * data.foreign - 2
+    data["is_fraud"] = (rng.random(rows) < 1 / (1 + np.exp(-logit.clip(-30, 30)))).astype(int)
+    return data
+
+
+def write_demo_files(folder: Path, train: pd.DataFrame, rng: np.random.Generator) -> list[Path]:
+    """The files the README's serving and monitoring steps use, in ``folder``.
+
+    ``train.parquet``: the training rows (a drift reference). ``payments.csv``: a day of new,
+    drifted payments, features only, to score in batch or send to the gateway.
+    ``labels.csv``: their true labels, as they arrive later: ``request_id`` (the id the README
+    sends ``payments.csv`` under), ``row`` (the payment's row in that request), ``label``.
+    """
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    day = payments(rng, 500, drift=1.0)
+    files = [folder / "train.parquet", folder / "payments.csv", folder / "labels.csv"]
+    train.to_parquet(files[0], index=False)
+    day[FEATURES].to_csv(files[1], index=False)
+    labels = pd.DataFrame(
+        {"request_id": PAYMENTS_REQUEST_ID, "row": range(len(day)), "label": day.is_fraud}
+    )
+    labels.to_csv(files[2], index=False)
+    return files
+
 
 def quickstart(
     ctx: typer.Context,
     name: str = typer.Option("fraud", help="name of the model to register"),
     rows: int = typer.Option(5000, help="rows of generated training data", min=200),
+    data_dir: Path = typer.Option(
+        None,
+        "--data-dir",
+        help="where to write the demo data (train.parquet, payments.csv, labels.csv); "
+        "default ./NAME-data",
+    ),
 ) -> None:
-    """Train a small fraud model on generated data, register it and make it champion."""
+    """Train a small fraud model on generated data, register it and make it champion.
+
+    Also writes the files the README's serving and monitoring steps use.
+    """
     import numpy as np
-    import pandas as pd
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, roc_auc_score
     from sklearn.model_selection import train_test_split
@@ -26,18 +90,9 @@ def quickstart(
     c = client(ctx)
     with console.status("generating data") as status:
         rng = np.random.default_rng(42)
-        data = pd.DataFrame(
-            {
-                "amount": rng.lognormal(3, 1, rows),
-                "hour": rng.integers(0, 24, rows).astype("float64"),
-                "account_age_days": rng.exponential(400, rows),
-                "foreign": rng.integers(0, 2, rows).astype("float64"),
-            }
-        )
-        logit = 0.04 * data.amount - 0.004 * data.account_age_days + 1.5 * data.foreign - 2
-        data["is_fraud"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+        data = payments(rng, rows)
         train, test = train_test_split(data, test_size=0.25, random_state=0)
-        features = ["amount", "hour", "account_age_days", "foreign"]
+        features = FEATURES
 
         status.update("registering project and dataset")
         with contextlib.suppress(AlreadyExists):
@@ -79,6 +134,8 @@ def quickstart(
             )
         c.registry.update_model(name, project="fraud-detection")
         c.set_alias(name, "champion", version.version)
+        status.update("writing the demo data")
+        files = write_demo_files(data_dir or Path(f"{name}-data"), train, rng)
 
     console.print(
         f"[green]registered[/green] models:/{name}/{version.version} (run {run.id}), "
@@ -86,6 +143,7 @@ def quickstart(
         f"alias champion -> {version.version}",
         highlight=False,
     )
+    console.print(f"[green]wrote[/green] {', '.join(str(f) for f in files)}", highlight=False)
     console.print(
         f"""
 Try next:
@@ -95,7 +153,7 @@ Try next:
   modelyard models lineage models:/{name}@champion
   modelyard runs list quickstart
   modelyard audit verify
-  modelyard server            # then open http://127.0.0.1:8080/docs
+  modelyard serve             # then open http://127.0.0.1:8080/docs
 """,
         highlight=False,
     )
