@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     monitor_interval_seconds: float = Field(
         default=30.0,
         ge=0,
-        description="how often the server's monitor closes windows and checks alert rules; "
-        "0 turns the in-server monitor off (run `modelyard monitor run` instead)",
+        description="how often the server's monitor closes windows and checks alert rules, "
+        "and its trigger poller starts due pipeline runs; 0 turns both off (run `modelyard "
+        "monitor run` and `modelyard pipelines triggers poll` instead)",
     )
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
     uri: str | None = Field(

@@ -131,6 +131,7 @@ def test_drift_alert_retrains_gates_and_promotes_without_a_failed_request(served
     lineage = ws.registry.lineage("churn", 2)
     assert [d["name"] for d in lineage.datasets] == ["churn-new"]
     assert lineage.experiment == "pipeline:churn-retrain"
+    assert f"'alert_id': '{alert.id}'" in lineage.params["trigger"]  # which alert retrained it
     stages = run.summary
     for stage in ("ingest_s", "preprocess_s", "train_s", "evaluate_s", "deploy_s", "total_s"):
         assert stages[stage] >= 0

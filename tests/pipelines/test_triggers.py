@@ -3,16 +3,20 @@ dataset versions; restarts, concurrent pollers, cool-down, failed launches, the 
 
 from __future__ import annotations
 
+import ast
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from croniter import croniter
+from sklearn.linear_model import LogisticRegression
 from ulid import ULID
 
 from modelyard.errors import AlreadyExists, InvalidInput, NotFound
+from modelyard.pipelines import StepContext, pipeline, step
 from modelyard.pipelines.triggers import (
     MAX_MISSED,
     TriggerLoop,
@@ -411,6 +415,58 @@ def test_alert_subscription_starts_the_run_when_the_alert_opens(
         stop()
     assert launcher.events[0].startswith("alert:")
     assert [e.outcome for e in service.events()] == ["started"]
+
+
+@step(stage="train")
+def fit(rows: int) -> LogisticRegression:
+    x = np.random.default_rng(3).normal(size=(rows, 2))
+    return LogisticRegression().fit(x, (x.sum(axis=1) > 0).astype(int))
+
+
+@step(stage="deploy", cache=False)
+def register(model: LogisticRegression, ctx: StepContext) -> int:
+    example = pd.DataFrame(np.zeros((2, 2)), columns=["x0", "x1"])
+    return ctx.register_model(model, "churn", example).version
+
+
+@pipeline(name="retrain")
+def retrain(rows: int = 40):  # takes no `trigger` parameter
+    register(fit(rows))
+
+
+def test_a_run_started_by_an_alert_records_it_in_its_params_and_lineage(
+    sqlite_ws: Workspace,
+) -> None:
+    ws = sqlite_ws
+    sent: list[dict[str, Any]] = []
+
+    def launch(name: str, params: dict[str, Any], trigger: dict[str, Any]) -> str:
+        # What PipelineService.start runs in a new process, run here.
+        sent.append(params)
+        return ws.pipelines.run(retrain, params, executor="inprocess", trigger=trigger).id
+
+    alert_rules(ws)
+    service = TriggerService(ws, launch)
+    service.create({"name": "on-drift", "pipeline": "retrain", "kind": "alert"})
+    open_alerts(ws, datetime(2026, 3, 1, 12, tzinfo=UTC), drift_share=0.6)
+    alert = ws.monitoring.list_alerts("churn", rule="drift")[0]
+    [event] = service.poll()
+    assert event.outcome == "started" and event.run_id is not None
+
+    described = sent[0]["trigger"]
+    assert (described["alert_id"], described["rule"], described["endpoint"]) == (
+        alert.id,
+        "drift",
+        "churn",
+    )
+    run = ws.pipelines.get_run(event.run_id)
+    assert run.status == "succeeded", run.error
+    assert run.params == {"rows": 40, "trigger": described}
+    assert run.trigger["event"] == f"alert:{alert.id}"
+    lineage = ws.registry.lineage("churn", 1)
+    assert lineage.run_id == run.tracking_run_id
+    assert lineage.params["rows"] == "40"
+    assert ast.literal_eval(lineage.params["trigger"]) == described
 
 
 # --- datasets ---------------------------------------------------------------------------

@@ -60,7 +60,9 @@ def _run(
     from modelyard.server import run
 
     # Only an explicit flag overrides: without it MODELYARD_TRUST_PICKLED_MODELS decides.
-    settings = Settings(**({"trust_pickled_models": True} if trust_pickled else {}))
+    settings = Settings()
+    if trust_pickled:
+        settings = settings.model_copy(update={"trust_pickled_models": True})
     run(
         settings,
         host or settings.host,

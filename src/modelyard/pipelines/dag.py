@@ -457,7 +457,7 @@ class Pipeline:
         """Defaults overlaid with ``given``; unknown or missing parameters are refused."""
         given = dict(given or {})
         # Triggers describe their event in params["trigger"]; a pipeline that does not
-        # declare the parameter simply does not use it.
+        # declare the parameter simply does not use it (the run still records it).
         if "trigger" not in self.params:
             given.pop("trigger", None)
         unknown = sorted(set(given) - set(self.params))

@@ -9,9 +9,10 @@ store (batched per loop turn), and the run heartbeats while it lives, so a run w
 process died is found and failed by :meth:`PipelineService.reap_stale`.
 
 Each run has a tracking run in experiment ``pipeline:<name>``: the pipeline parameters as
-params, the code version as tags (``git.commit`` of the definition's repository when
-there is one, ``code_version`` always: a hash of the definition and every step's code),
-the numbers returned by ``evaluate`` steps as metrics, and step and stage durations.
+params (with ``trigger``, the description of the event that started a triggered run), the
+code version as tags (``git.commit`` of the definition's repository when there is one,
+``code_version`` always: a hash of the definition and every step's code), the numbers
+returned by ``evaluate`` steps as metrics, and step and stage durations.
 """
 
 from __future__ import annotations
@@ -270,6 +271,12 @@ class PipelineRunner:
         self.ws = ws
         self.pipeline = pipeline.validate()
         self.values = pipeline.resolve_params(params)
+        # What the run records as its params: the values, plus a trigger's description of its
+        # event (params["trigger"]) even when the pipeline does not take it, so the lineage of
+        # a version it registers says which alert, tick or dataset version started it.
+        self.recorded = dict(self.values)
+        if params is not None and "trigger" in params:
+            self.recorded["trigger"] = params["trigger"]
         self.executor = executor
         self.force = force
         self.trigger = dict(trigger or {"kind": "manual"})
@@ -565,7 +572,7 @@ class PipelineRunner:
         if commit:
             tags["git.commit"] = commit
         run = self.ws.tracking.start_run(
-            f"pipeline:{p.name}", name=self.run_id, params=self.values, tags=tags
+            f"pipeline:{p.name}", name=self.run_id, params=self.recorded, tags=tags
         )
         self.tracking_run_id = run.id
         now = datetime.now(UTC)
@@ -579,7 +586,7 @@ class PipelineRunner:
                     pipeline=p.name,
                     status="running",
                     trigger=self.trigger,
-                    params=_jsonable_params(self.values),
+                    params=_jsonable_params(self.recorded),
                     executor=self.executor.name,
                     tracking_run_id=run.id,
                     started_at=now,
@@ -613,7 +620,7 @@ class PipelineRunner:
                 self.run_id,
                 after={
                     "pipeline": p.name,
-                    "params": _jsonable_params(self.values),
+                    "params": _jsonable_params(self.recorded),
                     "trigger": self.trigger,
                     "executor": self.executor.name,
                     "tracking_run_id": run.id,

@@ -22,7 +22,8 @@ ignores what happens while it is disabled: enabling it starts from that moment.
 
 The service never imports the pipeline core: it is given ``launch(pipeline, params, trigger)
 -> run id``. ``params`` are the trigger's params plus ``params["trigger"]``, a description of
-the event (for alerts: alert id, endpoint, rule, kind, metric, value).
+the event (for alerts: alert id, endpoint, rule, kind, metric, value, threshold, window start),
+which the run records among its params whether or not the pipeline takes it.
 """
 
 from __future__ import annotations
