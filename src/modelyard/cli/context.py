@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from modelyard.config import Settings
-
 if TYPE_CHECKING:  # imported when a command first needs it: `modelyard serve` never does
     from modelyard.client import Client
 
@@ -25,6 +23,7 @@ class CliState:
     def client(self) -> Client:
         if self._client is None:
             from modelyard.client import Client
+            from modelyard.config import Settings
 
             self._client = Client(self.uri, token=self.token, settings=Settings())
         return self._client

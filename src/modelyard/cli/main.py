@@ -2,46 +2,101 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections.abc import Iterator, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from modelyard import __version__
 from modelyard.cli.context import state
 from modelyard.errors import ModelyardError
 
-# Every command, in help order: name -> (module, attribute): a Typer (a group of commands) or
-# a function (one command). A module is imported when its command is first needed, so
+
+class CommandRef(NamedTuple):
+    """Where a command lives, and the line the root help shows for it."""
+
+    module: str
+    attribute: str  # a Typer (a group of commands) or a function (one command)
+    help: str  # the first paragraph of the command's own help (a test keeps them equal)
+
+
+# Every command, in help order. A module is imported when its command is first needed, so
 # `modelyard serve` does not pay for the client, pandas and every other command's imports
-# (about 1 s of its cold start).
-COMMANDS: dict[str, tuple[str, str]] = {
-    "server": ("modelyard.cli.server", "server"),
-    "serve": ("modelyard.cli.server", "serve"),
-    "predict": ("modelyard.cli.predict", "predict"),
-    "quickstart": ("modelyard.cli.quickstart", "quickstart"),
-    "models": ("modelyard.cli.models", "app"),
-    "experiments": ("modelyard.cli.tracking", "experiments"),
-    "runs": ("modelyard.cli.tracking", "runs"),
-    "datasets": ("modelyard.cli.tracking", "datasets"),
-    "projects": ("modelyard.cli.projects", "app"),
-    "endpoints": ("modelyard.cli.serving", "endpoints"),
-    "monitor": ("modelyard.cli.monitoring", "app"),
-    "pipelines": ("modelyard.cli.pipelines", "app"),
-    "users": ("modelyard.cli.governance", "users"),
-    "tokens": ("modelyard.cli.governance", "tokens"),
-    "audit": ("modelyard.cli.governance", "audit"),
-    "approvals": ("modelyard.cli.governance", "approvals"),
+# (about 1 s of its cold start), and `modelyard --help` lists the commands from this table
+# without importing any of them.
+COMMANDS: dict[str, CommandRef] = {
+    "server": CommandRef(
+        "modelyard.cli.server",
+        "server",
+        "Start the control-plane API (OpenAPI at /docs, API under /api/v1).",
+    ),
+    "serve": CommandRef(
+        "modelyard.cli.server",
+        "serve",
+        "Serve every endpoint over OIP v2 (/v2/models/NAME/infer) and MLflow's /invocations.",
+    ),
+    "predict": CommandRef(
+        "modelyard.cli.predict",
+        "predict",
+        "Score every row of a file; interrupted runs resume where they stopped.",
+    ),
+    "quickstart": CommandRef(
+        "modelyard.cli.quickstart",
+        "quickstart",
+        "Train a small fraud model on generated data, register it and make it champion.",
+    ),
+    "models": CommandRef(
+        "modelyard.cli.models", "app", "Registered models, versions, aliases, cards and lineage."
+    ),
+    "experiments": CommandRef(
+        "modelyard.cli.tracking", "experiments", "Experiments group runs of one modelling effort."
+    ),
+    "runs": CommandRef(
+        "modelyard.cli.tracking", "runs", "Runs: params, metrics, tags, artifacts, status."
+    ),
+    "datasets": CommandRef(
+        "modelyard.cli.tracking", "datasets", "Datasets with content hash, schema and profile."
+    ),
+    "projects": CommandRef(
+        "modelyard.cli.projects", "app", "Projects: objective, KPIs, constraints, stakeholders."
+    ),
+    "endpoints": CommandRef(
+        "modelyard.cli.serving", "endpoints", "Endpoints: what the gateway serves, and how."
+    ),
+    "monitor": CommandRef(
+        "modelyard.cli.monitoring",
+        "app",
+        "Monitoring: drift, feedback, performance, KPIs and alerts of served models.",
+    ),
+    "pipelines": CommandRef(
+        "modelyard.cli.pipelines",
+        "app",
+        "Pipelines: DAGs of typed steps, cached, run locally or on Ray.",
+    ),
+    "users": CommandRef(
+        "modelyard.cli.governance", "users", "Users and their roles (viewer, editor, admin)."
+    ),
+    "tokens": CommandRef(
+        "modelyard.cli.governance", "tokens", "API tokens (stored hashed; shown once)."
+    ),
+    "audit": CommandRef(
+        "modelyard.cli.governance", "audit", "The hash-chained audit log of every change."
+    ),
+    "approvals": CommandRef(
+        "modelyard.cli.governance",
+        "approvals",
+        "Approvals: sign-offs a policy requires (e.g. promotion to champion).",
+    ),
 }
 
 
 def load_command(name: str) -> Any:
     """The click command ``name`` of :data:`COMMANDS`, importing its module."""
-    module, attribute = COMMANDS[name]
-    target = getattr(importlib.import_module(module), attribute)
+    ref = COMMANDS[name]
+    target = getattr(importlib.import_module(ref.module), ref.attribute)
     if not isinstance(target, typer.Typer):
         single = typer.Typer()
         single.command(name=name)(target)
@@ -77,14 +132,47 @@ class _Commands(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(set(COMMANDS) | set(self._loaded))
 
+    def listed(self, name: str) -> Any:
+        """Command ``name`` as the root help lists it: the loaded command if it is loaded,
+        else a stand-in with its name and help line from :data:`COMMANDS`."""
+        if name in self._loaded or name not in COMMANDS:
+            return self._loaded.get(name)
+        return TyperCommand(name, help=COMMANDS[name].help)
+
 
 class _LazyGroup(TyperGroup):
+    """The root group. Running a command (or its ``--help``) imports the command's module;
+    listing the commands (the root help, shell completion of a command name) does not."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.commands = _Commands()
+        self._listing = False
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        commands = self.commands
+        if self._listing and isinstance(commands, _Commands):
+            return commands.listed(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    @contextlib.contextmanager
+    def _listing_only(self) -> Iterator[None]:
+        listing, self._listing = self._listing, True
+        try:
+            yield
+        finally:
+            self._listing = listing
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        with self._listing_only():
+            super().format_help(ctx, formatter)
+
+    def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
+        with self._listing_only():
+            return super().shell_complete(ctx, incomplete)
 
 
 app = typer.Typer(
@@ -99,6 +187,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from modelyard import __version__
+
         typer.echo(f"modelyard {__version__}")
         raise typer.Exit()
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 import typer
 
 from modelyard.cli.context import JSON, client
 from modelyard.cli.output import console, emit_json, ok, record, table
 from modelyard.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     help="Monitoring: drift, feedback, performance, KPIs and alerts of served models.",
@@ -409,6 +411,8 @@ def delete_rule(ctx: typer.Context, name: str) -> None:
 
 
 def _frame(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     if not path.exists():
         raise InvalidInput(f"{path} does not exist")
     suffix = path.suffix.lower()

@@ -42,19 +42,25 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, Field
 
 from modelyard.monitoring.config import DriftConfig, DriftMethod, FeatureDriftConfig
-from modelyard.monitoring.profiles import (
-    CategoricalProfile,
-    FeatureProfile,
-    NumericProfile,
-    Profile,
-)
+
+# numpy and the profiles (numpy, pandas, pyarrow) are imported by the functions that use them,
+# as scipy is below: the control plane and the SDK import this module for its response models,
+# and a command such as `modelyard models list` needs none of them.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from modelyard.monitoring.profiles import (
+        CategoricalProfile,
+        FeatureProfile,
+        NumericProfile,
+        Profile,
+    )
 
 log = logging.getLogger("modelyard.monitoring.drift")
 
@@ -140,6 +146,8 @@ class DriftReport(BaseModel):
 
 def quantile_edges(reference: NumericProfile, bins: int = NUMERIC_BINS) -> npt.NDArray[np.float64]:
     """Bin edges for numbers: min, the ``bins``-quantiles and max of the reference, unique."""
+    import numpy as np
+
     if reference.count == 0:
         return np.empty(0)
     inner = reference.quantiles(np.arange(1, bins) / bins)
@@ -149,6 +157,8 @@ def quantile_edges(reference: NumericProfile, bins: int = NUMERIC_BINS) -> npt.N
 def bin_shares(profile: NumericProfile, edges: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Shares of ``profile``'s values in ``len(edges) + 2`` bins: below edges[0], equal to
     edges[0], (edges[0], edges[1]], ..., (edges[-2], edges[-1]], above edges[-1]."""
+    import numpy as np
+
     below = profile.cdf(edges[:1], inclusive=False)
     cum = np.concatenate([[0.0], below, profile.cdf(edges), [1.0]])
     return np.clip(np.diff(cum), 0.0, None)
@@ -158,12 +168,16 @@ def bin_shares(profile: NumericProfile, edges: npt.NDArray[np.float64]) -> npt.N
 
 
 def _fill_zeros(shares: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    import numpy as np
+
     # An empty bin gets a small share so that ln(c / r) stays finite: a bin only one side uses
     # weighs in (as drift evidence) without an infinite PSI.
     return np.where(shares > 0, shares, PSI_EMPTY_SHARE)
 
 
 def _psi(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> float:
+    import numpy as np
+
     r = _fill_zeros(ref / ref.sum())
     c = _fill_zeros(cur / cur.sum())
     return float(np.sum((r - c) * np.log(r / c)))
@@ -180,6 +194,7 @@ def _jensenshannon(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -
 
 
 def _chisquare(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> tuple[float, float]:
+    import numpy as np
     from scipy import stats
 
     table = np.vstack([ref, cur])
@@ -191,6 +206,7 @@ def _chisquare(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> tu
 
 
 def _ks(ref: NumericProfile, cur: NumericProfile) -> tuple[float, float]:
+    import numpy as np
     from scipy import stats
 
     if ref.exact and cur.exact and max(ref.count, cur.count) <= KS_EXACT_MAX:
@@ -221,6 +237,8 @@ def _wasserstein(ref: NumericProfile, cur: NumericProfile) -> tuple[float, float
 
 def _distinct_values(ref: NumericProfile, cur: NumericProfile) -> npt.NDArray[np.float64] | None:
     """All values of both sides, if both digests are exact and hold DISCRETE_VALUES at most."""
+    import numpy as np
+
     if not (ref.exact and cur.exact):
         return None
     values = np.union1d(ref.weighted_values()[0], cur.weighted_values()[0])
@@ -230,6 +248,8 @@ def _distinct_values(ref: NumericProfile, cur: NumericProfile) -> npt.NDArray[np
 def _value_masses(
     profile: NumericProfile, values: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
+    import numpy as np
+
     v, w = profile.weighted_values()
     out = np.zeros(values.size)
     np.add.at(out, np.searchsorted(values, v), w)
@@ -240,6 +260,8 @@ def _value_masses(
 
 
 def _non_missing(f: FeatureProfile) -> int:
+    from modelyard.monitoring.profiles import NumericProfile
+
     return f.count if isinstance(f, NumericProfile) else f.total
 
 
@@ -272,6 +294,8 @@ def _aligned_categories(
     When the reference overflowed (``other`` > 0) a category it does not list may hide in its
     ``other``: such current categories go to ``other`` and are not called new.
     """
+    import numpy as np
+
     keys = list(ref.counts)
     cur_other = cur.other
     new: list[tuple[str, int]] = []
@@ -324,6 +348,8 @@ def _judge(
     fcfg: FeatureDriftConfig | None,
     current_rows: int,
 ) -> FeatureDrift:
+    from modelyard.monitoring.profiles import CategoricalProfile, NumericProfile
+
     numeric = isinstance(ref, NumericProfile)
     n_ref, n_cur = _non_missing(ref), _non_missing(cur)
     base = FeatureDrift(

@@ -20,15 +20,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from modelyard.errors import InvalidInput, ModelyardError, NotFound
 from modelyard.monitoring.alerts import Alert, AlertRule, AlertRuleSpec, AlertService
 from modelyard.monitoring.config import MonitorConfig
-from modelyard.monitoring.drift import compare
 from modelyard.monitoring.entities import (
     EndpointDrift,
     EndpointStatus,
@@ -37,29 +34,12 @@ from modelyard.monitoring.entities import (
     ReferenceProfile,
     WindowSummary,
 )
-from modelyard.monitoring.feedback import (
-    Feedback,
-    FeedbackItem,
-    FeedbackResult,
-    FeedbackService,
-    load_monitor_config,
-)
 from modelyard.monitoring.kpis import (
     KpiEvaluation,
     evaluate_kpis,
     kpi_history,
     kpi_observation,
     kpi_samples,
-)
-from modelyard.monitoring.performance import PerformanceReport, performance
-from modelyard.monitoring.profiles import NumericProfile, Profile
-from modelyard.monitoring.windows import (
-    MAX_PROFILED_WIDTH,
-    OUTPUT_FEATURE_PREFIX,
-    WindowContent,
-    WindowProfiler,
-    floor_time,
-    profile_table,
 )
 from modelyard.store.tables import (
     AlertRow,
@@ -69,7 +49,22 @@ from modelyard.store.tables import (
     ReferenceProfileRow,
 )
 
+# The modules that read the prediction log and compute on it (windows, profiles, drift,
+# feedback, performance: numpy, pandas, pyarrow) are imported by the methods that use them,
+# so that making the service (every in-process Client does) costs none of those imports.
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from modelyard.monitoring.feedback import (
+        Feedback,
+        FeedbackItem,
+        FeedbackResult,
+        FeedbackService,
+    )
+    from modelyard.monitoring.performance import PerformanceReport
+    from modelyard.monitoring.profiles import Profile
+    from modelyard.monitoring.windows import WindowContent, WindowProfiler
     from modelyard.registry.entities import ModelVersion
     from modelyard.workspace import Workspace
 
@@ -88,14 +83,21 @@ class MonitoringService:
 
     def __init__(self, ws: Workspace, *, owner: str | None = None) -> None:
         self.ws = ws
-        self.windows = WindowProfiler(ws)
         # Monitors of one process share the lease: the lease keeps processes apart, and
         # passes are safe to overlap (windows are rebuilt whole, a rule fires once).
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self._reference_failures: set[tuple[str, int]] = set()
 
     @cached_property
+    def windows(self) -> WindowProfiler:
+        from modelyard.monitoring.windows import WindowProfiler
+
+        return WindowProfiler(self.ws)
+
+    @cached_property
     def feedback(self) -> FeedbackService:
+        from modelyard.monitoring.feedback import FeedbackService
+
         return FeedbackService(self.ws)
 
     @cached_property
@@ -180,6 +182,8 @@ class MonitoringService:
         dataset: str | None,
         dataset_version: int | None,
     ) -> tuple[pd.DataFrame | Mapping[str, Any], str]:
+        import pandas as pd
+
         if data is not None and dataset is not None:
             raise InvalidInput("give reference data or a dataset, not both")
         if dataset is not None:
@@ -209,7 +213,12 @@ class MonitoringService:
     def _profile_reference(
         self, version: ModelVersion, data: pd.DataFrame | Mapping[str, Any], *, trusted: bool
     ) -> Profile:
+        import numpy as np
+        import pandas as pd
+
         from modelyard.formats import load_model
+        from modelyard.monitoring.profiles import Profile
+        from modelyard.monitoring.windows import OUTPUT_FEATURE_PREFIX
         from modelyard.registry.files import version_dir
 
         frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(dict(data))
@@ -284,6 +293,8 @@ class MonitoringService:
 
     def _reference_profile(self, model: str, number: int) -> tuple[Profile, str] | None:
         """The stored reference of a version, built from its training dataset if it has one."""
+        from modelyard.monitoring.profiles import Profile
+
         version = self.ws.registry.get_version(model, number)
         with self.ws.store.read() as session:
             row = session.get(ReferenceProfileRow, version.id)
@@ -384,6 +395,9 @@ class MonitoringService:
         config: MonitorConfig,
     ) -> tuple[dict[str, float | None], dict[str, int]]:
         """The metrics alert rules and KPIs see for one window, and each metric's sample count."""
+        from modelyard.monitoring.drift import compare
+        from modelyard.monitoring.performance import performance
+
         window_end = window_start + timedelta(seconds=granularity)
         ops = _ops(window_start, window_end, None, contents)
         observation: dict[str, float | None] = {
@@ -455,6 +469,8 @@ class MonitoringService:
         self, endpoint: str, items: Sequence[FeedbackItem | Mapping[str, Any]]
     ) -> FeedbackResult:
         """Store ground-truth labels for logged predictions (all or nothing)."""
+        from modelyard.monitoring.feedback import load_monitor_config
+
         return self.feedback.submit(endpoint, items, config=load_monitor_config(self.ws, endpoint))
 
     def list_feedback(
@@ -527,6 +543,8 @@ class MonitoringService:
         By default the newest closed window of the endpoint's ``window`` granularity (its
         coarsest); a range with no closed window yet is profiled from the log directly.
         """
+        from modelyard.monitoring.drift import compare
+
         config = self.get_config(endpoint)
         granularity = window or config.granularities[-1]
         start, end = self._range(endpoint, granularity, start, end)
@@ -609,6 +627,8 @@ class MonitoringService:
         slice_by: str | None = None,
     ) -> PerformanceReport:
         """Model performance from ground-truth feedback, per window and version."""
+        from modelyard.monitoring.performance import performance
+
         config = self.get_config(endpoint)
         end = end or datetime.now(UTC)
         start = start or end - timedelta(days=7)
@@ -652,6 +672,8 @@ class MonitoringService:
         return result
 
     def _summary(self, endpoint: str, granularity: int) -> WindowSummary:
+        from modelyard.monitoring.drift import compare
+
         closed = self.windows.watermark(endpoint, granularity)
         summary = WindowSummary(granularity=granularity, window_start=None, closed_until=closed)
         if closed is None:
@@ -679,6 +701,8 @@ class MonitoringService:
     def _range(
         self, endpoint: str, granularity: int, start: datetime | None, end: datetime | None
     ) -> tuple[datetime, datetime]:
+        from modelyard.monitoring.windows import floor_time
+
         if end is None:
             end = self.windows.watermark(endpoint, granularity)
             if end is None:  # nothing closed yet: the current window so far
@@ -702,6 +726,8 @@ class MonitoringService:
         self, endpoint: str, granularity: int, start: datetime, end: datetime
     ) -> list[WindowContent]:
         """Window contents covering [start, end): stored windows, or the log read directly."""
+        from modelyard.monitoring.windows import floor_time, profile_table
+
         aligned = floor_time(start, granularity) == start and floor_time(end, granularity) == end
         closed = self.windows.watermark(endpoint, granularity)
         if aligned and closed is not None and end <= closed:
@@ -715,6 +741,8 @@ class MonitoringService:
 
 def _merged(first: WindowContent, contents: Sequence[WindowContent]) -> WindowContent:
     """All contents of ``first``'s version merged into one."""
+    from modelyard.monitoring.windows import WindowContent
+
     merged = WindowContent(model=first.model, version=first.version)
     for content in contents:
         if content.model == first.model and content.version == first.version:
@@ -725,6 +753,8 @@ def _merged(first: WindowContent, contents: Sequence[WindowContent]) -> WindowCo
 def _ops(
     start: datetime, end: datetime, version: int | None, contents: Sequence[WindowContent]
 ) -> OpsWindow:
+    from modelyard.monitoring.profiles import NumericProfile
+
     requests = sum(c.requests for c in contents)
     errors = sum(c.errors for c in contents)
     latency: Profile | None = None
@@ -751,6 +781,10 @@ def _ops(
 
 def _named_columns(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """1-D columns by name; a 2-D array becomes ``name[i]`` per column, as in windows."""
+    import numpy as np
+
+    from modelyard.monitoring.windows import MAX_PROFILED_WIDTH
+
     out: dict[str, np.ndarray] = {}
     for name, values in arrays.items():
         values = np.asarray(values)
@@ -770,6 +804,8 @@ def _inputs_of(kind: str, names: list[str], chunk: pd.DataFrame) -> dict[str, np
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     if not path.exists():
         raise InvalidInput(f"reference data file {path} does not exist")
     try:

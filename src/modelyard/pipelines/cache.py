@@ -27,9 +27,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-import numpy as np
-import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -46,6 +43,17 @@ Ref = dict[str, str]  # {"digest" or "inline", "format", "hash", "type"}
 
 
 # --- hashing ----------------------------------------------------------------------------
+
+# numpy, pandas and cloudpickle are imported by the functions below that use them, so that
+# the commands that only read pipelines and runs do not pay for them (about 0.6 s).
+
+
+def import_value_libraries() -> None:
+    """Import what hashing, storing and loading values uses. A process that forks step
+    attempts calls it first, so that every child inherits them instead of importing them."""
+    import cloudpickle  # noqa: F401
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
 
 
 def is_jsonable(value: Any) -> bool:
@@ -67,6 +75,9 @@ def canonical_json(value: Any) -> bytes:
 
 def value_hash(value: Any) -> str:
     """The content hash of a value (hex sha256), stable across processes and runs."""
+    import numpy as np
+    import pandas as pd
+
     h = hashlib.sha256()
     if isinstance(value, pd.DataFrame):
         try:
@@ -86,6 +97,8 @@ def value_hash(value: Any) -> str:
         h.update(b"json\0")
         h.update(canonical_json(value))
         return h.hexdigest()
+    import cloudpickle
+
     h.update(b"pickle\0")
     h.update(cloudpickle.dumps(value))
     return h.hexdigest()
@@ -215,6 +228,9 @@ def store_value(artifacts: ArtifactStore, value: Any) -> Ref:
 
 
 def _encode(value: Any) -> tuple[bytes, str]:
+    import numpy as np
+    import pandas as pd
+
     if isinstance(value, pd.DataFrame):
         buffer = io.BytesIO()
         try:
@@ -228,6 +244,8 @@ def _encode(value: Any) -> tuple[bytes, str]:
         return buffer.getvalue(), "npy"
     elif is_jsonable(value):
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(), "json"
+    import cloudpickle
+
     return cloudpickle.dumps(value), "pickle"
 
 
@@ -238,11 +256,17 @@ def load_value(artifacts: ArtifactStore, ref: Mapping[str, str]) -> Any:
     data = artifacts.get_bytes(ref["digest"])
     fmt = ref["format"]
     if fmt == "parquet":
+        import pandas as pd
+
         return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
     if fmt == "npy":
+        import numpy as np
+
         return np.load(io.BytesIO(data), allow_pickle=False)
     if fmt == "json":
         return json.loads(data)
+    import cloudpickle
+
     return cloudpickle.loads(data)
 
 
@@ -296,6 +320,8 @@ def numeric_items(value: Any) -> dict[str, float]:
     """The finite-or-not numbers of a ``{name: number}`` dict (metrics a step returned)."""
     if not isinstance(value, dict):
         return {}
+    import numpy as np
+
     found = {}
     for k, v in value.items():
         if (

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import InvalidInput, MissingExtra
-from modelyard.pipelines.cache import load_output, store_outputs
+from modelyard.pipelines.cache import import_value_libraries, load_output, store_outputs
 from modelyard.pipelines.dag import MISSING, StepContext, conforms, type_name
 
 if TYPE_CHECKING:
@@ -265,6 +265,7 @@ class LocalExecutor(Executor):
 
     def open(self, ws: Workspace) -> None:
         self._ws = ws
+        import_value_libraries()  # once here, rather than in every forked attempt
 
     def capacity(self) -> int:
         return self.max_workers - len(self._children)

@@ -31,19 +31,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-import numpy as np
-import numpy.typing as npt
-import pandas as pd
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from modelyard.errors import Conflict, InvalidInput, ModelyardError, NotFound
 from modelyard.page import check_limit
-from modelyard.pipelines.validation import ValidationReport
 from modelyard.store.tables import PromotionRow
 
+# numpy and pandas are imported by the functions that evaluate a candidate: reading and
+# recording promotions (`modelyard pipelines promotions`, the API) needs neither.
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import pandas as pd
+
     from modelyard.formats import Predictor
+    from modelyard.pipelines.validation import ValidationReport
     from modelyard.registry.entities import ModelVersion
     from modelyard.workspace import Workspace
 
@@ -327,6 +330,8 @@ class LatencyBudget:
         return f"latency p99 <= {_fmt(self.p99_ms)} ms{p50} ({self.rows} row/call)"
 
     def check(self, ctx: _Context) -> RuleResult:
+        import numpy as np
+
         frame = ctx.features
         batch = frame.iloc[np.arange(self.rows) % len(frame)]
         predict = ctx.predictor.predict
@@ -492,6 +497,8 @@ def evaluate_candidate(
 ) -> GateReport:
     """Score ``candidate`` (a ``models:/`` URI) and the ``alias`` holder on ``holdout``, then
     check every rule of ``gate``. ``metrics`` default by task, inferred unless given."""
+    import pandas as pd
+
     if not isinstance(holdout, pd.DataFrame):
         raise InvalidInput(f"holdout must be a DataFrame, not {type(holdout).__name__}")
     if target not in holdout.columns:
@@ -770,6 +777,8 @@ def _default_metrics(task: Task) -> tuple[str, ...]:
 def _split_outputs(
     outputs: Mapping[str, Any],
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64] | None]:
+    import numpy as np
+
     if not outputs:
         raise InvalidInput("the model returned no outputs")
     name = "predictions" if "predictions" in outputs else next(iter(outputs))
@@ -784,6 +793,7 @@ def _split_outputs(
 def _infer_task(
     y: npt.NDArray[Any], prediction: npt.NDArray[Any], proba: npt.NDArray[Any] | None
 ) -> Task:
+    import pandas as pd
     from sklearn.utils.multiclass import type_of_target
 
     if proba is not None:
@@ -838,6 +848,8 @@ def _classification(
     pred: npt.NDArray[Any],
     proba: npt.NDArray[np.float64] | None,
 ) -> tuple[float | None, str]:
+    import numpy as np
+    import pandas as pd
     from sklearn import metrics as m
 
     labels = sorted(set(pd.unique(y).tolist()) | set(pd.unique(pred).tolist()))
@@ -878,6 +890,7 @@ def _regression(
     pred: npt.NDArray[Any],
     proba: npt.NDArray[np.float64] | None,
 ) -> tuple[float | None, str]:
+    import numpy as np
     from sklearn import metrics as m
 
     yt = np.asarray(y, dtype=np.float64)

@@ -20,9 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
-import pandas as pd
 from sqlalchemy import Float, Select, and_, bindparam, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -59,6 +57,8 @@ from modelyard.tracking.entities import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from modelyard.workspace import Workspace
 
 END_STATUSES = ("finished", "failed", "killed")
@@ -688,6 +688,8 @@ class TrackingService:
                 f"dataset {name!r} version {row.version} was logged with store_data=False; "
                 "its data is not in the artifact store, log it again with store_data=True"
             )
+        import pandas as pd
+
         return pd.read_parquet(io.BytesIO(self.ws.artifacts.get_bytes(row.artifact_digest)))
 
     @staticmethod
@@ -1043,6 +1045,8 @@ def _parse_order_by(order_by: str | Sequence[str] | None) -> list[_Ordering]:
 
 
 def _load_frame(data: Any, source: str) -> tuple[pd.DataFrame, str]:
+    import pandas as pd
+
     if isinstance(data, pd.DataFrame):
         frame = data
     elif isinstance(data, str | os.PathLike):
@@ -1077,6 +1081,8 @@ def _content_digest(frame: pd.DataFrame) -> str:
     pandas version in the file, so equal data would hash differently after an upgrade;
     the row hashes depend only on the values, their order, and the column dtypes.
     """
+    import pandas as pd
+
     h = hashlib.sha256()
     h.update(orjson.dumps([[name, str(dtype)] for name, dtype in frame.dtypes.items()]))
     try:
@@ -1104,6 +1110,9 @@ def _profile(frame: pd.DataFrame) -> dict[str, NumericProfile | CategoricalProfi
     """Per-column statistics. Numeric statistics cover the finite values; ``std`` is the
     sample standard deviation (ddof=1, pandas' convention); quantiles interpolate linearly
     (numpy's default)."""
+    import numpy as np
+    import pandas as pd
+
     profiles: dict[str, NumericProfile | CategoricalProfile] = {}
     for name in frame.columns:
         column = frame[name]
