@@ -49,6 +49,54 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=8 * 1024**2, description="largest inference request body the gateway accepts"
     )
+    gateway_max_queue: int = Field(
+        default=1024,
+        ge=1,
+        description="requests that may wait for one model in a gateway worker; beyond, and "
+        "when the expected wait is past the request's timeout, 503 with Retry-After at once",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="time a client has to send a request's line and headers (a new "
+        "connection: from connecting); past it, 408 and the connection is closed",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="longest pause between two reads of a request body; past it, 408 and "
+        "the connection is closed",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="largest request line plus headers; larger, 431 and the connection is closed",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="open connections per server worker; a connection beyond gets 503 with "
+        "Retry-After and is closed",
+    )
+    token_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="with auth on, how long a gateway worker trusts a token it looked up "
+        "(a revoked token keeps predicting for at most this long); 0 looks every request up",
+    )
+    metrics_address: str | None = Field(
+        default=None,
+        description="HOST:PORT where `modelyard serve` also answers GET /metrics, without a "
+        "token (for Prometheus; keep it off public networks); unset: /metrics only on the "
+        "main port, behind a token when auth is on",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="on SIGTERM, how long `modelyard serve` and `server` with several workers "
+        "wait for them to finish in-flight requests and flush the prediction log before "
+        "killing them",
+    )
     monitor_interval_seconds: float = Field(
         default=30.0,
         ge=0,
@@ -77,6 +125,27 @@ class Settings(BaseSettings):
         return self.artifact_root or str(self.resolved_home / "artifacts")
 
     @property
+    def metrics_host_port(self) -> tuple[str, int] | None:
+        """``metrics_address`` as (host, port); None when unset."""
+        if self.metrics_address is None:
+            return None
+        host, sep, port = self.metrics_address.rpartition(":")
+        host = host.strip("[]")  # [::1]:9100
+        if not (sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            from modelyard.errors import InvalidInput
+
+            raise InvalidInput(
+                f"metrics address {self.metrics_address!r} is not HOST:PORT; "
+                "e.g. --metrics-address 127.0.0.1:9100"
+            )
+        return host, int(port)
+
+    @property
     def cache_dir(self) -> Path:
         """Local copies of model files, verified against their digests."""
         return self.resolved_home / "cache"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Models saved before they are uploaded; what a killed process leaves is swept."""
+        return self.cache_dir / "staging"

@@ -38,6 +38,7 @@ import uvicorn
 
 from modelyard.config import Settings
 from modelyard.errors import Conflict, InvalidInput
+from modelyard.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from modelyard.serving.gateway import Gateway
@@ -158,9 +159,49 @@ def _die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _child(settings: Settings, host: str, port: int, role: Role, log_level: str) -> None:
+def _child(
+    settings: Settings, host: str, port: int, role: Role, log_level: str, restarts: Any
+) -> None:
     _die_with_parent()
-    run_worker(settings, host, port, role, log_level, loops=False)
+    run_worker(settings, host, port, role, log_level, loops=False, restarts=restarts)
+
+
+def _run_loops(settings: Settings) -> None:
+    """The monitor and trigger loops (see :class:`_Loops`) in a process beside the workers,
+    until SIGTERM or SIGINT. Not in the supervising parent, which must stay single-threaded
+    to fork replacement workers safely (see supervisor.py)."""
+    from modelyard.workspace import Workspace
+
+    _die_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(10)  # serving first: the monitor takes what CPU the workers leave
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    service = _Loops(Workspace.open(settings, migrate=False))
+    service.start_later(min(5.0, settings.monitor_interval_seconds))
+    try:
+        stop.wait()
+    finally:
+        service.stop()
+        service.ws.close()
+
+
+def _restarts_metric(restarts: Any) -> Callable[[], list[Any]]:
+    """``modelyard_worker_restarts_total`` at scrape time, from the supervisor's shared count."""
+
+    def collect() -> list[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        return [
+            CounterMetricFamily(
+                "modelyard_worker_restarts",
+                "Worker processes the supervisor replaced after they died",
+                value=restarts.value,
+            )
+        ]
+
+    return collect
 
 
 def _control_plane(ws: Workspace) -> ASGIApp:
@@ -170,7 +211,14 @@ def _control_plane(ws: Workspace) -> ASGIApp:
 
 
 def run_worker(
-    settings: Settings, host: str, port: int, role: Role, log_level: str, *, loops: bool = True
+    settings: Settings,
+    host: str,
+    port: int,
+    role: Role,
+    log_level: str,
+    *,
+    loops: bool = True,
+    restarts: Any = None,
 ) -> None:
     """Serve ``role`` in this process until SIGTERM (graceful) or SIGINT.
 
@@ -190,11 +238,16 @@ def run_worker(
 
     ws = Workspace.open(settings, migrate=False)
     app: Any
-    http: Any = "httptools"
+    http: Any
     lazy: LazyApp | None = None
     gateway: Gateway | None = None
     if role == "control":
+        from modelyard.http_limits import LimitedHttpProtocol
+
         app = _control_plane(ws)
+        # uvicorn's httptools protocol with header and body timeouts, a header size limit
+        # and a connection limit (see http_limits.py)
+        http = LimitedHttpProtocol.for_settings(settings)
     else:
         from modelyard.serving.gateway import Gateway
         from modelyard.serving.http_protocol import GatewayHttpProtocol
@@ -202,7 +255,9 @@ def run_worker(
         if role == "both":
             lazy = LazyApp(lambda: _control_plane(ws))
         app = gateway = Gateway(ws, control_plane=lazy)
-        http = GatewayHttpProtocol
+        if restarts is not None:  # a supervised worker (see run)
+            gateway.metrics.add_collector(_restarts_metric(restarts))
+        http = GatewayHttpProtocol.for_settings(settings)  # the HTTP limits of http_limits.py
     config = uvicorn.Config(
         app,
         host=host,
@@ -236,8 +291,12 @@ def run_worker(
     # walking it again and again (and, in a forked worker, from touching the pages it shares
     # with its parent).
     gc.freeze()
+    sockets = [_socket(host, port)]
+    metrics = settings.metrics_host_port
+    if metrics is not None and role != "control":  # the gateway tells it apart by its port
+        sockets.append(_socket(*metrics))
     try:
-        server.run(sockets=[_socket(host, port)])
+        server.run(sockets=sockets)
     finally:
         if service is not None:
             service.stop()
@@ -259,12 +318,12 @@ def _say_whether_fast(config: uvicorn.Config) -> None:
 class _Loops:
     """The monitor and the trigger poller, in background threads.
 
-    With several workers the parent process runs them, at a lower CPU priority: a monitor
-    pass is seconds of Python (profiles, drift), which in a gateway worker would take the
-    GIL from its event loop in the middle of requests. A single-process server runs them
-    itself. Database leases let one process act at a time (several servers may share a
-    database). They start a few seconds after serving begins, so they cost nothing on the
-    way to the first answer.
+    With several workers a process of their own runs them (:func:`_run_loops`), at a lower
+    CPU priority: a monitor pass is seconds of Python (profiles, drift), which in a gateway
+    worker would take the GIL from its event loop in the middle of requests. A
+    single-process server runs them itself. Database leases let one process act at a time
+    (several servers may share a database). They start a few seconds after serving begins,
+    so they cost nothing on the way to the first answer.
     """
 
     @staticmethod
@@ -320,6 +379,7 @@ def _preload(role: Role) -> None:
 
     if role == "control":
         import modelyard.api.app
+        import modelyard.http_limits
     else:
         import modelyard.serving.gateway
         import modelyard.serving.http_protocol  # noqa: F401
@@ -346,6 +406,19 @@ def _refresh_plans(settings: Settings) -> None:
         ws.close()
 
 
+def _log_to_stderr(level: str) -> None:
+    """Show modelyard's own log lines (a worker restarted, a client gone) on stderr from
+    ``level`` up, unless logging was configured already. The workers inherit it."""
+    logger = logging.getLogger("modelyard")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    number = logging.getLevelName(level.upper())
+    logger.setLevel(number if isinstance(number, int) else logging.DEBUG)  # uvicorn's "trace"
+
+
 def run(
     settings: Settings,
     host: str,
@@ -358,12 +431,22 @@ def run(
     """Run ``workers`` processes (0: one per core) serving ``role`` on ``host:port``.
 
     SIGTERM stops accepting, lets in-flight requests finish and flushes what must be
-    flushed (the prediction log) before the processes exit.
+    flushed (the prediction log) before the processes exit. With several workers this
+    process supervises them: one that dies is replaced (see supervisor.py).
     """
     from modelyard.store.schema import sqlite_at_head
     from modelyard.workspace import Workspace
 
+    _log_to_stderr(log_level)
     ensure_free(host, port)
+    metrics = settings.metrics_host_port if role != "control" else None
+    if metrics is not None:
+        if metrics[1] == port:
+            raise InvalidInput(
+                f"the metrics address {settings.metrics_address} must use another port than "
+                f"the gateway ({port})"
+            )
+        ensure_free(*metrics)
     # Migrate once, before the workers could race to. A SQLite file already at the newest
     # revision is recognised without SQLAlchemy, which the workers may not need before
     # their first answer (see serving/plans.py).
@@ -382,37 +465,13 @@ def run(
     _preload(role)
     gc.freeze()  # as in run_worker: for the parent's own collections, and shared pages
 
-    ctx = multiprocessing.get_context("fork")
-    children = [
-        ctx.Process(
-            target=_child,
-            args=(settings, host, port, role, log_level),
-            name=f"modelyard-{role}-{i}",
-        )
-        for i in range(count)
-    ]
-    for child in children:
-        child.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    service: _Loops | None = None
+    supervisor = Supervisor(
+        multiprocessing.get_context("fork"), grace=settings.shutdown_grace_seconds
+    )
+    for i in range(count):
+        args = (settings, host, port, role, log_level, supervisor.restarts)
+        supervisor.add(f"modelyard-{role}-{i}", _child, *args)
     if _Loops.wanted(settings, role):
-        with contextlib.suppress(OSError):
-            os.nice(10)  # serving first: the monitor takes what CPU the workers leave
-        service = _Loops(Workspace.open(settings, migrate=False))
-        service.start_later(min(5.0, settings.monitor_interval_seconds))
-    try:
-        for child in children:
-            child.join()
-    finally:
-        if service is not None:
-            service.stop()
-            service.ws.close()
-    if any(c.exitcode not in (0, -signal.SIGTERM) for c in children):
+        supervisor.add("modelyard-loops", _run_loops, settings)
+    if supervisor.run() != 0:
         sys.exit(1)

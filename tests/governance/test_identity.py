@@ -133,3 +133,35 @@ def test_identity_changes_are_audited(any_workspace: Workspace) -> None:
     ]
     assert all(token.secret not in str(r.after) for r in records)
     assert ws.audit.verify().ok
+
+
+def test_token_cache_remembers_lookups_and_honours_expiry(workspace: Workspace) -> None:
+    import time
+
+    from modelyard.governance import TokenCache
+
+    ids = workspace.identities
+    ids.create_user("app")
+    issued = ids.create_token("app", expires_in_days=1, endpoints=["fraud", "churn", "fraud"])
+    assert issued.endpoints == ["churn", "fraud"]
+    cache = TokenCache(ids, ttl=60)
+    assert cache.get(issued.secret) is None  # not looked up yet
+    who = cache.put(issued.secret, cache.load(issued.secret))
+    assert not isinstance(who, str) and who.endpoints == ["churn", "fraud"]
+    assert cache.get(issued.secret) == who
+    # a secret not shaped like ours is refused without a lookup; others once looked up
+    assert "not valid" in str(cache.get("Basic abc"))
+    assert cache.put("myd_nope", cache.load("myd_nope")) == cache.get("myd_nope")
+    # trusted until the TTL, but never past the token's own expiry
+    with workspace.store.engine.begin() as conn:
+        conn.execute(
+            update(TokenRow)
+            .where(TokenRow.id == issued.id)
+            .values(expires_at=datetime.now(UTC) + timedelta(seconds=0.3))
+        )
+    cache.put(issued.secret, cache.load(issued.secret))
+    time.sleep(0.4)
+    assert cache.get(issued.secret) is None
+    assert "expired" in str(cache.put(issued.secret, cache.load(issued.secret)))
+    with pytest.raises(InvalidInput, match="at least one endpoint"):
+        ids.create_token("app", endpoints=[])

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelyard.serving.batcher import _RECENT, Batcher, BatcherClosed
+from modelyard.serving.batcher import _RECENT, Batcher, BatcherClosed, Overloaded
 
 SLOW = 0.05  # an expected predict time that makes the batcher use its executor
 FAST = 1e-6  # one that makes it predict inline
@@ -345,8 +345,8 @@ def test_a_queued_request_times_out_and_its_rows_are_not_predicted() -> None:
         batcher = Batcher(model.predict, max_wait_ms=0.0, expected_predict_seconds=SLOW)
         first = asyncio.create_task(batcher.submit(row(1.0), 1))
         await started(model)
-        with pytest.raises(TimeoutError):
-            await batcher.submit(row(2.0), 1, timeout=0.05)
+        with pytest.raises(TimeoutError):  # admitted (its expected wait is ~0.1 s), then late
+            await batcher.submit(row(2.0), 1, timeout=0.3)
         gate.set()
         await first
         await settle()
@@ -459,6 +459,90 @@ def test_a_cheap_model_groups_requests_that_arrive_together_and_not_a_lone_clien
             await together(100.0 * round_)
         assert model.calls - calls <= 100, model.sizes[-60:]
         assert batcher.stats.inline_calls == model.calls  # all of it on the event loop
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_full_queue_sheds_at_once_and_never_grows_past_its_bound() -> None:
+    """Overload: beyond ``max_queue`` waiting requests, a request is refused right away with
+    Overloaded (503, Retry-After); those admitted are all answered."""
+
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(
+            model.predict, max_wait_ms=0.0, max_queue=8, expected_predict_seconds=SLOW, name="m:1"
+        )
+        first = asyncio.create_task(batcher.submit(row(0.0), 1))
+        await started(model)  # the model is busy: what comes now has to queue
+        calls = [asyncio.create_task(batcher.submit(row(float(i)), 1)) for i in range(1, 101)]
+        await settle()
+        shed = [c for c in calls if c.done() and isinstance(c.exception(), Overloaded)]
+        assert len(shed) == 92 and batcher.queue_depth == 8
+        error = shed[0].exception()
+        assert isinstance(error, Overloaded)
+        assert error.status == 503 and error.reason == "queue_full"
+        assert error.retry_after >= 1 and error.problem()["retry_after"] == error.retry_after
+        assert "8 requests queued" in error.detail and "MODELYARD_GATEWAY_MAX_QUEUE" in error.detail
+        gate.set()
+        await first
+        admitted = [c for c in calls if c not in shed]
+        for i, call in enumerate(admitted, start=1):
+            np.testing.assert_array_equal((await call)["y"], row(float(i))["x"] * 2)
+        stats = batcher.stats
+        assert stats.shed == 92 and stats.requests == 9 and stats.queue_depth == 0
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_request_that_would_wait_past_its_timeout_is_shed_at_once() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(
+            model.predict, max_batch_size=1, max_wait_ms=0.0, expected_predict_seconds=SLOW
+        )
+        first = asyncio.create_task(batcher.submit(row(0.0), 1))
+        await started(model)
+        queued = [asyncio.create_task(batcher.submit(row(float(i)), 1)) for i in range(1, 4)]
+        await settle()
+        # 3 queued calls and its own at >= 50 ms each: at least 200 ms, past 100 ms
+        wait = batcher.expected_wait(1)
+        assert wait is not None and 4 * SLOW <= wait <= 5 * SLOW
+        with pytest.raises(Overloaded) as shed:
+            await batcher.submit(row(9.0), 1, timeout=0.1)
+        assert shed.value.reason == "deadline" and shed.value.retry_after >= 1
+        assert "after this request's 100 ms timeout" in shed.value.detail
+        late_enough = asyncio.create_task(batcher.submit(row(5.0), 1, timeout=10))
+        await settle()
+        assert not late_enough.done()  # admitted: queued behind the others
+        gate.set()
+        await first
+        for call in [*queued, late_enough]:
+            await call
+        assert batcher.stats.shed == 1
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_the_expected_wait_is_unknown_until_a_call_is_costed_and_nothing_is_shed_on_it() -> None:
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(model.predict, max_wait_ms=0.0)  # no cost estimate at all
+        assert batcher.expected_wait() is None
+        first = asyncio.create_task(batcher.submit(row(0.0), 1))
+        await started(model)
+        second = asyncio.create_task(batcher.submit(row(1.0), 1, timeout=1e-6))
+        await settle()
+        assert batcher.stats.shed == 0 and batcher.queue_depth == 1  # queued, not shed
+        gate.set()
+        await first
+        with pytest.raises(TimeoutError):  # its timer ran out while it waited
+            await second
         await batcher.close()
 
     asyncio.run(main())

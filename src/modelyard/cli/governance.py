@@ -57,10 +57,17 @@ def create_token(
     user: str = typer.Option(..., help="whose token"),
     name: str = typer.Option("", help="a label, e.g. ci or laptop"),
     expires_in_days: int = typer.Option(None, help="expire after this many days"),
+    endpoint: list[str] = typer.Option(
+        [],
+        "--endpoint",
+        help="limit the token to predicting on this endpoint, and nothing else; repeatable",
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Issue an API token; its secret is printed this once."""
-    issued = client(ctx).identities.create_token(user, name=name, expires_in_days=expires_in_days)
+    issued = client(ctx).identities.create_token(
+        user, name=name, expires_in_days=expires_in_days, endpoints=endpoint or None
+    )
     if as_json:
         record(issued, as_json=True)
         return
@@ -82,7 +89,7 @@ def list_tokens(
     """List tokens (never their secrets)."""
     table(
         client(ctx).identities.list_tokens(user),
-        ("id", "user", "name", "created_at", "expires_at", "revoked"),
+        ("id", "user", "name", "endpoints", "created_at", "expires_at", "revoked"),
         as_json=as_json,
     )
 

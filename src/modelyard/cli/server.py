@@ -44,9 +44,16 @@ def serve(
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
     trust_pickled: bool = TRUST_PICKLED,
+    metrics_address: str = typer.Option(
+        None,
+        "--metrics-address",
+        help="HOST:PORT where GET /metrics is also served, without a token, for Prometheus "
+        "(default MODELYARD_METRICS_ADDRESS; keep it off public networks)",
+    ),
 ) -> None:
     """Serve every endpoint over OIP v2 (/v2/models/NAME/infer) and MLflow's /invocations."""
-    _run("gateway" if data_plane_only else "both", host, port, workers, log_level, trust_pickled)
+    role: Role = "gateway" if data_plane_only else "both"
+    _run(role, host, port, workers, log_level, trust_pickled, metrics_address)
 
 
 def _run(
@@ -56,6 +63,7 @@ def _run(
     workers: int,
     log_level: str,
     trust_pickled: bool,
+    metrics_address: str | None = None,
 ) -> None:
     from modelyard.server import run
 
@@ -63,6 +71,8 @@ def _run(
     settings = Settings()
     if trust_pickled:
         settings = settings.model_copy(update={"trust_pickled_models": True})
+    if metrics_address is not None:
+        settings = settings.model_copy(update={"metrics_address": metrics_address})
     run(
         settings,
         host or settings.host,

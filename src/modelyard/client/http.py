@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -31,9 +31,7 @@ from modelyard.monitoring.entities import (
     OpsWindow,
     ReferenceProfile,
 )
-from modelyard.monitoring.feedback import Feedback, FeedbackItem, FeedbackResult
 from modelyard.monitoring.kpis import KpiEvaluation
-from modelyard.monitoring.performance import PerformanceReport
 from modelyard.page import Page
 from modelyard.projects.entities import KPI, Project, Stakeholder
 from modelyard.registry import (
@@ -55,6 +53,15 @@ from modelyard.tracking.entities import (
     RunArtifact,
     RunComparison,
 )
+
+if TYPE_CHECKING:  # their modules import numpy and pyarrow: loaded by the calls that use them
+    from modelyard.monitoring.feedback import (
+        Feedback,
+        FeedbackItem,
+        FeedbackResult,
+        PendingFeedback,
+    )
+    from modelyard.monitoring.performance import PerformanceReport
 
 M = TypeVar("M", bound=BaseModel)
 API = "/api/v1"
@@ -381,9 +388,19 @@ class HttpIdentities:
         return self.t.send("POST", f"/users/{_q(name)}/disable", User)
 
     def create_token(
-        self, user: str, *, name: str = "", expires_in_days: int | None = None
+        self,
+        user: str,
+        *,
+        name: str = "",
+        expires_in_days: int | None = None,
+        endpoints: list[str] | None = None,
     ) -> IssuedToken:
-        body = {"user": user, "name": name, "expires_in_days": expires_in_days}
+        body = {
+            "user": user,
+            "name": name,
+            "expires_in_days": expires_in_days,
+            "endpoints": endpoints,
+        }
         return self.t.send("POST", "/tokens", IssuedToken, body)
 
     def list_tokens(self, user: str | None = None) -> list[Token]:
@@ -774,6 +791,8 @@ class HttpMonitoring:
         return self._list(f"/monitoring/endpoints/{_q(endpoint)}/operations", list[OpsWindow], **kw)
 
     def performance(self, endpoint: str, **kw: Any) -> PerformanceReport:
+        from modelyard.monitoring.performance import PerformanceReport
+
         return self.t.get(
             f"/monitoring/endpoints/{_q(endpoint)}/performance",
             PerformanceReport,
@@ -783,13 +802,26 @@ class HttpMonitoring:
     def submit_feedback(
         self, endpoint: str, items: Iterable[FeedbackItem | Mapping[str, Any]]
     ) -> FeedbackResult:
+        from modelyard.monitoring.feedback import FeedbackResult
+
         body = {"items": [_dump(i) if isinstance(i, BaseModel) else dict(i) for i in items]}
         return self.t.send(
             "POST", f"/monitoring/endpoints/{_q(endpoint)}/feedback", FeedbackResult, body
         )
 
     def list_feedback(self, endpoint: str, **kw: Any) -> list[Feedback]:
+        from modelyard.monitoring.feedback import Feedback
+
         return self._list(f"/monitoring/endpoints/{_q(endpoint)}/feedback", list[Feedback], **kw)
+
+    def list_held_feedback(self, endpoint: str, status: str | None = None) -> list[PendingFeedback]:
+        from modelyard.monitoring.feedback import PendingFeedback
+
+        return self._list(
+            f"/monitoring/endpoints/{_q(endpoint)}/feedback/pending",
+            list[PendingFeedback],
+            status=status,
+        )
 
     def create_rule(self, spec: AlertRuleSpec | Mapping[str, Any]) -> AlertRule:
         body = _dump(spec) if isinstance(spec, BaseModel) else dict(spec)

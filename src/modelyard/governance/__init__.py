@@ -3,7 +3,7 @@
 from modelyard.governance.approvals import Approval, ApprovalService
 from modelyard.governance.audit import AuditLog, VerifyResult, append_events
 from modelyard.governance.entities import AuditRecord, Identity, IssuedToken, Role, Token, User
-from modelyard.governance.identity import LOCAL_USER, Identities
+from modelyard.governance.identity import LOCAL_USER, Identities, TokenCache
 
 __all__ = [
     "LOCAL_USER",
@@ -16,6 +16,7 @@ __all__ = [
     "IssuedToken",
     "Role",
     "Token",
+    "TokenCache",
     "User",
     "VerifyResult",
     "append_events",

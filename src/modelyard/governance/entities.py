@@ -34,6 +34,12 @@ class Identity(BaseModel):
 
     name: str
     role: Role
+    #: The endpoints the token may predict on; None: every endpoint, and the HTTP API as
+    #: the role allows. A token limited to endpoints may only predict (see docs/api.md).
+    endpoints: list[str] | None = None
+
+    def may_predict(self, endpoint: str) -> bool:
+        return self.endpoints is None or endpoint in self.endpoints
 
 
 class Token(BaseModel):
@@ -43,6 +49,8 @@ class Token(BaseModel):
     created_at: datetime
     expires_at: datetime | None = None
     revoked: bool = False
+    #: The endpoints it may predict on, and nothing else; None: not limited.
+    endpoints: list[str] | None = None
 
 
 class IssuedToken(Token):

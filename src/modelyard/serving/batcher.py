@@ -64,6 +64,15 @@ How a batch is executed:
 :class:`TimeoutError` and its rows are dropped from the queue if they have not been taken
 yet. A request predicted inline by ``submit`` itself never waits, so it sets no timer.
 
+Overload (admission): a request that would have to queue is refused at once with
+:class:`Overloaded` (503, with the seconds after which to retry) when ``max_queue`` requests
+are queued already, or when :meth:`Batcher.expected_wait` says its answer would come after
+its ``timeout``. The expected wait is a lower bound (see :meth:`Batcher.expected_wait`), so a
+request is shed only when even the model's best recent speed cannot answer it in time; the
+queue bound catches the rest. A request the model would finish late is worth less than a
+fast refusal: the client can retry elsewhere, and the requests admitted keep a latency
+bounded by the queue, whatever the offered load.
+
 Inputs are mappings of name -> ndarray with the batch dimension first. A batch of one request is
 passed through untouched (no concatenation, no slicing copies); otherwise each key is
 ``np.concatenate``-d along axis 0 and every caller receives views of its rows. Requests whose
@@ -77,6 +86,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -117,6 +127,19 @@ class BatcherClosed(ModelyardError):
     title = "Model unavailable"
 
 
+class Overloaded(ModelyardError):
+    """The model has more work queued than it can answer in time; retry after ``retry_after``
+    seconds. ``reason``: ``queue_full`` or ``deadline``."""
+
+    status = 503
+    title = "Overloaded"
+
+    def __init__(self, detail: str, *, retry_after: int, reason: str, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
+        self.reason = reason
+
+
 class BatchOutputMismatch(ModelyardError):
     """The model returned a different number of rows than it was given."""
 
@@ -152,6 +175,8 @@ class BatcherStats:
     the last bound is ``inf``."""
     batch_size_sum: int = 0
     batch_size_count: int = 0
+    shed: int = 0
+    """Requests refused with :class:`Overloaded` (queue full, or past their deadline)."""
 
     def prometheus_buckets(self) -> list[tuple[str, float]]:
         """The histogram as ``HistogramMetricFamily.add_metric(labels, buckets, sum_value)``
@@ -184,6 +209,7 @@ class BatcherStats:
             ],
             "batch_size_sum": self.batch_size_sum,
             "batch_size_count": self.batch_size_count,
+            "shed": self.shed,
         }
 
 
@@ -200,6 +226,7 @@ class Batcher:
         *,
         max_batch_size: int = 64,
         max_wait_ms: float = 2.0,
+        max_queue: int = 1024,
         name: str = "",
         executor: concurrent.futures.Executor | None = None,
         expected_predict_seconds: float | None = None,
@@ -208,9 +235,12 @@ class Batcher:
             raise ValueError("max_batch_size must be at least 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue
         self._predict = predict
         self._executor = executor
         self._owns_executor = executor is None
@@ -251,6 +281,8 @@ class Batcher:
         self._failed = 0
         self._split = 0
         self._waits = 0
+        self._shed = 0
+        self._running: tuple[float, int] | None = None  # (start, rows) of the executor's call
         self._hist = [0] * (len(_BUCKETS) + 1)
 
     # -- the hot path -------------------------------------------------------------------------
@@ -292,6 +324,9 @@ class Batcher:
                 raise
             finally:
                 self._observe(time.perf_counter() - now, rows)
+        queue = self._queue
+        if len(queue) >= self.max_queue or (timeout is not None and (queue or not self._idle)):
+            self._admit(rows, timeout)  # it would have to wait: refuse it now if it is hopeless
         future: asyncio.Future[Outputs] = loop.create_future()
         self._queue.append((inputs, rows, future))
         self._queued_rows += rows
@@ -307,6 +342,66 @@ class Batcher:
             return await future
         finally:
             timer.cancel()
+
+    def _admit(self, rows: int, timeout: float | None) -> None:
+        """Raise :class:`Overloaded` if the queue is full, or if a request of ``rows`` rows
+        queued now would be answered after ``timeout`` seconds."""
+        if len(self._queue) >= self.max_queue:
+            reason = "queue_full"
+            problem = (
+                f"model {self.name or '(unnamed)'} has {len(self._queue)} requests queued, its "
+                "limit (MODELYARD_GATEWAY_MAX_QUEUE)"
+            )
+        else:
+            wait = self.expected_wait(rows)
+            if wait is None or timeout is None or wait <= timeout:
+                return
+            reason = "deadline"
+            problem = (
+                f"model {self.name or '(unnamed)'} would answer in about {wait * 1000:.0f} ms "
+                f"({len(self._queue)} requests queued), after this request's "
+                f"{timeout * 1000:.0f} ms timeout"
+            )
+        self._requests -= 1  # counted on arrival, never predicted
+        self._shed += 1
+        drained = self.expected_wait(0)
+        retry_after = max(1, math.ceil(drained)) if drained is not None else 1
+        raise Overloaded(
+            f"{problem}: retry after {retry_after} s, or add gateway workers",
+            retry_after=retry_after,
+            reason=reason,
+        )
+
+    def expected_wait(self, rows: int = 1) -> float | None:
+        """Seconds until a request of ``rows`` rows, queued now, would have its answer: what is
+        left of the call running in the executor (if any), then the calls taking the queued
+        rows and its own, each costed as the cheapest recent call of its size. None until a
+        call has been timed (or estimated: ``expected_predict_seconds``).
+
+        A lower bound, so that nothing is shed on a guess: a call never costs less for more
+        rows, so a size not seen yet is costed as the nearest smaller one seen.
+        """
+        size = self.max_batch_size
+        ahead = self._queued_rows + rows
+        cost = self._cost_floor(min(ahead, size) or 1)
+        if cost is None:
+            return None
+        wait = -(-ahead // size) * cost
+        running = self._running
+        if running is not None:
+            started, running_rows = running
+            left = (self._cost_floor(running_rows) or 0.0) - (time.perf_counter() - started)
+            if left > 0:
+                wait += left
+        return wait
+
+    def _cost_floor(self, rows: int) -> float | None:
+        costs = self._bucket_cost
+        for index in range(_bucket(rows), -1, -1):
+            cost = costs[index]
+            if cost is not None:
+                return cost
+        return self._ewma_call
 
     def _direct(self) -> bool:
         """Whether ``submit`` should predict a cheap request itself (see the module doc)."""
@@ -534,12 +629,15 @@ class Batcher:
                 )
                 self._executor = executor
             start = time.perf_counter()
+            self._running = (start, rows)
             try:
                 outputs, seconds, cpu = await loop.run_in_executor(executor, self._timed, inputs)
             except BaseException:
+                self._running = None
                 self._cheap_in_thread = 0
                 self._observe(time.perf_counter() - start, rows)
                 raise
+            self._running = None
             self._cheap_in_thread = self._cheap_in_thread + 1 if cpu < _PROBE_CPU_SECONDS else 0
             self._observe(seconds, rows)
         return outputs
@@ -629,6 +727,7 @@ class Batcher:
             batch_size_buckets=cumulative,
             batch_size_sum=self._rows,
             batch_size_count=self._batches,
+            shed=self._shed,
         )
 
     def __repr__(self) -> str:
@@ -681,4 +780,11 @@ def _layout(inputs: Inputs) -> object:
         return object()
 
 
-__all__ = ["BatchOutputMismatch", "Batcher", "BatcherClosed", "BatcherStats", "Inputs"]
+__all__ = [
+    "BatchOutputMismatch",
+    "Batcher",
+    "BatcherClosed",
+    "BatcherStats",
+    "Inputs",
+    "Overloaded",
+]

@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
@@ -32,12 +33,20 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 from cachetools import TTLCache
 
-from modelyard.errors import BadRequest, ModelyardError, NotFound, PayloadTooLarge
+from modelyard.errors import (
+    BadRequest,
+    Forbidden,
+    ModelyardError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+)
 from modelyard.formats import Predictor, load_model, read_manifest
 from modelyard.monitoring.predlog import PredictionLog
 from modelyard.registry import ModelVersion
 from modelyard.registry.files import version_dir
 from modelyard.serving import plans
+from modelyard.serving.batcher import Overloaded
 from modelyard.serving.entities import Endpoint
 from modelyard.serving.metrics import GatewayMetrics
 from modelyard.serving.plans import Plan, Resolved
@@ -51,6 +60,8 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.routing import Router
 
+    from modelyard.governance import Identity, TokenCache
+
 log = logging.getLogger("modelyard.gateway")
 
 Scope = MutableMapping[str, Any]
@@ -60,6 +71,16 @@ Send = Callable[[Message], Awaitable[None]]
 
 PROBLEM = b"application/problem+json"
 JSON = b"application/json"
+#: The metric label of every request that names no endpoint the gateway knows: labels taken
+#: from URLs as they come would let any client grow ``/metrics`` without bound.
+UNKNOWN = "unknown"
+#: What a client's request id (``X-Request-Id``, OIP's ``id``) may be: it goes back in a
+#: response header and into the prediction log.
+REQUEST_ID = re.compile(rb"[\x20-\x7e]{1,128}")
+BAD_REQUEST_ID = (
+    "X-Request-Id must be 1 to 128 printable ASCII characters (letters, digits, '-', '_', "
+    "...); leave it out and the gateway makes one"
+)
 MAX_SHADOW_IN_FLIGHT = 64
 FULL_SYNC_EVERY = 60  # refreshes skipped as unchanged before one resolves everything anyway
 
@@ -83,6 +104,17 @@ class NotReady(ModelyardError):
 
     status = 503
     title = "Not ready"
+
+
+class MethodNotAllowed(ModelyardError):
+    """A route the gateway serves, asked with a method it does not answer."""
+
+    status = 405
+    title = "Method not allowed"
+
+    def __init__(self, detail: str, allow: str = "POST") -> None:
+        super().__init__(detail)
+        self.allow = allow  # the Allow header
 
 
 # A prediction route: endpoint name (None: MLflow's bare /invocations), protocol, version.
@@ -113,6 +145,7 @@ class Reply(NamedTuple):
     request_id: str
     version: bytes  # X-Modelyard-Version; empty when no version was chosen
     cache: bytes  # X-Modelyard-Cache (hit, miss); empty without a cache
+    extra: tuple[tuple[bytes, bytes], ...] = ()  # e.g. WWW-Authenticate on a 401
 
     def headers(self, worker: bytes) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -125,6 +158,8 @@ class Reply(NamedTuple):
             headers.append((b"x-modelyard-version", self.version))
         if self.cache:
             headers.append((b"x-modelyard-cache", self.cache))
+        if self.extra:
+            headers.extend(self.extra)
         return headers
 
 
@@ -184,11 +219,28 @@ class Gateway:
         self.control_plane = control_plane
         self.refresh_seconds = refresh_seconds or settings.gateway_refresh_seconds
         self.max_body = settings.max_request_bytes
+        #: With auth on, the tokens this worker has looked up (see :meth:`_caller`).
+        self.tokens: TokenCache | None = None
+        if settings.auth:  # governance reads the metadata store: imported only when needed
+            from modelyard.governance import TokenCache
+
+            self.tokens = TokenCache(self.ws.identities, settings.token_cache_seconds)
+        self._token_lookups: dict[str, asyncio.Future[Any]] = {}
+        metrics_address = settings.metrics_host_port
+        #: The port of ``--metrics-address``: connections to it get ``/metrics`` only.
+        self.metrics_port = metrics_address[1] if metrics_address is not None else None
+        #: The uvicorn configuration a :class:`~.http_protocol.GatewayHttpProtocol` serves
+        #: this gateway with (None: another protocol), for the fast path's gauge.
+        self.http_config: Any = None
         self.state = GatewayState()
         self.metrics = GatewayMetrics()
         if memory_budget_bytes is None and settings.gateway_memory_mb is not None:
             memory_budget_bytes = settings.gateway_memory_mb * 1024 * 1024
-        self.pool = ModelPool(self._load, memory_budget_bytes=memory_budget_bytes)
+        self.pool = ModelPool(
+            self._load,
+            memory_budget_bytes=memory_budget_bytes,
+            batcher_options={"max_queue": settings.gateway_max_queue},
+        )
         self.log = (
             prediction_log
             if prediction_log is not None
@@ -233,6 +285,12 @@ class Gateway:
                 Route(
                     "/v2/models/{name}/versions/{version:int}/ready",
                     self._model_ready,
+                    methods=["GET"],
+                ),
+                Route("/v2/models/{name}/config", self._model_config, methods=["GET"]),
+                Route(
+                    "/v2/models/{name}/versions/{version:int}/config",
+                    self._model_config,
                     methods=["GET"],
                 ),
                 Route("/ping", self._live, methods=["GET"]),
@@ -382,20 +440,59 @@ class Gateway:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            route = hot_route(path) if scope["method"] == "POST" else None
+            if self.metrics_port is not None and _port(scope) == self.metrics_port:
+                await self._metrics_only(scope, receive, send)
+                return
+            route = hot_route(path)
             if route is not None:
+                if scope["method"] != "POST":
+                    problem = MethodNotAllowed(f"{path} answers POST only, not {scope['method']}")
+                    await _problem_response(problem, route[0] or "-")(scope, receive, send)
+                    return
                 reply = await self.infer(route, dict(scope["headers"]), receive=receive)
                 if reply is not None:
                     await _send(send, reply, self.worker)
                 return
             if _is_gateway_path(path) or self.control_plane is None:
-                await self.router(scope, receive, send)
+                await self._route(scope, receive, send)
                 return
             await self.control_plane(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif self.control_plane is not None:
             await self.control_plane(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The routes other than predictions; an unknown path or a wrong method is a
+        problem+json answer too (with "app" in the scope, Starlette raises them)."""
+        from starlette.exceptions import HTTPException
+
+        scope["app"] = self
+        try:
+            await self.router(scope, receive, send)
+        except HTTPException as exc:
+            path, method = scope["path"], scope["method"]
+            problem: ModelyardError
+            if exc.status_code == 405:
+                allowed = (exc.headers or {}).get("Allow", "GET")
+                problem = MethodNotAllowed(f"{path} answers {allowed} only, not {method}", allowed)
+            else:
+                problem = NotFound(
+                    f"no route {method} {path}; the gateway serves /v2/models/NAME/infer, "
+                    "/endpoints/NAME/invocations, /v2/models/NAME[/config|/ready], /v2/health/*, "
+                    "/metrics (see docs/serving.md)"
+                )
+            await _problem_response(problem, None)(scope, receive, send)
+
+    async def _metrics_only(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request to ``--metrics-address``: ``GET /metrics`` without a token, nothing else."""
+        if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            response = self._metrics_response()
+        else:
+            response = _problem_response(
+                NotFound(f"this address serves GET /metrics only, not {scope['path']}"), None
+            )
+        await response(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -430,13 +527,20 @@ class Gateway:
         start = time.perf_counter()
         name, protocol, version = route
         given = headers.get(b"x-request-id")
-        request_id = given.decode() if given else _new_request_id()
+        valid_id = not given or REQUEST_ID.fullmatch(given) is not None
+        request_id = given.decode("ascii") if given and valid_id else _new_request_id()
         served = None
         loaded: LoadedModel | None = None
         label_name = name or "-"
         try:
-            served = self._served(name, headers)
-            label_name = served.endpoint.name
+            if not valid_id:
+                raise BadRequest(BAD_REQUEST_ID)
+            caller = await self._caller(headers) if self.tokens is not None else None
+            target = name if name is not None else self._bare_target(headers)
+            label_name = target
+            if caller is not None:
+                self._may_predict(caller, target)
+            served = self._served(target)
             loaded = served.pick() if version is None else served.by_version(version)
             if loaded is None:
                 versions = ", ".join(str(m.version.version) for m in served.models)
@@ -511,6 +615,11 @@ class Gateway:
                 model=model,
                 header_length=int(binary) if binary is not None and binary.isdigit() else None,
             )
+            if request.id and not (len(request.id) <= 128 and _printable_ascii(request.id)):
+                raise BadRequest(
+                    f"{model}: 'id' must be at most 128 printable ASCII characters (it comes "
+                    "back in the X-Request-Id header); leave it out and the gateway makes one"
+                )
             inputs, rows, request_id = request.inputs, request.rows, request.id or request_id
         else:
             inputs, rows = mlflow_protocol.parse_invocations(
@@ -528,7 +637,8 @@ class Gateway:
         if hit is not None:
             payload, outputs = hit
         else:
-            outputs = await self._predict(loaded, inputs, rows, endpoint.timeout_ms)
+            timeout_ms = _timeout_ms(endpoint.timeout_ms, headers)
+            outputs = await self._predict(loaded, inputs, rows, timeout_ms)
             if request is not None:
                 payload = oip.encode_infer_response(
                     model=endpoint.name,
@@ -625,19 +735,85 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _served(self, name: str | None, headers: Mapping[bytes, bytes]) -> Served:
+    def _bare_target(self, headers: Mapping[bytes, bytes]) -> str:
+        """The endpoint of MLflow's bare ``/invocations``: the X-Modelyard-Endpoint header, or
+        the only endpoint there is. Loaded or not: the answer must not depend on which
+        endpoints happen to be loaded."""
+        chosen = headers.get(b"x-modelyard-endpoint")
+        if chosen is not None:
+            try:
+                return chosen.decode("ascii")
+            except UnicodeDecodeError:
+                raise BadRequest(
+                    "X-Modelyard-Endpoint must be an endpoint name (ASCII letters, digits, "
+                    "'.', '_', '-')"
+                ) from None
+        known = sorted(set(self.state.served) | set(self.state.not_ready))
+        if len(known) == 1:
+            return known[0]
+        raise NotFound(
+            "/invocations needs an endpoint: POST to /endpoints/NAME/invocations or send the "
+            "header X-Modelyard-Endpoint "
+            + (f"(endpoints: {', '.join(known)})" if known else "(there are no endpoints yet)")
+        )
+
+    async def _caller(self, headers: Mapping[bytes, bytes]) -> Identity:
+        """Who sent a request (auth on): the identity of its bearer token, looked up in the
+        database at most once per ``token_cache_seconds`` per token in this worker."""
+        tokens = self.tokens
+        assert tokens is not None
+        secret = _bearer(headers)
+        found = tokens.get(secret)
+        if found is None:
+            found = await self._look_up(tokens, secret)
+        if isinstance(found, str):
+            raise Unauthenticated(found)
+        return found
+
+    async def _look_up(self, tokens: TokenCache, secret: str) -> Identity | str:
+        # In a thread, off the event loop; requests that bring the same token meanwhile
+        # wait for the same lookup.
+        pending = self._token_lookups.get(secret)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(tokens.load, secret))
+            self._token_lookups[secret] = pending
+            pending.add_done_callback(lambda _: self._token_lookups.pop(secret, None))
+        try:
+            lookup = await asyncio.shield(pending)
+        except Exception as exc:
+            log.warning("could not look an API token up: %s", exc)
+            raise NotReady(
+                "the API token could not be checked: the metadata database did not answer; "
+                "retry shortly"
+            ) from None
+        return tokens.put(secret, lookup)
+
+    @staticmethod
+    def _may_predict(caller: Identity, endpoint: str) -> None:
+        if not caller.may_predict(endpoint):
+            allowed = ", ".join(caller.endpoints or ())
+            raise Forbidden(
+                f"this token of {caller.name} may predict on {allowed} only, not on "
+                f"{endpoint!r}; use a token created with --endpoint {endpoint}"
+            )
+
+    async def _allow(self, request: Request, endpoint: str | None) -> None:
+        """Refuse a metadata request (auth on) without a token that may predict on
+        ``endpoint`` (None: any valid token)."""
+        if self.tokens is not None:
+            caller = await self._caller(dict(request.scope["headers"]))
+            if endpoint is not None:
+                self._may_predict(caller, endpoint)
+
+    def metric_label(self, name: str | None) -> str:
+        """``name`` as a metric label: an endpoint the gateway knows, else ``unknown``."""
+        state = self.state
+        if name is not None and (name in state.served or name in state.not_ready):
+            return name
+        return UNKNOWN
+
+    def _served(self, name: str) -> Served:
         served = self.state.served
-        if name is None:  # MLflow's bare /invocations: the header, or the only endpoint
-            chosen = headers.get(b"x-modelyard-endpoint")
-            if chosen is not None:
-                name = chosen.decode()
-            elif len(served) == 1:
-                return next(iter(served.values()))
-            else:
-                raise NotFound(
-                    "/invocations needs an endpoint: POST to /endpoints/NAME/invocations or "
-                    f"send the header X-Modelyard-Endpoint (endpoints: {', '.join(sorted(served))})"
-                )
         found = served.get(name)
         if found is None:
             if name in self.state.not_ready:
@@ -656,7 +832,8 @@ class Gateway:
         request_id: str,
     ) -> Reply:
         """Answer a failed request with problem+json, count it, and log it when its endpoint
-        is known (an unknown endpoint's 404 has no log to go to)."""
+        is known (an unknown endpoint's 404 has no log to go to) and the caller was allowed
+        to ask (refused tokens are not the endpoint's traffic)."""
         problem = exc.problem()
         problem["endpoint"] = endpoint
         if protocol == "v2":
@@ -666,10 +843,14 @@ class Gateway:
             problem["version"] = loaded.version.version
         seconds = time.perf_counter() - start
         reason = exc.title.lower().replace(" ", "_")
-        self.metrics.errors.inc(endpoint, reason)
+        label = self.metric_label(endpoint)
+        self.metrics.errors.inc(label, reason)
+        if isinstance(exc, Overloaded):
+            self.metrics.shed.inc(label, exc.reason)
         version = loaded.version_label if loaded is not None else "-"
-        self.metrics.observe(endpoint, version, protocol, exc.status, seconds)
-        if served is not None or endpoint in self.state.not_ready:
+        self.metrics.observe(label, version, protocol, exc.status, seconds)
+        refused = exc.status in (401, 403)
+        if not refused and (served is not None or endpoint in self.state.not_ready):
             if loaded is not None:
                 model, number = loaded.version.model, loaded.version.version
             else:  # no version chosen yet
@@ -683,7 +864,8 @@ class Gateway:
                 latency_ms=seconds * 1000,
             )
         tag = loaded.tag if loaded is not None else b""
-        return Reply(exc.status, orjson.dumps(problem), PROBLEM, request_id, tag, b"")
+        body = orjson.dumps(problem)
+        return Reply(exc.status, body, PROBLEM, request_id, tag, b"", _extra_headers(exc))
 
     def _model_of(self, endpoint: str, served: Served | None) -> str:
         """The model an endpoint serves (its first route's), for a request that failed before
@@ -698,35 +880,58 @@ class Gateway:
         return _response(b'{"live":true}')
 
     async def _ready(self, _: Request) -> Response:
-        ready = self.state.synced and not self.state.not_ready
-        body = {"ready": ready, "not_ready": self.state.not_ready}
+        # The gateway's own readiness: started and in line with the registry. An endpoint
+        # that failed to load is not ready on its own route (and in /metrics) only: a load
+        # balancer acting on this answer must not pull the healthy endpoints with it.
+        ready = self.state.synced
+        body: dict[str, Any] = {"ready": ready}
+        if self.tokens is None:  # open route: with auth on, the reasons need a token
+            body["not_ready"] = self.state.not_ready
         return _response(orjson.dumps(body), 200 if ready else 503)
 
-    async def _server_metadata(self, _: Request) -> Response:
+    async def _server_metadata(self, request: Request) -> Response:
         from modelyard import __version__
 
+        try:
+            await self._allow(request, None)
+        except ModelyardError as exc:
+            return _problem_response(exc, None)
         body = {"name": "modelyard", "version": __version__, "extensions": []}
         return _response(orjson.dumps(body))
 
     async def _model_metadata(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            served = self._served(name, {})
-            loaded = self._pick_version(served, request.path_params.get("version"))
+            await self._allow(request, name)
+            body = self._metadata(name, request.path_params.get("version"))
         except ModelyardError as exc:
             return _problem_response(exc, name)
-        body = oip.model_metadata(
+        return _response(orjson.dumps(body))
+
+    async def _model_config(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            await self._allow(request, name)
+            body = oip.model_config(self._metadata(name, request.path_params.get("version")))
+        except ModelyardError as exc:
+            return _problem_response(exc, name)
+        return _response(orjson.dumps(body))
+
+    def _metadata(self, name: str, version: int | None) -> dict[str, Any]:
+        served = self._served(name)
+        loaded = self._pick_version(served, version)
+        return oip.model_metadata(
             name,
             [str(m.version.version) for m in served.models],
             loaded.predictor.signature,
             platform=f"modelyard_{loaded.version.format}_{loaded.key[2]}",
         )
-        return _response(orjson.dumps(body))
 
     async def _model_ready(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            self._pick_version(self._served(name, {}), request.path_params.get("version"))
+            await self._allow(request, name)
+            self._pick_version(self._served(name), request.path_params.get("version"))
         except ModelyardError as exc:
             return _problem_response(exc, name)
         return _response(orjson.dumps({"name": name, "ready": True}))
@@ -740,8 +945,30 @@ class Gateway:
             raise NotFound(f"endpoint {served.endpoint.name!r} does not serve version {version}")
         return found
 
-    async def _metrics(self, _: Request) -> Response:
+    async def _metrics(self, request: Request) -> Response:
+        if self.tokens is not None:
+            try:
+                caller = await self._caller(dict(request.scope["headers"]))
+                if caller.endpoints is not None:
+                    raise Forbidden(
+                        f"this token of {caller.name} may only predict; /metrics needs a token "
+                        "created without --endpoint (or scrape --metrics-address)"
+                    )
+            except ModelyardError as exc:
+                return _problem_response(exc, None)
+        return self._metrics_response()
+
+    def _metrics_response(self) -> Response:
         return _response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def fast_path_off(self) -> str | None:
+        """Why ordinary prediction requests are not answered without ASGI (see
+        :mod:`.http_protocol`); None when they are."""
+        if self.http_config is None:
+            return "the HTTP protocol is not the gateway's (GatewayHttpProtocol)"
+        from modelyard.serving.http_protocol import fast_path_off
+
+        return fast_path_off(self.http_config)
 
     def _collect(self) -> list[Any]:
         from prometheus_client.core import (
@@ -804,7 +1031,23 @@ class Gateway:
         for name, served in self.state.served.items():
             if served.cache is not None:
                 cached.add_metric([name], len(served.cache))
-        return [loaded, load_seconds, queue, batches, batch_rows, calls, sizes, logged, cached]
+        ready = GaugeMetricFamily(
+            "modelyard_endpoint_ready",
+            "1 when the endpoint answers predictions, 0 when its models could not be loaded",
+            labels=["endpoint"],
+        )
+        for name in sorted(set(self.state.served) | set(self.state.not_ready)):
+            ready.add_metric([name], 1 if name in self.state.served else 0)
+        fast = GaugeMetricFamily(
+            "modelyard_gateway_fast_path",
+            "1 when ordinary prediction requests are answered without ASGI; else 0, and "
+            "reason says why",
+            labels=["reason"],
+        )
+        off = self.fast_path_off()
+        fast.add_metric([off or ""], 0 if off else 1)
+        families = [loaded, load_seconds, queue, batches, batch_rows, calls, sizes, logged]
+        return [*families, cached, ready, fast]
 
 
 class _RequestIds:
@@ -848,6 +1091,56 @@ def _same(current: Served, plan: Plan) -> bool:
         else (plan.shadow[0].model, plan.shadow[0].version, plan.shadow[1])
     )
     return (current.shadow.key if current.shadow else None) == shadow
+
+
+def _port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return server[1] if server else None
+
+
+def _printable_ascii(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
+def _bearer(headers: Mapping[bytes, bytes]) -> str:
+    """The token of an ``Authorization: Bearer`` header."""
+    value = headers.get(b"authorization")
+    if value is None:
+        raise Unauthenticated(
+            "this gateway requires an API token: send 'Authorization: Bearer <token>' "
+            "(`modelyard tokens create --user NAME [--endpoint ENDPOINT]` makes one)"
+        )
+    scheme, _, secret = value.partition(b" ")
+    secret = secret.strip()
+    if scheme.lower() != b"bearer" or not secret or not secret.isascii():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return secret.decode("ascii")
+
+
+def _extra_headers(exc: ModelyardError) -> tuple[tuple[bytes, bytes], ...]:
+    """Headers an error's answer must carry (RFC 9110: a 401 says how to authenticate,
+    a 405 what is allowed)."""
+    if isinstance(exc, Unauthenticated):
+        return ((b"www-authenticate", b"Bearer"),)
+    if isinstance(exc, MethodNotAllowed):
+        return ((b"allow", exc.allow.encode()),)
+    if isinstance(exc, Overloaded):  # RFC 9110: when to try again
+        return ((b"retry-after", b"%d" % exc.retry_after),)
+    return ()
+
+
+def _timeout_ms(limit: int, headers: Mapping[bytes, bytes]) -> int:
+    """A request's timeout: its endpoint's, or X-Modelyard-Timeout-Ms when that is shorter."""
+    given = headers.get(b"x-modelyard-timeout-ms")
+    if given is None:
+        return limit
+    if not given.isdigit() or len(given) > 9 or int(given) == 0:
+        raise BadRequest(
+            "X-Modelyard-Timeout-Ms must be a whole number of milliseconds from 1 to "
+            f"999999999, got {given[:40].decode('ascii', 'replace')!r}; leave it out for the "
+            f"endpoint's timeout ({limit} ms)"
+        )
+    return min(limit, int(given))
 
 
 def _is_gateway_path(path: str) -> bool:
@@ -908,10 +1201,20 @@ async def _send(send: Send, reply: Reply, worker: bytes) -> None:
         pass
 
 
-def _problem_response(exc: ModelyardError, endpoint: str) -> Response:
+def _problem_response(exc: ModelyardError, endpoint: str | None) -> Response:
+    from starlette.responses import Response
+
     problem = exc.problem()
-    problem["endpoint"] = endpoint
-    return _response(orjson.dumps(problem), exc.status, "application/problem+json")
+    if endpoint is not None:
+        problem["endpoint"] = endpoint
+    problem["error"] = exc.detail  # the member OIP clients (tritonclient) read
+    headers = {name.decode(): value.decode() for name, value in _extra_headers(exc)}
+    return Response(
+        orjson.dumps(problem),
+        status_code=exc.status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
 
 
 def _response(body: bytes, status: int = 200, media_type: str = "application/json") -> Response:

@@ -10,9 +10,11 @@ flow control, graceful shutdown) and, for an ordinary ``POST`` to ``.../infer`` 
 answer in one piece.
 
 Anything out of the ordinary takes uvicorn's ASGI path unchanged: a chunked or oversized
-body, ``Expect: 100-continue``, a query string or escaped path, an upgrade, a concurrency
-limit, a root path, an access log. Both paths end in the same :meth:`Gateway.infer`, so
-they answer alike.
+body, ``Expect: 100-continue``, a query string or escaped path, an upgrade, uvicorn's
+``limit_concurrency`` when it is exceeded (its ASGI path answers the 503), a root path, an
+access log. Both paths end in the same :meth:`Gateway.infer`, so they answer alike, and
+the limits of :class:`~modelyard.http_limits.LimitedHttpProtocol` (timeouts, head size,
+connections), which this protocol is, apply to both.
 
 "An access log" means exactly what makes uvicorn write an access line from its ASGI cycle:
 the ``uvicorn.access`` logger has handlers (uvicorn's own test, made per connection) and
@@ -25,8 +27,8 @@ for one. ``modelyard serve`` has no access log.
 This leans on uvicorn's ``HttpToolsProtocol`` internals (its parser callbacks, ``cycle``
 and ``pipeline``); ``tests/serving/test_http_protocol.py`` holds it to them, on the uvicorn
 versions in :data:`TESTED_UVICORN`. On any other version the fast path stays off and the
-gateway is uvicorn's protocol unchanged; :func:`fast_path_off` says why, and a gateway
-worker says it at start-up.
+gateway is uvicorn's protocol with only the HTTP limits added; :func:`fast_path_off` says
+why, and a gateway worker says it at start-up.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ import logging
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
+from modelyard.http_limits import BODY, DONE, HttpLimits, LimitedHttpProtocol
 from modelyard.serving.gateway import Gateway, HotRoute, Reply, hot_route
 
 log = logging.getLogger("modelyard.gateway")
@@ -66,8 +69,6 @@ def fast_path_off(config: uvicorn.Config) -> str | None:
             f"uvicorn {uvicorn.__version__} is not a version it is tested on "
             f"({', '.join(TESTED_UVICORN)})"
         )
-    if config.limit_concurrency is not None:
-        return "uvicorn's limit_concurrency is set"
     if config.root_path:
         return "uvicorn's root_path is set"
     if access.hasHandlers() and access.isEnabledFor(logging.INFO):
@@ -75,23 +76,41 @@ def fast_path_off(config: uvicorn.Config) -> str | None:
     return None
 
 
-class GatewayHttpProtocol(HttpToolsProtocol):
+class GatewayHttpProtocol(LimitedHttpProtocol):
     """uvicorn's httptools protocol that answers a :class:`Gateway`'s prediction routes.
 
-    Pass it as ``uvicorn.Config(gateway, http=GatewayHttpProtocol)``; with any other app it
-    behaves exactly as uvicorn's own.
+    Pass it as ``uvicorn.Config(gateway, http=GatewayHttpProtocol)``, with the limits of the
+    gateway's settings (or ``http=GatewayHttpProtocol.for_settings(settings)``); with any
+    other app it behaves as :class:`~modelyard.http_limits.LimitedHttpProtocol`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         app = self.config.app
         self.gateway = app if isinstance(app, Gateway) and UVICORN_TESTED else None
+        if isinstance(app, Gateway):
+            app.http_config = self.config  # for its fast-path gauge in /metrics
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # --metrics-address answers /metrics only: through ASGI, where the gateway tells its
+        # connections apart by port
+        port = self.gateway.metrics_port if self.gateway is not None else None
+        if port is not None and self.server is not None and self.server[1] == port:
+            self.gateway = None
+
+    def _limits(self) -> HttpLimits | None:
+        app = self.config.app
+        if self.limits is None and isinstance(app, Gateway):
+            return HttpLimits.from_settings(app.ws.settings)
+        return self.limits
 
     def on_headers_complete(self) -> None:
         fast = self._fast_request()
         if fast is None:
             super().on_headers_complete()
             return
+        self.phase = BODY
         route, headers = fast
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         cycle = _Cycle(self, route, headers, keep_alive)
@@ -112,7 +131,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # write one (its per-connection test, then the logger's level, as it does)
             or (self.access_log and self.access_logger.isEnabledFor(logging.INFO))
             or self.expect_100_continue
-            or self.limit_concurrency is not None
+            or (  # over uvicorn's concurrency limit: its ASGI path answers the 503
+                self.limit_concurrency is not None
+                and (
+                    len(self.connections) >= self.limit_concurrency
+                    or len(self.tasks) >= self.limit_concurrency
+                )
+            )
             or self.root_path
             or self.parser.get_method() != b"POST"
             or b"?" in self.url
@@ -154,16 +179,30 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         cycle = self.cycle
         if type(cycle) is _Cycle:
+            self.phase = DONE
             cycle.complete()
         else:
             super().on_message_complete()
+
+    def _drop_request(self) -> bool:
+        if type(self.cycle) is _Cycle:  # its body never came: it has no task to stop
+            self.cycle = None
+            return True
+        return super()._drop_request()
+
+    def _count(self, reason: str) -> None:
+        app = self.config.app
+        if isinstance(app, Gateway):
+            app.metrics.rejected.inc(reason)
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle = self.cycle
         if type(cycle) is _Cycle:
             cycle.disconnected = not cycle.response_complete
-            if not cycle.received and self.gateway is not None:  # gone halfway through its body
-                self.gateway.metrics.errors.inc(cycle.route[0] or "-", "client_disconnected")
+            gateway = self.gateway
+            if not cycle.received and gateway is not None:  # gone halfway through its body
+                label = gateway.metric_label(cycle.route[0])
+                gateway.metrics.errors.inc(label, "client_disconnected")
             self.cycle = None  # uvicorn must not touch a cycle that is not its own
         super().connection_lost(exc)
 

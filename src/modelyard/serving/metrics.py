@@ -64,6 +64,10 @@ class GatewayMetrics:
     - ``modelyard_request_errors_total{endpoint, reason}``: failed requests by cause;
     - ``modelyard_cache_lookups_total{endpoint, result}``: prediction cache hits and misses;
     - ``modelyard_shadow_requests_total{endpoint, version, outcome}``: mirrored requests;
+    - ``modelyard_requests_shed_total{endpoint, reason}``: requests refused at once with a
+      503 because their model was overloaded (``queue_full``, ``deadline``);
+    - ``modelyard_http_rejected_total{reason}``: connections the HTTP limits ended
+      (``header_timeout``, ``body_timeout``, ``header_too_large``, ``connection_limit``);
 
     plus whatever the collectors added with :meth:`add_collector` compute at scrape time.
     """
@@ -86,6 +90,16 @@ class GatewayMetrics:
             "modelyard_shadow_requests",
             "Requests mirrored to a shadow version",
             ["endpoint", "version", "outcome"],
+        )
+        self.shed = _Counters(
+            "modelyard_requests_shed",
+            "Requests refused at once (503) because their model was overloaded",
+            ["endpoint", "reason"],
+        )
+        self.rejected = _Counters(
+            "modelyard_http_rejected",
+            "Connections ended by the HTTP limits (timeouts, header size, connection count)",
+            ["reason"],
         )
 
     def observe(
@@ -179,6 +193,8 @@ class GatewayMetrics:
             self.errors.family(),
             self.cache.family(),
             self.shadow.family(),
+            self.shed.family(),
+            self.rejected.family(),
         ]
 
 

@@ -264,6 +264,8 @@ class TokenRow(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Endpoint names the token may predict on (and nothing else); NULL: not limited.
+    endpoints: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class AuditRow(Base):
@@ -399,6 +401,9 @@ class MonitorWatermarkRow(Base):
     granularity: Mapped[int] = mapped_column(Integer, primary_key=True)
     done_until: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Labels received up to here have been seen by the closed windows they belong to
+    # (the newest feedback ``received_at`` the late-label pass looked at); NULL: none yet.
+    labels_until: Mapped[datetime | None]
 
 
 class MonitorLeaseRow(Base):
@@ -426,6 +431,7 @@ class FeedbackRow(Base):
     __table_args__ = (
         UniqueConstraint("endpoint", "request_id", "row", name="uq_feedback_prediction"),
         Index("ix_feedback_endpoint_predicted_at", "endpoint", "predicted_at"),
+        Index("ix_feedback_endpoint_received_at", "endpoint", "received_at"),
     )
     id: Mapped[str] = mapped_column(String(26), primary_key=True)
     endpoint: Mapped[str] = mapped_column(String(256))
@@ -440,6 +446,33 @@ class FeedbackRow(Base):
     revisions: Mapped[int] = mapped_column(Integer, default=1)
     received_at: Mapped[datetime]
     received_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class PendingFeedbackRow(Base):
+    """A label whose prediction is not in the log yet, held until it is (or until it expires).
+
+    ``status``: ``pending`` while held; ``expired`` when no prediction appeared before
+    ``expires_at``; ``rejected`` when the prediction appeared but the label does not fit it
+    (``reason`` says why). Expired and rejected rows are kept a while so they can be listed.
+    """
+
+    __tablename__ = "pending_feedback"
+    __table_args__ = (
+        UniqueConstraint("endpoint", "request_id", "row", name="uq_pending_feedback_prediction"),
+        Index("ix_pending_feedback_endpoint_status", "endpoint", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)  # new on every replacement
+    endpoint: Mapped[str] = mapped_column(String(256))
+    request_id: Mapped[str] = mapped_column(String(128))
+    row: Mapped[int] = mapped_column(Integer, default=0)
+    label: Mapped[Any] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime]
+    received_by: Mapped[str] = mapped_column(String(256), default="")
+    expires_at: Mapped[datetime]
+    # The newest log segment (by ``created_at``) searched for it; NULL: none searched yet.
+    searched_until: Mapped[datetime | None]
 
 
 class KpiEvaluationRow(Base):

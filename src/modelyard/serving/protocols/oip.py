@@ -479,3 +479,31 @@ def _spec_datatype(dtype: str) -> str:
         return oip_datatype(dtype)
     except (TypeError, ValueError):
         return "BYTES"
+
+
+def model_config(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Triton's model configuration (``GET /v2/models/{name}/config``, which tritonclient's
+    ``get_model_config`` reads), made from the metadata document of :func:`model_metadata`.
+
+    It declares no batch dimension (``max_batch_size`` 0): every shape includes its rows
+    (-1), as in the metadata.
+    """
+
+    def tensors(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": t["name"],
+                "data_type": "TYPE_STRING" if t["datatype"] == "BYTES" else f"TYPE_{t['datatype']}",
+                "dims": t["shape"],
+            }
+            for t in items
+        ]
+
+    return {
+        "name": metadata["name"],
+        "platform": metadata["platform"],
+        "backend": "modelyard",
+        "max_batch_size": 0,
+        "input": tensors(metadata["inputs"]),
+        "output": tensors(metadata["outputs"]),
+    }
