@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from modelyard.artifacts import ArtifactStore
+from modelyard.artifacts.scratch import sweep
 from modelyard.config import Settings
 
 if TYPE_CHECKING:
@@ -55,9 +56,19 @@ class Workspace:
             storage_options=options,
         )
         ws = cls(settings, artifacts)
+        ws.sweep_scratch()
         if migrate:
             ws.store.migrate()
         return ws
+
+    def sweep_scratch(self) -> int:
+        """Remove what killed processes left half-written (uploads, staged and cached
+        models); how many entries. A few directory listings: done whenever one opens."""
+        return (
+            self.artifacts.sweep()
+            + sweep(self.settings.staging_dir, only_scratch=True)
+            + sweep(self.settings.cache_dir / "models")
+        )
 
     @property
     def store(self) -> Store:

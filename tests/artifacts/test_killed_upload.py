@@ -94,6 +94,9 @@ def test_killed_upload_leaves_no_blob(tmp_path: Path) -> None:
     # ...but no blob is visible.
     assert list(store.digests()) == []
     assert not store.exists(digest_of_bytes(_content()))
+    # The partial file is swept (as whenever a workspace opens): its writer is gone.
+    assert store.sweep() == len(partial)
+    assert list((root / "tmp").iterdir()) == []
 
     # The same content uploads cleanly afterwards.
     data = _content()

@@ -1,4 +1,4 @@
-"""`modelyard serve` as a real process: several workers, graceful SIGTERM."""
+"""`modelyard serve` as a real process: several workers, supervised; graceful SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pandas as pd
@@ -40,7 +41,7 @@ def served(tmp_path: Path, models, frame):  # type: ignore[no-untyped-def]
     c.close()
     port = _free_port()
 
-    def start(workers: int) -> subprocess.Popen[bytes]:
+    def start(workers: int, stderr: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
         env = {**os.environ, "MODELYARD_HOME": str(home)}
         proc = subprocess.Popen(
             [
@@ -54,6 +55,7 @@ def served(tmp_path: Path, models, frame):  # type: ignore[no-untyped-def]
                 str(workers),
             ],
             env=env,
+            stderr=stderr,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -68,7 +70,12 @@ def served(tmp_path: Path, models, frame):  # type: ignore[no-untyped-def]
         raise AssertionError("modelyard serve did not become ready")
 
     procs: list[subprocess.Popen[bytes]] = []
-    yield home, f"http://127.0.0.1:{port}", lambda w: procs.append(start(w)) or procs[-1]
+
+    def started(workers: int, stderr: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+        procs.append(start(workers, stderr))
+        return procs[-1]
+
+    yield home, f"http://127.0.0.1:{port}", started
     for p in procs:
         if p.poll() is None:
             p.kill()  # its workers get SIGTERM from the kernel (PR_SET_PDEATHSIG)
@@ -100,10 +107,11 @@ def test_two_workers_both_answer(served, frame) -> None:  # type: ignore[no-unty
     assert proc.wait(timeout=60) == 0
 
 
-def test_sigterm_drains_and_flushes_the_prediction_log(served, frame) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "supervised"])
+def test_sigterm_drains_and_flushes_the_prediction_log(served, frame, workers: int) -> None:  # type: ignore[no-untyped-def]
     X, _ = frame
     home, url, start = served
-    proc = start(1)
+    proc = start(workers)
     answered: list[int] = []
     errors: list[str] = []
     stop = threading.Event()
@@ -168,13 +176,82 @@ def test_workers_exit_when_the_parent_is_killed(served) -> None:  # type: ignore
             ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
         ).stdout.split()
     ]
-    assert len(children) == 2
+    assert len(children) == 3  # two workers and the monitor's process
     proc.kill()  # SIGKILL: the parent cannot forward anything
     proc.wait(timeout=10)
     deadline = time.monotonic() + 30
     while any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in children):
         assert time.monotonic() < deadline, "gateway workers outlived their parent"
         time.sleep(0.1)
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def _workers_answering(
+    url: str, X: pd.DataFrame, count: int, *, besides: frozenset[str] = frozenset()
+) -> set[str]:
+    """The pids of ``count`` workers that answer predictions (not those in ``besides``)."""
+    workers: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(workers) < count:
+        assert time.monotonic() < deadline, f"only workers {workers} answered"
+        try:  # a new connection each time: the kernel spreads them across the workers
+            r = httpx.post(f"{url}/endpoints/fraud/invocations", json=_body(X))
+        except httpx.TransportError:  # to a worker just killed
+            continue
+        assert r.status_code == 200, r.text
+        if r.headers["x-modelyard-worker"] not in besides:
+            workers.add(r.headers["x-modelyard-worker"])
+    return workers
+
+
+def test_a_killed_worker_is_replaced_logged_and_counted(served, frame, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    X, _ = frame
+    _, url, start = served
+    log = tmp_path / "serve.err"
+    with log.open("wb") as err:
+        proc = start(2, stderr=err)
+    first = _workers_answering(url, X, 2)
+    victim = min(first)
+    os.kill(int(victim), signal.SIGKILL)
+    # The other worker answers meanwhile; a replacement joins it.
+    again = _workers_answering(url, X, 2, besides=frozenset({victim}))
+    assert first - {victim} <= again
+    assert int((again - first).pop()) in _children(proc.pid)
+    lines = [line for line in log.read_text().splitlines() if f"(pid {victim})" in line]
+    assert len(lines) == 1 and "WARNING" in lines[0], log.read_text()
+    assert "was killed by SIGKILL" in lines[0] and "starting a new one in 0.5 s" in lines[0]
+    # Every worker reports the supervisor's count (the parent serves no HTTP).
+    for _ in range(6):
+        metrics = httpx.get(f"{url}/metrics").text
+        assert "\nmodelyard_worker_restarts_total 1.0\n" in metrics
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=90) == 0
+
+
+def test_a_worker_that_does_not_stop_is_killed_after_the_grace_period(  # type: ignore[no-untyped-def]
+    served, tmp_path: Path, monkeypatch
+) -> None:
+    _, _url, start = served
+    monkeypatch.setenv("MODELYARD_SHUTDOWN_GRACE_SECONDS", "1")
+    monkeypatch.setenv("MODELYARD_MONITOR_INTERVAL_SECONDS", "0")  # the two workers only
+    log = tmp_path / "serve.err"
+    with log.open("wb") as err:
+        proc = start(2, stderr=err)
+    stuck, other = _children(proc.pid)
+    os.kill(stuck, signal.SIGSTOP)  # cannot act on SIGTERM (SIGKILL still ends it)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 1
+    assert f"(pid {stuck}) did not stop within 1 s of SIGTERM; killing it" in log.read_text()
+    assert not _alive(stuck) and not _alive(other)
 
 
 def _alive(pid: int) -> bool:
@@ -185,12 +262,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_serve_runs_the_monitor_and_trigger_loops(served, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_serve_runs_the_monitor_and_trigger_loops(served, frame, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from modelyard.store.tables import MonitorLeaseRow
 
+    X, _ = frame
     home, url, start = served
     monkeypatch.setenv("MODELYARD_MONITOR_INTERVAL_SECONDS", "0.5")
     proc = start(2)
+    workers = _workers_answering(url, X, 2)
     ws = Workspace.open(Settings(home=home))
     try:
         httpx.post(f"{url}/endpoints/fraud/invocations", json={"inputs": [[0.0] * 6]})
@@ -203,8 +282,15 @@ def test_serve_runs_the_monitor_and_trigger_loops(served, monkeypatch) -> None: 
         assert names == {"monitor", "triggers"}
         with ws.store.read() as s:
             owners = {r.owner for r in s.query(MonitorLeaseRow)}
-        # The parent runs them (at a lower priority), not a gateway worker.
-        assert owners == {f"{socket.gethostname()}:{proc.pid}"}
+        # A process of their own runs them, at a lower priority: not a gateway worker, and
+        # not the parent (which stays single-threaded, to fork replacement workers safely).
+        assert len(owners) == 1
+        host, pid = owners.pop().rsplit(":", 1)
+        assert host == socket.gethostname()
+        assert pid not in workers and _parent_of(int(pid)) == proc.pid
+        assert os.getpriority(os.PRIO_PROCESS, int(pid)) == min(
+            19, os.getpriority(os.PRIO_PROCESS, proc.pid) + 10
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         with ws.store.read() as s:  # given up at shutdown: another server takes over at once

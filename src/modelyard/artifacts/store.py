@@ -2,7 +2,8 @@
 
 Blobs live at ``<root>/blobs/sha256/<2 hex>/<62 hex>``. A write streams to a temporary
 name under ``<root>/tmp/`` while hashing and is moved into place only when complete, so a
-killed upload leaves nothing visible. Every read is checked against the digest.
+killed upload leaves nothing visible; what it leaves in ``tmp/`` is swept when a store is
+opened again (see artifacts/scratch.py). Every read is checked against the digest.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import IO, Any, BinaryIO, Protocol
 
 import fsspec
 
+from modelyard.artifacts.scratch import scratch_name, sweep
 from modelyard.errors import ArtifactCorrupted, InvalidInput, NotFound, PayloadTooLarge
 
 CHUNK = 1024 * 1024
@@ -68,6 +70,14 @@ class ArtifactStore:
         if self.is_local:
             self.fs.makedirs(f"{self.root}/tmp", exist_ok=True)
 
+    def sweep(self) -> int:
+        """Remove the partial uploads of processes that were killed; how many (local only).
+
+        On S3 a killed upload never completed its (multipart) write, so no object exists;
+        the bucket's lifecycle rule for incomplete multipart uploads frees their parts.
+        """
+        return sweep(Path(self.root) / "tmp", only_scratch=True) if self.is_local else 0
+
     def _path(self, digest: str) -> str:
         hexpart = parse_digest(digest)
         return f"{self.root}/blobs/sha256/{hexpart[:2]}/{hexpart[2:]}"
@@ -77,7 +87,7 @@ class ArtifactStore:
 
         With ``expected``, the upload is refused unless the content hashes to it.
         """
-        tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
+        tmp = f"{self.root}/tmp/{scratch_name()}"
         h = hashlib.sha256()
         size = 0
         try:
@@ -207,7 +217,7 @@ def materialize(source: BlobSource, files: dict[str, str], dest: Path) -> Path:
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    tmp = dest.with_name(scratch_name(f".{dest.name}.part"))  # swept if this process is killed
     try:
         inside = tmp.resolve()
         for rel, digest in files.items():

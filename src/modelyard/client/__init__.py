@@ -8,7 +8,6 @@ same services (``client.registry``, ``client.tracking``, ``client.projects``,
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -92,10 +91,13 @@ class Client:
         progress: Progress | None = None,
     ) -> ModelVersion:
         """Save ``model`` in its format, upload it, and register it as the next version."""
+        from modelyard.artifacts.scratch import scratch_dir
         from modelyard.formats import save_model
 
-        with tempfile.TemporaryDirectory(prefix="modelyard-") as tmp:
-            path = Path(tmp) / "model"
+        # A model saved here may be 100s of MB: in the workspace's staging directory, a
+        # process killed mid-way leaves it to the next sweep, not to /tmp for ever.
+        with scratch_dir(self.settings.staging_dir) as tmp:
+            path = tmp / "model"
             save_model(
                 model,
                 path,
