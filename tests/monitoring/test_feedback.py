@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.conftest import LiveServer
 
 from modelyard.errors import InvalidInput, NotFound
 from modelyard.monitoring import PredictionLog
@@ -96,6 +97,8 @@ def test_labels_join_to_the_logged_rows(any_workspace: Workspace) -> None:
         "stored": 3,
         "created": 3,
         "replaced": 0,
+        "pending": 0,
+        "held_until": None,
     }
     stored = service.list("churn")
     assert [(f.request_id, f.row) for f in stored] == [("a", 0), ("a", 1), ("b", 0)]
@@ -251,6 +254,8 @@ def test_bad_items_are_refused_before_the_log_is_read(feedback: FeedbackService)
         feedback.submit("churn", [{"request_id": "a", "label": 1}, {"request_id": "a", "lable": 1}])
     with pytest.raises(InvalidInput, match="row"):
         feedback.submit("churn", [{"request_id": "a", "row": -1, "label": 1}])
+    with pytest.raises(InvalidInput, match="row: Input should be less than or equal to"):
+        feedback.submit("churn", [{"request_id": "a", "row": 10**20, "label": 1}])
     with pytest.raises(InvalidInput, match="lookback"):
         feedback.submit("churn", [{"request_id": "a", "label": 1}], lookback=timedelta(0))
     empty = feedback.submit("churn", [])
@@ -435,3 +440,160 @@ def test_bulk_feedback_is_fast_and_all_or_nothing(any_workspace: Workspace) -> N
     with pytest.raises(NotFound):
         service.submit("churn", bad)
     assert all(f.revisions == 2 for f in service.list("churn"))
+
+
+# -- labels that arrive before their prediction is in the log ---------------------------------
+
+
+@pytest.fixture
+def served(any_workspace: Workspace) -> Workspace:
+    """``any_workspace`` with an endpoint "churn": labels are held only for a real endpoint."""
+    from tests.monitoring.test_monitor import MODEL, training_frame
+
+    from modelyard import Client
+
+    X, _ = training_frame()
+    client = Client(settings=any_workspace.settings)
+    client.log_model(MODEL, "churn-model", input_example=X.head(5))
+    client.close()
+    any_workspace.endpoints.create("churn", "models:/churn-model/1")
+    return any_workspace
+
+
+def test_a_label_sent_before_its_prediction_is_logged_is_held_then_joined(
+    served: Workspace,
+) -> None:
+    service = FeedbackService(served)
+    write_log(served, [classifier_request("a", [30], [1])])
+    result = service.submit(
+        "churn", [{"request_id": "a", "label": 1}, {"request_id": "b", "row": 1, "label": 0}]
+    )
+    assert (result.stored, result.created, result.pending) == (1, 1, 1)
+    assert result.held_until is not None
+    assert result.held_until - datetime.now(UTC) > timedelta(minutes=59)  # the default hour
+    [held] = service.held("churn")
+    assert (held.request_id, held.row, held.label, held.status) == ("b", 1, 0, "pending")
+    assert held.received_by == served.actor
+
+    # Nothing new in the log: it stays held.
+    nothing = service.join_held("churn")
+    assert (nothing.joined, nothing.still_pending) == (0, 1)
+
+    # The gateway writes its segment: the next pass joins the label.
+    at = NOW - timedelta(seconds=2)
+    write_log(served, [classifier_request("b", [41, 42], [1, 1], at=at)])
+    joined = service.join_held("churn")
+    assert (joined.joined, joined.still_pending, joined.predicted_at) == (1, 0, [at])
+    assert service.held("churn") == []
+    stored = {f.request_id: f for f in service.list("churn")}
+    assert stored["b"].row == 1 and stored["b"].label == 0
+    assert stored["b"].features["age"] == 42 and stored["b"].predicted_at == at
+
+
+def test_held_labels_that_never_match_expire_and_stay_listed(served: Workspace) -> None:
+    monitoring = served.monitoring
+    monitoring.configure("churn", {"feedback_hold_seconds": 60})
+    result = monitoring.submit_feedback(
+        "churn",
+        [{"request_id": "never", "label": 1}, {"request_id": "words", "label": "yes"}],
+    )
+    assert (result.stored, result.pending) == (0, 2)
+    # "words" gets logged with integer predictions: its label does not fit.
+    write_log(served, [classifier_request("words", [30], [1])])
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    passed = monitoring.run_once(later)
+    assert (passed.feedback_joined, passed.feedback_expired) == (0, 2) and not passed.errors
+    held = {h.request_id: h for h in monitoring.list_held_feedback("churn")}
+    assert held["never"].status == "expired"
+    assert "no prediction with this request id was logged by" in held["never"].reason
+    assert held["words"].status == "rejected"
+    assert "is not a number, and the endpoint predicts numbers" in held["words"].reason
+    assert [h.request_id for h in monitoring.list_held_feedback("churn", "expired")] == ["never"]
+    status = monitoring.status("churn")[0]
+    assert (status.feedback, status.feedback_pending) == (0, 0)
+    assert (status.feedback_expired, status.feedback_rejected) == (1, 1)
+    # Listed for 30 days, then deleted.
+    monitoring.feedback.join_held("churn", now=later + timedelta(days=31))
+    assert monitoring.list_held_feedback("churn") == []
+
+
+def test_held_labels_of_a_deleted_endpoint_expire(served: Workspace) -> None:
+    service = FeedbackService(served)
+    assert service.submit("churn", [{"request_id": "gone", "label": 1}]).pending == 1
+    served.endpoints.delete("churn")
+    passed = served.monitoring.run_once(datetime.now(UTC) + timedelta(hours=2))
+    assert passed.feedback_expired == 1
+    [held] = service.held("churn")
+    assert (held.status, held.reason) == ("expired", "its endpoint was deleted")
+
+
+def test_the_newest_label_wins_between_held_and_joined_ones(served: Workspace) -> None:
+    service = FeedbackService(served)
+    service.submit("churn", [{"request_id": "d", "label": 0}])
+    service.submit("churn", [{"request_id": "d", "label": 1}])  # replaces the held label
+    [held] = service.held("churn")
+    assert held.label == 1
+    service.submit("churn", [{"request_id": "e", "label": 0}])
+    write_log(served, [classifier_request("d", [30], [1]), classifier_request("e", [31], [1])])
+    # Joined at once now, this label for "e" is newer than the held one, which goes.
+    assert service.submit("churn", [{"request_id": "e", "label": 1}]).stored == 1
+    assert [h.request_id for h in service.held("churn")] == ["d"]
+    assert service.join_held("churn").joined == 1
+    labels = {f.request_id: (f.label, f.revisions) for f in service.list("churn")}
+    assert labels == {"d": (1, 1), "e": (1, 1)}
+
+
+def test_feedback_right_after_a_prediction_on_the_real_gateway_is_kept(
+    workspace: Workspace, live_server: LiveServer
+) -> None:
+    """The gateway writes its log every few seconds, in its own processes; a label posted to
+    the API right after the answer used to get 404 and be lost."""
+    import httpx
+    from tests.monitoring.test_monitor import FEATURES, MODEL, training_frame
+
+    from modelyard import Client
+    from modelyard.serving.gateway import Gateway
+    from modelyard.serving.http_protocol import GatewayHttpProtocol
+
+    X, _ = training_frame()
+    client = Client(settings=workspace.settings)
+    client.log_model(MODEL, "churn", input_example=X.head(5))
+    client.close()
+    workspace.endpoints.create("churn", "models:/churn/1")
+    # A long flush interval stands for "not written yet", however slow the machine is.
+    gateway = Gateway(workspace, prediction_log=PredictionLog(workspace, flush_seconds=3600))
+    server = LiveServer(gateway, http=GatewayHttpProtocol, access_log=False)
+    try:
+        body = {"dataframe_split": {"columns": FEATURES, "data": X.head(2).to_numpy().tolist()}}
+        answer = httpx.post(
+            f"{server.url}/endpoints/churn/invocations",
+            json=body,
+            headers={"x-request-id": "just-now"},
+        )
+        assert answer.status_code == 200, answer.text
+        truth = int(MODEL.predict(X.iloc[[1]])[0])
+        response = httpx.post(
+            f"{live_server.url}/api/v1/monitoring/endpoints/churn/feedback",
+            json={"items": [{"request_id": "just-now", "row": 1, "label": truth}]},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["stored"] == 0 and response.json()["pending"] == 1
+        held = httpx.get(
+            f"{live_server.url}/api/v1/monitoring/endpoints/churn/feedback/pending",
+            params={"status": "pending"},
+        )
+        assert [h["request_id"] for h in held.json()] == ["just-now"]
+
+        gateway.log.flush()  # the segment lands
+        passed = workspace.monitoring.run_once()
+        assert passed.feedback_joined == 1 and not passed.errors
+        [label] = workspace.monitoring.list_feedback("churn")
+        assert (label.request_id, label.row, label.label, label.version) == (
+            "just-now",
+            1,
+            truth,
+            1,
+        )
+        assert label.features["f0"] == pytest.approx(X.f0.iloc[1])
+    finally:
+        server.stop()

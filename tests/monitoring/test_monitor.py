@@ -14,6 +14,7 @@ from modelyard import Client
 from modelyard.errors import InvalidInput, NotFound
 from modelyard.monitoring import PredictionLog
 from modelyard.monitoring.service import MonitoringService
+from modelyard.monitoring.windows import floor_time
 from modelyard.store.tables import WindowProfileRow
 from modelyard.workspace import Workspace
 
@@ -238,3 +239,116 @@ def test_bad_settings_are_refused(ws: Workspace) -> None:
     with pytest.raises(NotFound):
         ws.monitoring.configure("nope", {})
     assert ws.monitoring.get_config("churn").granularities == [300, 3600]
+
+
+# Recent enough for feedback's 30-day lookback and the 7-day late-label lookback.
+RECENT = floor_time(datetime.now(UTC) - timedelta(days=1), 3600)
+
+
+def wrong_labels(ws: Workspace) -> list[dict[str, object]]:
+    """A label for every logged prediction, each the opposite of what was predicted."""
+    logged = PredictionLog(ws).read("churn").to_pydict()
+    return [
+        {"request_id": rid, "label": 1 - int(predicted)}
+        for rid, predicted in zip(logged["request_id"], logged["out__predictions"], strict=True)
+    ]
+
+
+def test_late_labels_reevaluate_their_closed_window_and_can_alert(ws: Workspace) -> None:
+    log_traffic(ws, RECENT, 200)
+    ws.monitoring.create_rule(
+        {
+            "name": "accuracy",
+            "endpoint": "churn",
+            "kind": "performance",
+            "metric": "accuracy",
+            "op": "<",
+            "threshold": 0.9,
+            "window": 300,
+            "min_samples": 50,
+        }
+    )
+    first = ws.monitoring.run_once(RECENT + timedelta(minutes=6))
+    assert first.windows_closed == 1 and first.alerts_changed == 0  # no labels yet
+
+    # Days later (for the window), the labels come: every prediction was wrong.
+    ws.monitoring.submit_feedback("churn", wrong_labels(ws)[:100])
+    report = ws.monitoring.performance(
+        "churn", window=300, start=RECENT, end=RECENT + timedelta(minutes=5)
+    )
+    assert report.windows[0].metrics["accuracy"] == 0.0
+
+    # Beyond the configured lookback, a window is not evaluated again ...
+    ws.monitoring.configure("churn", {"granularities": [300, 3600], "late_labels_seconds": 60})
+    bounded = ws.monitoring.run_once(RECENT + timedelta(minutes=11))
+    assert bounded.windows_reevaluated == 0 and ws.monitoring.list_alerts("churn") == []
+
+    # ... within it, the next pass evaluates the window again, and the rule opens an alert
+    # naming that window.
+    ws.monitoring.configure("churn", {"granularities": [300, 3600]})
+    later = ws.monitoring.run_once(RECENT + timedelta(minutes=16))
+    assert later.windows_reevaluated == 1 and later.alerts_changed == 1 and not later.errors
+    [alert] = ws.monitoring.list_alerts("churn")
+    assert alert.rule == "accuracy" and alert.value == 0.0 and alert.samples == 100
+    assert (alert.window_start, alert.window_end) == (RECENT, RECENT + timedelta(minutes=5))
+    assert alert.evidence["late_labels"] is True
+
+    # Passes after that open nothing more.
+    again = ws.monitoring.run_once(RECENT + timedelta(minutes=21))
+    assert again.alerts_changed == 0 and len(ws.monitoring.list_alerts("churn")) == 1
+
+
+def test_volume_rules_see_traffic_stop(ws: Workspace) -> None:
+    log_traffic(ws, T0, 50)  # the 12:00 window is busy, then nothing comes
+    monitoring = ws.monitoring
+    for name, metric, op, threshold in [
+        ("silent", "idle_windows", ">=", 3),
+        ("quiet", "requests", "<", 10),
+        ("slow-traffic", "throughput_rps", "<", 0.01),
+    ]:
+        monitoring.create_rule(
+            {
+                "name": name,
+                "endpoint": "churn",
+                "kind": "volume",
+                "metric": metric,
+                "op": op,
+                "threshold": threshold,
+                "window": 300,
+                # No traffic is what a volume rule measures, not a lack of samples.
+                "min_samples": 100,
+            }
+        )
+    monitoring.run_once(T0 + timedelta(minutes=16))  # closes 12:00, 12:05 and 12:10
+    opened = {a.rule: a for a in monitoring.list_alerts("churn")}
+    assert set(opened) == {"quiet", "slow-traffic"}
+    assert opened["quiet"].window_start == T0 + timedelta(minutes=5)
+    assert opened["quiet"].value == 0 and opened["slow-traffic"].value == 0
+
+    monitoring.run_once(T0 + timedelta(minutes=21))  # 12:15: the third silent window
+    [silent] = monitoring.list_alerts("churn", rule="silent")
+    assert silent.window_start == T0 + timedelta(minutes=15) and silent.value == 3
+    assert silent.evidence["observation"]["requests"] == 0
+
+
+def test_an_endpoint_nobody_calls_gets_empty_windows_and_can_alert(ws: Workspace) -> None:
+    # Nothing logged at all: windows start when the endpoint was created.
+    created = ws.endpoints.get("churn").created_at
+    ws.monitoring.create_rule(
+        {
+            "name": "never-called",
+            "endpoint": "churn",
+            "kind": "volume",
+            "metric": "idle_windows",
+            "op": ">=",
+            "threshold": 3,
+            "window": 300,
+        }
+    )
+    passed = ws.monitoring.run_once(created + timedelta(minutes=21))
+    assert passed.windows_closed >= 4 and not passed.errors
+    ops = ws.monitoring.operations("churn", window=300)
+    assert ops == []  # empty windows store nothing ...
+    [alert] = ws.monitoring.list_alerts("churn")  # ... but are judged
+    assert alert.window_start == floor_time(created, 300) + timedelta(minutes=10)
+    assert alert.value == 3

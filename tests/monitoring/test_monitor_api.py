@@ -93,8 +93,11 @@ def test_errors_name_what_to_fix(monitored: Workspace, client: Client) -> None:
         m.get_reference("models:/churn/1")
     with pytest.raises(NotFound, match="logged no predictions"):
         m.drift("churn", window=300, start=T0, end=T0 + timedelta(minutes=5))
-    with pytest.raises(NotFound):
-        m.submit_feedback("churn", [{"request_id": "never-served", "label": 1}])
+    # A label for an endpoint that does not exist could never be joined: refused.
+    with pytest.raises(NotFound, match="no endpoint 'nope' exists"):
+        m.submit_feedback("nope", [{"request_id": "never-served", "label": 1}])
+    with pytest.raises(InvalidInput, match="rejected"):  # names the statuses there are
+        m.list_held_feedback("churn", "lost")
     with pytest.raises(NotFound):
         m.resolve_alert("01ARZ3NDEKTSV4RRFFQ69G5FAV")
     with pytest.raises(InvalidInput):
@@ -169,7 +172,12 @@ def test_cli_monitor_commands(monitored: Workspace, tmp_path: Path, run) -> None
     pd.DataFrame({"request_id": ids[:10], "label": [1] * 10}).to_csv(labels, index=False)
     code, out = cli("monitor", "feedback", "churn", "--file", str(labels))
     assert code == 0 and "10 label(s) stored" in out
+    # A label for a prediction not in the log (yet) is held, and listed.
     code, out = cli("monitor", "feedback", "churn", "--request-id", "ghost", "--label", "1")
+    assert code == 0 and "1 label(s) held until their predictions are logged" in out
+    code, out = cli("monitor", "feedback-pending", "churn", "--json")
+    assert code == 0 and '"request_id": "ghost"' in out and '"status": "pending"' in out
+    code, out = cli("monitor", "feedback", "nowhere", "--request-id", "ghost", "--label", "1")
     assert code != 0
     code, out = cli(
         "monitor",

@@ -107,7 +107,7 @@ def test_crud_validation_and_audit(sqlite_ws: Workspace, launcher: Launcher) -> 
     named = TriggerService(ws, launcher).create(
         {"name": "on-slow", "pipeline": "retrain", "kind": "alert", "rules": ["slow"]}
     )
-    assert len(named.alert_kinds or []) == 5  # named rules: any kind
+    assert len(named.alert_kinds or []) == 6  # named rules: any kind (volume too)
     service.delete("on-slow")
     ds = service.create(
         TriggerSpec(name="new-data", pipeline="retrain", kind="dataset", dataset="churn-train")

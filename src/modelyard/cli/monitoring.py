@@ -68,6 +68,8 @@ def status(
                     "drifted": w.drifted_features,
                     "open alerts": item.open_alerts,
                     "feedback": item.feedback,
+                    "held": item.feedback_pending,
+                    "expired": item.feedback_expired + item.feedback_rejected,
                 }
             )
     table(rows, list(rows[0]) if rows else ["endpoint"], as_json=False, title="monitoring")
@@ -246,8 +248,33 @@ def feedback(
     result = _monitoring(ctx).submit_feedback(endpoint, items)
     if as_json:
         record(result, as_json=True)
-    else:
-        ok(f"{result.stored} label(s) stored ({result.created} new, {result.replaced} replaced)")
+        return
+    ok(f"{result.stored} label(s) stored ({result.created} new, {result.replaced} replaced)")
+    if result.pending:
+        ok(
+            f"{result.pending} label(s) held until their predictions are logged (the monitor "
+            f"joins them; unmatched at {result.held_until:%Y-%m-%d %H:%M:%S} UTC they expire): "
+            f"`modelyard monitor feedback-pending {endpoint}` lists them"
+        )
+
+
+@app.command("feedback-pending")
+def feedback_pending(
+    ctx: typer.Context,
+    endpoint: str,
+    status: str = typer.Option(
+        None, "--status", help="pending, expired or rejected (default: all)"
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Labels held for predictions not logged yet, and those that expired or were rejected."""
+    found = _monitoring(ctx).list_held_feedback(endpoint, status)
+    table(
+        found,
+        ["request_id", "row", "label", "status", "received_at", "expires_at", "reason"],
+        as_json=as_json,
+        title=f"held feedback of {endpoint}",
+    )
 
 
 @app.command("reference")
@@ -356,7 +383,9 @@ def create_rule(
     ctx: typer.Context,
     name: str,
     endpoint: str = typer.Option(..., "--endpoint"),
-    kind: str = typer.Option(..., "--kind", help="drift, performance, kpi, latency, error_rate"),
+    kind: str = typer.Option(
+        ..., "--kind", help="drift, performance, kpi, latency, error_rate, volume"
+    ),
     metric: str = typer.Option(..., "--metric", help="e.g. drift_share, accuracy, latency_p99_ms"),
     op: str = typer.Option(">", "--op", help="one of > >= < <="),
     threshold: float = typer.Option(..., "--threshold"),

@@ -6,7 +6,8 @@ window: a flat mapping of metric names (``error_rate``, ``latency_p99_ms``, ``dr
 enabled rule of that endpoint and window compares its metric with its threshold:
 
 * the metric is missing or not a finite number, or has fewer than ``min_samples`` samples:
-  the window is *insufficient* and the rule neither fires nor resolves;
+  the window is *insufficient* and the rule neither fires nor resolves (a ``volume`` rule
+  judges every window: no traffic is what it measures);
 * the condition holds and the rule has no active (open or escalated) alert: one opens;
 * the condition holds and an alert is active: no second alert (an alert fires once), the
   alert's evidence notes the newest breaching window;
@@ -14,7 +15,8 @@ enabled rule of that endpoint and window compares its metric with its threshold:
   active alert resolves.
 
 A rule never opens an alert for a window that is not later than the window of its newest
-alert, so evaluating a window twice (a monitor restart) never opens two alerts. The check
+alert, so evaluating a window twice (a monitor restart, or labels that arrived late) never
+opens two alerts. The check
 runs in the write transaction with the rule row locked (PostgreSQL ``FOR UPDATE``; SQLite
 serialises write transactions already).
 
@@ -31,13 +33,20 @@ import math
 import re
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -45,8 +54,10 @@ from ulid import ULID
 
 from modelyard import jsonio
 from modelyard.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from modelyard.jsonio import JsonFloat, JsonInt, NotABoolean
 from modelyard.monitoring.config import MonitorConfig
 from modelyard.store import Store
+from modelyard.store.schema import MAX_INTEGER
 from modelyard.store.tables import AlertRow, AlertRuleRow, MonitorConfigRow
 
 if TYPE_CHECKING:
@@ -57,6 +68,7 @@ log = logging.getLogger("modelyard.monitoring.alerts")
 __all__ = [
     "ACTIVE",
     "PERFORMANCE_METRICS",
+    "VOLUME_METRICS",
     "Alert",
     "AlertEvent",
     "AlertKind",
@@ -67,7 +79,7 @@ __all__ = [
     "WebhookPolicy",
 ]
 
-AlertKind = Literal["drift", "performance", "kpi", "latency", "error_rate"]
+AlertKind = Literal["drift", "performance", "kpi", "latency", "error_rate", "volume"]
 Op = Literal[">", ">=", "<", "<="]
 AlertStatus = Literal["open", "escalated", "resolved"]
 EventKind = Literal["opened", "escalated", "resolved"]
@@ -80,7 +92,16 @@ PERFORMANCE_METRICS = frozenset(
     {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "mae", "mse", "rmse", "r2"}
 )
 
+#: Metrics a ``volume`` rule may watch: traffic per window, and ``idle_windows``, the number
+#: of consecutive windows up to this one in which the endpoint answered no request.
+VOLUME_METRICS = frozenset({"requests", "rows", "throughput_rps", "idle_windows"})
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: The longest an alert may stay open before it escalates (a year, in seconds).
+MAX_ESCALATE_AFTER = 366 * 86_400
+_SecondsOpen = Annotated[
+    int, Field(gt=0, le=MAX_ESCALATE_AFTER, description="seconds open"), NotABoolean
+]
 _LATENCY = re.compile(r"^latency_[A-Za-z0-9_.]+$")
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": lambda v, t: v > t,
@@ -95,6 +116,7 @@ _SAMPLES_BY_KIND = {
     "latency": "requests",
     "error_rate": "requests",
     "kpi": "samples",
+    "volume": "requests",
 }
 # The observation keys kept as an alert's evidence, by kind: (exact names, prefixes).
 _EVIDENCE: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
@@ -106,6 +128,7 @@ _EVIDENCE: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "latency": (frozenset({"requests", "throughput_rps"}), ("latency_",)),
     "error_rate": (frozenset({"errors", "requests", "error_rate", "rows"}), ()),
     "kpi": (frozenset({"samples"}), ("kpi.",)),
+    "volume": (VOLUME_METRICS | {"errors"}, ()),
 }
 
 
@@ -113,18 +136,20 @@ _EVIDENCE: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
 
 
 class _RuleFields(BaseModel):
-    name: str
+    name: str = Field(json_schema_extra={"pattern": _NAME.pattern})
     endpoint: str = Field(min_length=1, max_length=256)
     kind: AlertKind
     metric: str = Field(min_length=1, max_length=256)
     op: Op
-    threshold: float = Field(allow_inf_nan=False)
-    window: int = Field(gt=0, description="seconds: one of the endpoint's monitor granularities")
-    min_samples: int = Field(default=30, ge=0)
-    escalate_after: int | None = Field(default=None, gt=0, description="seconds open")
-    auto_resolve: bool = False
+    threshold: JsonFloat = Field(allow_inf_nan=False)
+    window: JsonInt = Field(
+        gt=0, le=86_400, description="seconds: one of the endpoint's monitor granularities"
+    )
+    min_samples: JsonInt = Field(default=30, ge=0, le=MAX_INTEGER)
+    escalate_after: _SecondsOpen | None = None
+    auto_resolve: StrictBool = False
     webhooks: list[str] = Field(default_factory=list, max_length=20)
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class AlertRuleSpec(_RuleFields):
@@ -181,6 +206,7 @@ METRIC_HELP = {
     "kpi": "use kpi.<name of a project KPI>",
     "latency": "use a latency_* metric such as latency_p99_ms",
     "error_rate": "use error_rate or errors",
+    "volume": "use " + ", ".join(sorted(VOLUME_METRICS)),
 }
 
 
@@ -197,6 +223,8 @@ def metric_fits(kind: str, metric: str) -> bool:
         return bool(_LATENCY.match(metric))
     if kind == "error_rate":
         return metric in ("error_rate", "errors")
+    if kind == "volume":
+        return metric in VOLUME_METRICS
     return False
 
 
@@ -418,15 +446,22 @@ class AlertService:
         samples: Mapping[str, int] | int,
         *,
         now: datetime | None = None,
+        kinds: Collection[str] | None = None,
+        late: bool = False,
     ) -> list[Alert]:
         """Check the enabled rules of ``endpoint`` and ``window`` against one window.
 
-        Returns the alerts this call opened, resolved or updated (newest value noted).
+        ``kinds``: only rules of these kinds. ``late``: the window was evaluated before and
+        is evaluated again because labels arrived after it closed; an alert it opens says so
+        (``evidence.late_labels``), and it opens none inside an incident that an earlier
+        alert of the rule already covered (one resolved by a later window, or resolved by
+        hand after this window ended). Returns the alerts this call opened, resolved or
+        updated (newest value noted).
         """
         window_start = _utc(window_start)
         now = _utc(now) if now is not None else datetime.now(UTC)
         # Most (endpoint, window) pairs have no rule: find out without taking the write lock.
-        if not self._has_rules(endpoint, window):
+        if not self.has_rules(endpoint, window, kinds):
             return []
         pending = _Pending()
         changed: list[Alert] = []
@@ -440,13 +475,15 @@ class AlertService:
             ).all()
             for rule in rules:
                 spec = _spec_of(rule)
-                if spec.window != window:
+                if spec.window != window or (kinds is not None and spec.kind not in kinds):
                     continue
                 value = _number(observation.get(spec.metric))
                 count = _samples(spec, samples)
-                if value is None or count < spec.min_samples:
+                # A volume rule judges every window: no traffic is its observation, not a
+                # lack of samples.
+                if value is None or (spec.kind != "volume" and count < spec.min_samples):
                     continue  # insufficient: neither fires nor resolves
-                check = _Check(rule, spec, window_start, value, count, now, self.ws.actor)
+                check = _Check(rule, spec, window_start, value, count, now, self.ws.actor, late)
                 outcome = check.apply(s, observation)
                 if outcome is None:
                     continue
@@ -460,14 +497,21 @@ class AlertService:
         self._publish(pending)
         return changed
 
-    def _has_rules(self, endpoint: str, window: int) -> bool:
+    def has_rules(
+        self, endpoint: str, window: int | None = None, kinds: Collection[str] | None = None
+    ) -> bool:
+        """Whether ``endpoint`` has enabled rules (of ``window``, of ``kinds``)."""
         with self.store.read() as s:
             specs = s.scalars(
                 select(AlertRuleRow.spec).where(
                     AlertRuleRow.endpoint == endpoint, AlertRuleRow.enabled.is_(True)
                 )
             ).all()
-        return any(spec.get("window") == window for spec in specs)
+        return any(
+            (window is None or spec.get("window") == window)
+            and (kinds is None or spec.get("kind") in kinds)
+            for spec in specs
+        )
 
     def escalate_due(
         self, now: datetime | None = None, *, endpoint: str | None = None
@@ -640,6 +684,7 @@ class _Check:
     samples: int
     now: datetime
     actor: str
+    late: bool = False
 
     def apply(
         self, s: Session, observation: Mapping[str, float | None]
@@ -673,7 +718,7 @@ class _Check:
                     f"auto-resolved: {spec.metric} = {value:g} is no longer {spec.op} "
                     f"{spec.threshold:g} in the window from {start.isoformat()}"
                 )
-                _resolve_row(active, self.actor, note, self.now, auto=True)
+                _resolve_row(active, self.actor, note, self.now, auto=True, window=start)
                 return active, "resolved", before
             return None
         if not breached:
@@ -684,6 +729,8 @@ class _Check:
         if newest is not None and start <= newest:
             return None  # this window (or a later one) fired already: fire once
         end = start + timedelta(seconds=spec.window)
+        if self.late and self._covered(s, start, end):
+            return None
         row = AlertRow(
             id=str(ULID()),
             rule_id=self.rule.id,
@@ -705,6 +752,7 @@ class _Check:
                 "observation": _evidence(spec, observation),
                 "latest": latest,
                 "breaching_windows": 1,
+                **({"late_labels": True} if self.late else {}),
             },
             opened_at=self.now,
             escalated_at=None,
@@ -714,6 +762,21 @@ class _Check:
         )
         s.add(row)
         return row, "opened", None
+
+    def _covered(self, s: Session, start: datetime, end: datetime) -> bool:
+        """Whether the rule's previous alert, resolved, spanned the window from ``start``."""
+        previous = s.scalar(
+            select(AlertRow)
+            .where(AlertRow.rule_id == self.rule.id, AlertRow.window_start < start)
+            .order_by(AlertRow.window_start.desc())
+            .limit(1)
+        )
+        if previous is None or previous.resolved_at is None:
+            return False
+        resolution = previous.evidence.get("resolution") or {}
+        if resolution.get("window_start"):
+            return datetime.fromisoformat(resolution["window_start"]) > start
+        return previous.resolved_at >= end
 
 
 @dataclass
@@ -865,9 +928,20 @@ def _alert(row: AlertRow) -> Alert:
     )
 
 
-def _resolve_row(row: AlertRow, by: str, note: str, now: datetime, *, auto: bool) -> None:
+def _resolve_row(
+    row: AlertRow,
+    by: str,
+    note: str,
+    now: datetime,
+    *,
+    auto: bool,
+    window: datetime | None = None,
+) -> None:
     row.status, row.resolved_at, row.resolved_by = "resolved", now, by
-    row.evidence = {**row.evidence, "resolution": {"note": note, "auto": auto}}
+    resolution: dict[str, Any] = {"note": note, "auto": auto}
+    if window is not None:  # the window that was back within the threshold
+        resolution["window_start"] = window.isoformat()
+    row.evidence = {**row.evidence, "resolution": resolution}
 
 
 def _audit_state(row: AlertRow) -> dict[str, Any]:

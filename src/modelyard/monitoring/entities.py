@@ -80,6 +80,9 @@ class EndpointStatus(BaseModel):
     windows: list[WindowSummary]
     open_alerts: int
     feedback: int
+    feedback_pending: int = 0  # labels held until their predictions are logged
+    feedback_expired: int = 0  # held labels whose predictions never appeared (kept 30 days)
+    feedback_rejected: int = 0  # held labels that did not fit their prediction (kept 30 days)
 
 
 class MonitorPass(BaseModel):
@@ -90,5 +93,8 @@ class MonitorPass(BaseModel):
     windows_closed: int
     alerts_changed: int
     escalated: int
+    feedback_joined: int = 0  # held labels whose predictions have landed, now stored
+    feedback_expired: int = 0  # held labels that expired or were rejected in this pass
+    windows_reevaluated: int = 0  # closed windows checked again because late labels arrived
     skipped: bool = False  # another monitor holds the lease
     errors: list[str] = Field(default_factory=list)

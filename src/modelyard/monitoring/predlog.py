@@ -569,9 +569,15 @@ class PredictionLog:
     # -- reading ----------------------------------------------------------------------------
 
     def segments(
-        self, endpoint: str, start: datetime | None = None, end: datetime | None = None
+        self,
+        endpoint: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        created_since: datetime | None = None,
     ) -> list[PredictionSegment]:
-        """The segments of ``endpoint`` that may hold rows with ``start <= at < end``."""
+        """The segments of ``endpoint`` that may hold rows with ``start <= at < end``
+        (and, with ``created_since``, only those written at or after it)."""
         from sqlalchemy import select
 
         from modelyard.store.tables import PredictionSegmentRow
@@ -581,6 +587,8 @@ class PredictionLog:
             query = query.where(PredictionSegmentRow.end_at >= _aware(start))
         if end is not None:
             query = query.where(PredictionSegmentRow.start_at < _aware(end))
+        if created_since is not None:
+            query = query.where(PredictionSegmentRow.created_at >= _aware(created_since))
         query = query.order_by(PredictionSegmentRow.start_at, PredictionSegmentRow.id)
         with self.ws.store.read() as session:
             return [PredictionSegment.from_row(row) for row in session.scalars(query)]

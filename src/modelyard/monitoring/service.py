@@ -3,9 +3,11 @@
 :meth:`MonitoringService.run_once` is one pass of the monitor. It closes the windows of
 every endpoint (see :mod:`modelyard.monitoring.windows`), turns each newly closed window into
 an *observation* (traffic, errors, latency, drift against the version's reference, the
-performance its feedback shows, the project's KPIs) and hands it to the alert rules. Passes
-are safe to repeat and to run from several processes: a lease lets one monitor act at a time,
-windows are rebuilt whole, and an alert rule fires once per incident.
+performance its feedback shows, the project's KPIs) and hands it to the alert rules. Before
+that it joins held feedback (labels that arrived before their predictions were logged) and
+evaluates again the performance rules of closed windows that received labels since the last
+pass. Passes are safe to repeat and to run from several processes: a lease lets one monitor
+act at a time, windows are rebuilt whole, and an alert rule fires once per incident.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
         FeedbackItem,
         FeedbackResult,
         FeedbackService,
+        PendingFeedback,
     )
     from modelyard.monitoring.performance import PerformanceReport
     from modelyard.monitoring.profiles import Profile
@@ -73,6 +76,8 @@ log = logging.getLogger("modelyard.monitoring")
 __all__ = ["MonitoringService"]
 
 LEASE = "monitor"
+#: How far before its mark the late-label pass reads feedback again (see ``_late_labels``).
+LATE_LABEL_SLACK = timedelta(minutes=2)
 REFERENCE_CHUNK_ROWS = 50_000
 #: Granularities must divide a day, so windows of every size line up with each other.
 DAY = 86_400
@@ -315,7 +320,8 @@ class MonitoringService:
     # -- the monitor pass -----------------------------------------------------------------------
 
     def run_once(self, now: datetime | None = None, *, lease_seconds: float = 120.0) -> MonitorPass:
-        """Close every endpoint's due windows, evaluate them, escalate overdue alerts."""
+        """Join held feedback, close every endpoint's due windows and evaluate them,
+        re-evaluate closed windows that got late labels, escalate overdue alerts."""
         started = time.perf_counter()
         now = now or datetime.now(UTC)
         result = MonitorPass(
@@ -324,23 +330,37 @@ class MonitoringService:
         if not self._take_lease(now, lease_seconds):
             result.skipped = True
             return result
-        for endpoint in self.ws.endpoints.list():
+        endpoints = self.ws.endpoints.list()
+        for endpoint in endpoints:
             try:
-                closed, changed = self._monitor_endpoint(endpoint.name, now)
+                self._monitor_endpoint(endpoint.name, now, endpoint.created_at, result)
             except Exception as exc:  # one broken endpoint must not stop the others
                 log.exception("monitoring endpoint %s failed", endpoint.name)
                 result.errors.append(f"{endpoint.name}: {type(exc).__name__}: {exc}")
-                continue
-            result.windows_closed += closed
-            result.alerts_changed += changed
+        try:
+            orphans = self.feedback.expire_orphans({e.name for e in endpoints}, now=now)
+            result.feedback_expired += orphans
+        except Exception as exc:
+            log.exception("expiring held feedback of deleted endpoints failed")
+            result.errors.append(f"held feedback: {type(exc).__name__}: {exc}")
         result.escalated = len(self.alerts.escalate_due(now=now))
         result.seconds = time.perf_counter() - started
         return result
 
-    def _monitor_endpoint(self, endpoint: str, now: datetime) -> tuple[int, int]:
+    def _monitor_endpoint(
+        self, endpoint: str, now: datetime, created_at: datetime, result: MonitorPass
+    ) -> None:
         config = self.get_config(endpoint)
+        # Held labels first: those whose predictions landed reach the windows closed now.
+        held = self.feedback.join_held(endpoint, config=config, now=now)
+        result.feedback_joined += held.joined
+        result.feedback_expired += held.expired + held.rejected
+        # Windows closed before, in time order, before the new ones: an incident that late
+        # labels reveal is named by its first window.
+        reevaluated, changed = self._late_labels(endpoint, config, now)
+        result.windows_reevaluated += reevaluated
+        result.alerts_changed += changed
         base = config.granularities[0]
-        closed = changed = 0
         for granularity in config.granularities:
             finer = base if granularity != base and granularity % base == 0 else None
             while True:  # catch up in bounded steps
@@ -350,15 +370,58 @@ class MonitoringService:
                     now=now,
                     lateness=config.lateness_seconds,
                     finer=finer,
+                    origin=created_at,
                 )
                 for window_start in windows:
-                    changed += self._evaluate_window(
+                    result.alerts_changed += self._evaluate_window(
                         endpoint, granularity, window_start, config, now
                     )
-                closed += len(windows)
+                result.windows_closed += len(windows)
                 if len(windows) < 288:
                     break
-        return closed, changed
+
+    def _late_labels(self, endpoint: str, config: MonitorConfig, now: datetime) -> tuple[int, int]:
+        """Re-evaluate the performance rules of closed windows that received labels since
+        the last pass (windows up to ``late_labels_seconds`` old); return (windows, alerts)."""
+        from modelyard.monitoring.windows import floor_time
+
+        if config.late_labels_seconds <= 0 or not self.alerts.has_rules(
+            endpoint, kinds=("performance",)
+        ):
+            return 0, 0
+        marks = self.windows.labels_until(endpoint)
+        if not marks:
+            return 0, 0  # no window closed yet
+        known = [m for m in marks.values() if m is not None]
+        mark = min(known) if len(known) == len(marks) else None
+        oldest = now - timedelta(seconds=config.late_labels_seconds)
+        query = select(FeedbackRow.predicted_at, FeedbackRow.received_at).where(
+            FeedbackRow.endpoint == endpoint, FeedbackRow.predicted_at >= oldest
+        )
+        if mark is not None:
+            # Stamps are taken just before commit; a slower transaction may commit an older
+            # stamp after the mark moved past it, so read back a little.
+            query = query.where(FeedbackRow.received_at > mark - LATE_LABEL_SLACK)
+        with self.ws.store.read() as session:
+            labels = session.execute(query).all()
+        if not labels:
+            return 0, 0
+        windows = changed = 0
+        for granularity in config.granularities:
+            closed = self.windows.watermark(endpoint, granularity)
+            if closed is None:
+                continue
+            step = timedelta(seconds=granularity)
+            starts = {floor_time(predicted, granularity) for predicted, _ in labels}
+            for window_start in sorted(starts):
+                if window_start + step > closed:
+                    continue  # not closed yet: it will be evaluated with every label
+                windows += 1
+                changed += self._evaluate_window(
+                    endpoint, granularity, window_start, config, now, late=True
+                )
+        self.windows.set_labels_until(endpoint, max(received for _, received in labels))
+        return windows, changed
 
     def _evaluate_window(
         self,
@@ -367,8 +430,24 @@ class MonitoringService:
         window_start: datetime,
         config: MonitorConfig,
         now: datetime,
+        *,
+        late: bool = False,
     ) -> int:
         window_end = window_start + timedelta(seconds=granularity)
+        if late:  # only the labels changed: performance rules are all there is to re-check
+            observation, samples = self._performance(endpoint, window_start, window_end, config)
+            return len(
+                self.alerts.evaluate(
+                    endpoint,
+                    granularity,
+                    window_start,
+                    observation,
+                    samples,
+                    now=now,
+                    kinds=("performance",),
+                    late=True,
+                )
+            )
         contents = [
             c for _, c in self.windows.contents(endpoint, granularity, window_start, window_end)
         ]
@@ -396,7 +475,6 @@ class MonitoringService:
     ) -> tuple[dict[str, float | None], dict[str, int]]:
         """The metrics alert rules and KPIs see for one window, and each metric's sample count."""
         from modelyard.monitoring.drift import compare
-        from modelyard.monitoring.performance import performance
 
         window_end = window_start + timedelta(seconds=granularity)
         ops = _ops(window_start, window_end, None, contents)
@@ -409,6 +487,7 @@ class MonitoringService:
             "latency_p50_ms": ops.latency_p50_ms,
             "latency_p95_ms": ops.latency_p95_ms,
             "latency_p99_ms": ops.latency_p99_ms,
+            "idle_windows": self._idle_windows(endpoint, granularity, window_start, ops.requests),
         }
         samples = {name: ops.requests for name in observation}
         if not contents:
@@ -425,11 +504,24 @@ class MonitoringService:
             for feature in report.features:
                 observation[f"drift.{feature.feature}"] = feature.statistic
                 samples[f"drift.{feature.feature}"] = feature.current_rows
+        performance, counts = self._performance(endpoint, window_start, window_end, config)
+        observation.update(performance)
+        samples.update(counts)
+        return observation, samples
+
+    def _performance(
+        self, endpoint: str, start: datetime, end: datetime, config: MonitorConfig
+    ) -> tuple[dict[str, float | None], dict[str, int]]:
+        """Performance metrics of the labelled predictions in ``[start, end)``, with counts."""
+        from modelyard.monitoring.performance import performance
+
+        observation: dict[str, float | None] = {}
+        samples: dict[str, int] = {}
         perf = performance(
             self.ws,
             endpoint,
-            start=window_start,
-            end=window_end,
+            start=start,
+            end=end,
             granularity=None,
             config=config,
             by_version=False,
@@ -441,6 +533,20 @@ class MonitoringService:
             observation["feedback_samples"] = window.samples
             samples["feedback_samples"] = window.samples
         return observation, samples
+
+    def _idle_windows(
+        self, endpoint: str, granularity: int, window_start: datetime, requests: int
+    ) -> int:
+        """Consecutive windows, up to and including this one, in which nothing was requested."""
+        from modelyard.monitoring.windows import floor_time
+
+        if requests:
+            return 0
+        step = timedelta(seconds=granularity)
+        busy = self.windows.last_busy(endpoint, granularity, window_start)
+        if busy is None:  # never busy: idle since the endpoint's first window
+            busy = floor_time(self.ws.endpoints.get(endpoint).created_at, granularity) - step
+        return max(1, (window_start - busy) // step)
 
     def _take_lease(self, now: datetime, seconds: float) -> bool:
         """Hold (or renew) the monitor lease; False while another live monitor holds it."""
@@ -482,6 +588,11 @@ class MonitoringService:
         version: int | None = None,
     ) -> list[Feedback]:
         return self.feedback.list(endpoint, start=start, end=end, version=version)
+
+    def list_held_feedback(self, endpoint: str, status: str | None = None) -> list[PendingFeedback]:
+        """Labels held for predictions not logged yet, and those that expired or were rejected."""
+        self.ws.endpoints.get(endpoint)
+        return self.feedback.held(endpoint, status=status)
 
     def create_rule(self, spec: AlertRuleSpec | Mapping[str, Any]) -> AlertRule:
         return self.alerts.create_rule(spec)
@@ -661,12 +772,16 @@ class MonitoringService:
                     .select_from(FeedbackRow)
                     .where(FeedbackRow.endpoint == name)
                 )
+            held = self.feedback.held_counts(name)
             result.append(
                 EndpointStatus(
                     endpoint=name,
                     windows=summaries,
                     open_alerts=int(open_alerts or 0),
                     feedback=int(feedback or 0),
+                    feedback_pending=held["pending"],
+                    feedback_expired=held["expired"],
+                    feedback_rejected=held["rejected"],
                 )
             )
         return result

@@ -195,20 +195,26 @@ class WindowProfiler:
         lateness: int,
         finer: int | None = None,
         max_windows: int = 288,
+        origin: datetime | None = None,
     ) -> list[datetime]:
         """Profile the windows closed since the watermark; return their start times.
 
         ``finer``: a granularity dividing this one whose windows are already closed; windows
         are then merged from its rows instead of read from the log. At most ``max_windows``
-        windows per call, so a long catch-up is done in bounded steps.
+        windows per call, so a long catch-up is done in bounded steps. Windows start at the
+        first logged prediction or, for an endpoint that has logged none, at ``origin`` (when
+        it was created; at most ``max_windows`` windows back): an endpoint nobody calls still
+        gets its (empty) windows, so rules on traffic volume can see the silence.
         """
         start = self.watermark(endpoint, granularity)
+        horizon = floor_time(now - timedelta(seconds=lateness), granularity)
         if start is None:
             first = self._first_logged(endpoint)
             if first is None:
-                return []
+                if origin is None:
+                    return []
+                first = max(origin, horizon - max_windows * timedelta(seconds=granularity))
             start = floor_time(first, granularity)
-        horizon = floor_time(now - timedelta(seconds=lateness), granularity)
         if finer is not None:
             finer_done = self.watermark(endpoint, finer)
             if finer_done is None:
@@ -268,6 +274,41 @@ class WindowProfiler:
             query = query.where(WindowProfileRow.version == version)
         with self.ws.store.read() as session:
             return [(r.window_start, WindowContent.from_row(r)) for r in session.scalars(query)]
+
+    def last_busy(self, endpoint: str, granularity: int, until: datetime) -> datetime | None:
+        """The start of the newest stored window at or before ``until`` with a request."""
+        from sqlalchemy import func
+
+        with self.ws.store.read() as session:
+            return session.scalar(
+                select(func.max(WindowProfileRow.window_start)).where(
+                    WindowProfileRow.endpoint == endpoint,
+                    WindowProfileRow.granularity == granularity,
+                    WindowProfileRow.window_start <= until,
+                    WindowProfileRow.requests > 0,
+                )
+            )
+
+    def labels_until(self, endpoint: str) -> dict[int, datetime | None]:
+        """Per closed granularity: how far the late-label pass has read the feedback."""
+        with self.ws.store.read() as session:
+            return {
+                g: mark
+                for g, mark in session.execute(
+                    select(MonitorWatermarkRow.granularity, MonitorWatermarkRow.labels_until).where(
+                        MonitorWatermarkRow.endpoint == endpoint
+                    )
+                )
+            }
+
+    def set_labels_until(self, endpoint: str, mark: datetime) -> None:
+        """Note that feedback received up to ``mark`` has reached every closed window."""
+        with self.ws.store.write(self.ws.actor) as tx:
+            for row in tx.session.scalars(
+                select(MonitorWatermarkRow).where(MonitorWatermarkRow.endpoint == endpoint)
+            ):
+                if row.labels_until is None or row.labels_until < mark:
+                    row.labels_until = mark
 
     # -- internals ----------------------------------------------------------------------------
 
