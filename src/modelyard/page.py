@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from modelyard.errors import InvalidInput
+from modelyard.store.schema import MAX_BIGINT
 
 T = TypeVar("T")
 
 MAX_LIMIT = 1000
+
+#: How many items a page holds, as a request asks for it.
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"items per page, 1 to {MAX_LIMIT}")]
 
 
 class Page(BaseModel, Generic[T]):
@@ -37,7 +41,8 @@ def decode_token(token: str | None) -> int:
     try:
         kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
         offset = int(value)
-        if kind != "o" or offset < 0:
+        # A token we issued never points past what a 64-bit OFFSET (plus a page) holds.
+        if kind != "o" or not 0 <= offset <= MAX_BIGINT - MAX_LIMIT - 1:
             raise ValueError
     except ValueError:
         raise InvalidInput(

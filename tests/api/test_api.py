@@ -154,7 +154,11 @@ def test_roles_are_enforced(tmp_path: Path) -> None:
         assert call("POST", "/models", editor, json={"name": "m"}).status_code == 201
         assert_problem(call("POST", "/users", editor, json={"name": "x"}), 403, "admin")
         assert call("POST", "/users", admin, json={"name": "x"}).status_code == 201
-        assert call("GET", "/whoami", editor).json() == {"name": "ed", "role": "editor"}
+        assert call("GET", "/whoami", editor).json() == {
+            "name": "ed",
+            "role": "editor",
+            "endpoints": None,
+        }
 
         # the change is attributed to the caller
         record = ws.audit.list(action="model.create").items[0]

@@ -19,7 +19,7 @@ from modelyard.api import (
     serving,
     tracking,
 )
-from modelyard.api.responses import ApiJSONResponse
+from modelyard.api.responses import ApiJSONResponse, install_openapi
 from modelyard.config import Settings
 from modelyard.workspace import Workspace
 
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
     if workspace is not None:  # usable before start-up too (tests, in-process mounting)
         app.state.workspace = workspace
     problems.install(app)
+    install_openapi(app, auth=(workspace.settings if workspace else settings or Settings()).auth)
 
     api = APIRouter(prefix=API_PREFIX)
 

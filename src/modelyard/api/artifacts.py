@@ -4,23 +4,61 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import AfterValidator, BaseModel, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from modelyard.api.deps import editor, viewer
+from modelyard.api.requests import ApiRoute
+from modelyard.api.responses import OctetStreamResponse, problems
 from modelyard.artifacts import parse_digest
-from modelyard.errors import PayloadTooLarge
+from modelyard.errors import InvalidInput, PayloadTooLarge
 from modelyard.workspace import Workspace
 
-router = APIRouter(tags=["artifacts"])
+router = APIRouter(tags=["artifacts"], route_class=ApiRoute)
 
 
-@router.put("/artifacts/{digest}", status_code=201)
-async def upload(digest: str, request: Request, ws: Workspace = Depends(editor)) -> Response:
+def _digest(value: str) -> str:
+    try:
+        parse_digest(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.detail) from None
+    return value
+
+
+#: A blob's digest as a request names it (the store's message when it is not one).
+Digest = Annotated[
+    str,
+    AfterValidator(_digest),
+    WithJsonSchema(
+        {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$", "description": "sha256:<64 hex>"}
+    ),
+]
+
+
+class Uploaded(BaseModel):
+    digest: str
+    created: bool
+    size: int | None = None
+
+
+@router.put(
+    "/artifacts/{digest}",
+    status_code=201,
+    response_model=Uploaded,
+    responses={200: {"model": Uploaded, "description": "stored already"}, **problems(413)},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def upload(digest: Digest, request: Request, ws: Workspace = Depends(editor)) -> Response:
     """Store the request body; refused unless it hashes to ``digest``."""
-    parse_digest(digest)
     limit = ws.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -47,13 +85,13 @@ async def upload(digest: str, request: Request, ws: Workspace = Depends(editor))
     return JSONResponse({"digest": digest, "created": True, "size": size}, status_code=201)
 
 
-@router.head("/artifacts/{digest}")
-def exists(digest: str, ws: Workspace = Depends(viewer)) -> Response:
+@router.head("/artifacts/{digest}", response_class=Response)
+def exists(digest: Digest, ws: Workspace = Depends(viewer)) -> Response:
     return Response(status_code=200 if ws.artifacts.exists(digest) else 404)
 
 
-@router.get("/artifacts/{digest}")
-def download(digest: str, ws: Workspace = Depends(viewer)) -> StreamingResponse:
+@router.get("/artifacts/{digest}", response_class=OctetStreamResponse)
+def download(digest: Digest, ws: Workspace = Depends(viewer)) -> StreamingResponse:
     """The blob's bytes; the stream is checked against the digest as it is read."""
     size = ws.artifacts.size(digest)
     chunks: Iterator[bytes] = ws.artifacts.open(digest)

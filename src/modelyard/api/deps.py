@@ -43,6 +43,11 @@ def requires(role: Role) -> Callable[..., Awaitable[Workspace]]:
     async def dependency(
         ws: Workspace = Depends(workspace), who: Identity = Depends(identity)
     ) -> Workspace:
+        if who.endpoints is not None:
+            raise Forbidden(
+                f"this token of {who.name} may only predict (on {', '.join(who.endpoints)}); "
+                "the HTTP API needs a token created without --endpoint"
+            )
         if not who.role.allows(role):
             raise Forbidden(f"{who.name} has role {who.role.value}; this needs {role.value}")
         return ws.as_actor(who.name)

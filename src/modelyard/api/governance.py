@@ -2,30 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from modelyard.api.deps import admin, identity, viewer
-from modelyard.governance import AuditRecord, Identity, IssuedToken, Token, User
-from modelyard.page import Page, check_limit, decode_token
+from modelyard.api.requests import ApiRoute, documented
+from modelyard.api.responses import problems
+from modelyard.governance import AuditRecord, Identity, IssuedToken, Role, Token, User
+from modelyard.governance.identity import ENDPOINT_NAME, MAX_TOKEN_DAYS, NAME
+from modelyard.jsonio import NotABoolean
+from modelyard.page import Limit, Page, check_limit, decode_token
 from modelyard.workspace import Workspace
 
-router = APIRouter(tags=["governance"])
+router = APIRouter(tags=["governance"], route_class=ApiRoute)
 
 
 class UserCreate(BaseModel):
-    name: str
-    role: str = "viewer"
+    name: Annotated[str, documented(NAME, "up to 128 letters, digits, '.', '_', '@', '-'")]
+    role: Role = Role.viewer
 
 
 class UserPatch(BaseModel):
-    role: str
+    role: Role
 
 
 class TokenCreate(BaseModel):
     user: str
     name: str = ""
-    expires_in_days: int | None = None
+    expires_in_days: Annotated[int, Field(ge=1, le=MAX_TOKEN_DAYS), NotABoolean] | None = None
+    endpoints: list[Annotated[str, documented(ENDPOINT_NAME)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="limit the token to predicting on these endpoints (and nothing else); "
+        "null: not limited",
+    )
 
 
 class VerifyReport(BaseModel):
@@ -66,10 +78,10 @@ def list_tokens(user: str | None = None, ws: Workspace = Depends(admin)) -> list
     return ws.identities.list_tokens(user)
 
 
-@router.post("/tokens", status_code=201, response_model=IssuedToken)
+@router.post("/tokens", status_code=201, response_model=IssuedToken, responses=problems(404))
 def create_token(body: TokenCreate, ws: Workspace = Depends(admin)) -> IssuedToken:
     return ws.identities.create_token(
-        body.user, name=body.name, expires_in_days=body.expires_in_days
+        body.user, name=body.name, expires_in_days=body.expires_in_days, endpoints=body.endpoints
     )
 
 
@@ -84,7 +96,7 @@ def list_audit(
     entity_id: str | None = None,
     actor: str | None = None,
     action: str | None = None,
-    limit: int = 100,
+    limit: Limit = 100,
     page_token: str | None = None,
     ws: Workspace = Depends(viewer),
 ) -> Page[AuditRecord]:

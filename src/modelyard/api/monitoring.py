@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from modelyard.api.deps import editor, viewer
+from modelyard.api.requests import ApiRoute, patch_body
+from modelyard.api.responses import problems
+from modelyard.jsonio import JsonTime
 from modelyard.monitoring.alerts import Alert, AlertRule, AlertRuleSpec
 from modelyard.monitoring.config import MonitorConfig
 from modelyard.monitoring.entities import (
@@ -19,22 +21,31 @@ from modelyard.monitoring.entities import (
     OpsWindow,
     ReferenceProfile,
 )
-from modelyard.monitoring.feedback import Feedback, FeedbackItem, FeedbackResult
+from modelyard.monitoring.feedback import (
+    Feedback,
+    FeedbackItem,
+    FeedbackResult,
+    PendingFeedback,
+)
 from modelyard.monitoring.kpis import KpiEvaluation
 from modelyard.monitoring.performance import PerformanceReport
+from modelyard.registry.uri import ModelUri, VersionNumber
 from modelyard.workspace import Workspace
 
-router = APIRouter(prefix="/monitoring", tags=["monitoring"])
+router = APIRouter(prefix="/monitoring", tags=["monitoring"], route_class=ApiRoute)
 
-Window = Query(None, gt=0, description="window length in seconds (a monitored granularity)")
+
+Window = Query(
+    None, ge=60, le=86_400, description="window length in seconds (a monitored granularity)"
+)
 Start = Query(None, description="range start (ISO 8601, UTC)")
 End = Query(None, description="range end, exclusive (ISO 8601, UTC)")
 
 
 class ReferenceCreate(BaseModel):
-    uri: str = Field(description="models:/name/3 or models:/name@alias")
+    uri: ModelUri = Field(description="models:/name/3 or models:/name@alias")
     dataset: str | None = Field(default=None, description="a registered dataset's name")
-    dataset_version: int | None = None
+    dataset_version: VersionNumber | None = None
     data: dict[str, list[Any]] | None = Field(
         default=None, description="columns of reference rows, when no dataset is named"
     )
@@ -48,7 +59,7 @@ class ResolveBody(BaseModel):
     note: str = ""
 
 
-@router.get("/status", response_model=list[EndpointStatus])
+@router.get("/status", response_model=list[EndpointStatus], responses=problems(404))
 def status(endpoint: str | None = None, ws: Workspace = Depends(viewer)) -> list[EndpointStatus]:
     return ws.monitoring.status(endpoint)
 
@@ -69,16 +80,18 @@ def configure(endpoint: str, body: MonitorConfig, ws: Workspace = Depends(editor
     return ws.monitoring.configure(endpoint, body)
 
 
-@router.post("/references", status_code=201, response_model=ReferenceProfile)
+@router.post(
+    "/references", status_code=201, response_model=ReferenceProfile, responses=problems(404)
+)
 def set_reference(body: ReferenceCreate, ws: Workspace = Depends(editor)) -> ReferenceProfile:
     return ws.monitoring.set_reference(
         body.uri, data=body.data, dataset=body.dataset, dataset_version=body.dataset_version
     )
 
 
-@router.get("/references", response_model=ReferenceProfile)
+@router.get("/references", response_model=ReferenceProfile, responses=problems(404))
 def get_reference(
-    uri: str, include_profile: bool = False, ws: Workspace = Depends(viewer)
+    uri: ModelUri, include_profile: bool = False, ws: Workspace = Depends(viewer)
 ) -> ReferenceProfile:
     return ws.monitoring.get_reference(uri, include_profile=include_profile)
 
@@ -87,9 +100,9 @@ def get_reference(
 def drift(
     endpoint: str,
     window: int | None = Window,
-    start: datetime | None = Start,
-    end: datetime | None = End,
-    version: int | None = None,
+    start: JsonTime | None = Start,
+    end: JsonTime | None = End,
+    version: VersionNumber | None = None,
     ws: Workspace = Depends(viewer),
 ) -> EndpointDrift:
     return ws.monitoring.drift(endpoint, window=window, start=start, end=end, version=version)
@@ -99,9 +112,9 @@ def drift(
 def drift_html(
     endpoint: str,
     window: int | None = Window,
-    start: datetime | None = Start,
-    end: datetime | None = End,
-    version: int | None = None,
+    start: JsonTime | None = Start,
+    end: JsonTime | None = End,
+    version: VersionNumber | None = None,
     ws: Workspace = Depends(viewer),
 ) -> HTMLResponse:
     page = ws.monitoring.drift_html(endpoint, window=window, start=start, end=end, version=version)
@@ -112,9 +125,9 @@ def drift_html(
 def operations(
     endpoint: str,
     window: int | None = Window,
-    start: datetime | None = Start,
-    end: datetime | None = End,
-    version: int | None = None,
+    start: JsonTime | None = Start,
+    end: JsonTime | None = End,
+    version: VersionNumber | None = None,
     ws: Workspace = Depends(viewer),
 ) -> list[OpsWindow]:
     return ws.monitoring.operations(endpoint, window=window, start=start, end=end, version=version)
@@ -124,9 +137,9 @@ def operations(
 def performance(
     endpoint: str,
     window: int | None = Window,
-    start: datetime | None = Start,
-    end: datetime | None = End,
-    version: int | None = None,
+    start: JsonTime | None = Start,
+    end: JsonTime | None = End,
+    version: VersionNumber | None = None,
     slice_by: str | None = Query(None, description="an input feature to compare segments by"),
     ws: Workspace = Depends(viewer),
 ) -> PerformanceReport:
@@ -139,15 +152,28 @@ def performance(
 def submit_feedback(
     endpoint: str, body: FeedbackBatch, ws: Workspace = Depends(editor)
 ) -> FeedbackResult:
+    """Store labels by request id: ``stored`` joined now, ``pending`` held until their
+    predictions are logged (the monitor joins them; see ``/feedback/pending``)."""
     return ws.monitoring.submit_feedback(endpoint, body.items)
+
+
+@router.get("/endpoints/{endpoint}/feedback/pending", response_model=list[PendingFeedback])
+def list_held_feedback(
+    endpoint: str,
+    status: Literal["pending", "expired", "rejected"] | None = Query(
+        None, description="pending, expired or rejected (default: all)"
+    ),
+    ws: Workspace = Depends(viewer),
+) -> list[PendingFeedback]:
+    return ws.monitoring.list_held_feedback(endpoint, status)
 
 
 @router.get("/endpoints/{endpoint}/feedback", response_model=list[Feedback])
 def list_feedback(
     endpoint: str,
-    start: datetime | None = Start,
-    end: datetime | None = End,
-    version: int | None = None,
+    start: JsonTime | None = Start,
+    end: JsonTime | None = End,
+    version: VersionNumber | None = None,
     ws: Workspace = Depends(viewer),
 ) -> list[Feedback]:
     return ws.monitoring.list_feedback(endpoint, start=start, end=end, version=version)
@@ -158,7 +184,7 @@ def list_rules(endpoint: str | None = None, ws: Workspace = Depends(viewer)) -> 
     return ws.monitoring.list_rules(endpoint)
 
 
-@router.post("/rules", status_code=201, response_model=AlertRule)
+@router.post("/rules", status_code=201, response_model=AlertRule, responses=problems(404))
 def create_rule(body: AlertRuleSpec, ws: Workspace = Depends(editor)) -> AlertRule:
     return ws.monitoring.create_rule(body)
 
@@ -168,9 +194,19 @@ def get_rule(name: str, ws: Workspace = Depends(viewer)) -> AlertRule:
     return ws.monitoring.get_rule(name)
 
 
+if TYPE_CHECKING:
+    RulePatch = BaseModel
+else:
+    RulePatch = patch_body(AlertRuleSpec, "RulePatch", fixed=("name",))
+
+
 @router.patch("/rules/{name}", response_model=AlertRule)
-def update_rule(name: str, body: dict[str, Any], ws: Workspace = Depends(editor)) -> AlertRule:
-    return ws.monitoring.update_rule(name, **body)
+def update_rule(
+    name: str,
+    body: RulePatch,
+    ws: Workspace = Depends(editor),
+) -> AlertRule:
+    return ws.monitoring.update_rule(name, **body.model_dump(exclude_unset=True))
 
 
 @router.delete("/rules/{name}", status_code=204)
@@ -178,11 +214,13 @@ def delete_rule(name: str, ws: Workspace = Depends(editor)) -> None:
     ws.monitoring.delete_rule(name)
 
 
-@router.get("/alerts", response_model=list[Alert])
+@router.get("/alerts", response_model=list[Alert], responses=problems(404))
 def list_alerts(
     endpoint: str | None = None,
-    status: str | None = Query(None, description="open, escalated, resolved or active"),
-    since: datetime | None = Query(None, description="opened at or after (ISO 8601)"),
+    status: Literal["open", "escalated", "resolved", "active"] | None = Query(
+        None, description="active: open or escalated"
+    ),
+    since: JsonTime | None = Query(None, description="opened at or after (ISO 8601)"),
     rule: str | None = None,
     limit: int | None = Query(None, ge=1, le=10_000),
     ws: Workspace = Depends(viewer),
@@ -202,12 +240,12 @@ def resolve_alert(
     return ws.monitoring.resolve_alert(alert_id, note=body.note if body else "")
 
 
-@router.get("/kpis", response_model=list[KpiEvaluation])
+@router.get("/kpis", response_model=list[KpiEvaluation], responses=problems(404))
 def kpis(
     project: str,
     endpoint: str | None = None,
     kpi: str | None = None,
-    since: datetime | None = None,
+    since: JsonTime | None = None,
     window: int | None = Window,
     ws: Workspace = Depends(viewer),
 ) -> list[KpiEvaluation]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from modelyard.api.deps import editor, viewer
+from modelyard.api.requests import ApiRoute, documented, patch_body
+from modelyard.api.responses import problems
 from modelyard.governance.approvals import Approval
-from modelyard.page import Page
+from modelyard.page import Limit, Page
+from modelyard.pipelines.dag import PIPELINE_NAME
 from modelyard.pipelines.delivery import (
     DeliveryReport,
     MaturityReport,
@@ -22,11 +25,11 @@ from modelyard.pipelines.service import RegisteredPipeline
 from modelyard.pipelines.triggers import Trigger, TriggerEvent, TriggerSpec
 from modelyard.workspace import Workspace
 
-router = APIRouter(tags=["pipelines"])
+router = APIRouter(tags=["pipelines"], route_class=ApiRoute)
 
 
 class PipelineCreate(BaseModel):
-    name: str
+    name: Annotated[str, documented(PIPELINE_NAME, "up to 128 letters, digits, '.', '_', '-'")]
     source: str = Field(description='"package.module:attr" or a YAML path the server can read')
     description: str = ""
 
@@ -46,12 +49,14 @@ class Decision(BaseModel):
 
 @router.get("/pipelines", response_model=Page[RegisteredPipeline])
 def list_pipelines(
-    limit: int = 100, page_token: str | None = None, ws: Workspace = Depends(viewer)
+    limit: Limit = 100, page_token: str | None = None, ws: Workspace = Depends(viewer)
 ) -> Page[RegisteredPipeline]:
     return ws.pipelines.list(limit=limit, page_token=page_token)
 
 
-@router.post("/pipelines", status_code=201, response_model=RegisteredPipeline)
+@router.post(
+    "/pipelines", status_code=201, response_model=RegisteredPipeline, responses=problems(404)
+)
 def register_pipeline(body: PipelineCreate, ws: Workspace = Depends(editor)) -> RegisteredPipeline:
     return ws.pipelines.register(body.name, body.source, description=body.description)
 
@@ -73,8 +78,8 @@ def start_run(name: str, body: RunCreate, ws: Workspace = Depends(editor)) -> Ru
 @router.get("/pipeline-runs", response_model=Page[PipelineRun])
 def list_runs(
     pipeline: str | None = None,
-    status: str | None = None,
-    limit: int = 100,
+    status: Literal["running", "succeeded", "failed"] | None = None,
+    limit: Limit = 100,
     page_token: str | None = None,
     ws: Workspace = Depends(viewer),
 ) -> Page[PipelineRun]:
@@ -91,7 +96,7 @@ def list_triggers(pipeline: str | None = None, ws: Workspace = Depends(viewer)) 
     return ws.pipelines.triggers.list(pipeline)
 
 
-@router.post("/triggers", status_code=201, response_model=Trigger)
+@router.post("/triggers", status_code=201, response_model=Trigger, responses=problems(404))
 def create_trigger(body: TriggerSpec, ws: Workspace = Depends(editor)) -> Trigger:
     return ws.pipelines.triggers.create(body)
 
@@ -101,9 +106,19 @@ def get_trigger(name: str, ws: Workspace = Depends(viewer)) -> Trigger:
     return ws.pipelines.triggers.get(name)
 
 
+if TYPE_CHECKING:
+    TriggerPatch = BaseModel
+else:
+    TriggerPatch = patch_body(TriggerSpec, "TriggerPatch", fixed=("name", "kind"))
+
+
 @router.patch("/triggers/{name}", response_model=Trigger)
-def update_trigger(name: str, body: dict[str, Any], ws: Workspace = Depends(editor)) -> Trigger:
-    return ws.pipelines.triggers.update(name, **body)
+def update_trigger(
+    name: str,
+    body: TriggerPatch,
+    ws: Workspace = Depends(editor),
+) -> Trigger:
+    return ws.pipelines.triggers.update(name, **body.model_dump(exclude_unset=True))
 
 
 @router.delete("/triggers/{name}", status_code=204)
@@ -111,7 +126,7 @@ def delete_trigger(name: str, ws: Workspace = Depends(editor)) -> None:
     ws.pipelines.triggers.delete(name)
 
 
-@router.get("/trigger-events", response_model=list[TriggerEvent])
+@router.get("/trigger-events", response_model=list[TriggerEvent], responses=problems(404))
 def trigger_events(
     trigger: str | None = None,
     limit: int = Query(100, ge=1, le=10_000),
@@ -120,16 +135,16 @@ def trigger_events(
     return ws.pipelines.triggers.events(trigger, limit=limit)
 
 
-@router.get("/promotions", response_model=list[Promotion])
+@router.get("/promotions", response_model=list[Promotion], responses=problems(404))
 def promotions(
     model: str | None = None,
-    limit: int = Query(100, ge=1, le=10_000),
+    limit: Limit = 100,
     ws: Workspace = Depends(viewer),
 ) -> list[Promotion]:
     return list_promotions(ws, model, limit=limit)
 
 
-@router.get("/delivery", response_model=DeliveryReport)
+@router.get("/delivery", response_model=DeliveryReport, responses=problems(404))
 def delivery(model: str | None = None, ws: Workspace = Depends(viewer)) -> DeliveryReport:
     return delivery_report(ws, model)
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from modelyard.api.deps import editor, viewer
-from modelyard.page import Page
+from modelyard.api.requests import ApiRoute, documented
+from modelyard.page import Limit, Page
 from modelyard.projects.entities import KPI, Project, Stakeholder
+from modelyard.projects.service import NAME
 from modelyard.workspace import Workspace
 
-router = APIRouter(tags=["projects"])
+router = APIRouter(tags=["projects"], route_class=ApiRoute)
 
 
 class ProjectCreate(BaseModel):
-    name: str
+    name: Annotated[str, documented(NAME, "up to 128 letters, digits, '.', '_', '-'")]
     description: str = ""
     objective: str = ""
     kpis: list[KPI] = Field(default_factory=list)
@@ -45,7 +49,7 @@ def create_project(body: ProjectCreate, ws: Workspace = Depends(editor)) -> Proj
 @router.get("/projects", response_model=Page[Project])
 def list_projects(
     q: str | None = None,
-    limit: int = 100,
+    limit: Limit = 100,
     page_token: str | None = None,
     ws: Workspace = Depends(viewer),
 ) -> Page[Project]:

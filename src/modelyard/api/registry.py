@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
 
+from modelyard.api.artifacts import Digest
 from modelyard.api.deps import editor, viewer
+from modelyard.api.requests import ApiRoute
+from modelyard.api.responses import problems
 from modelyard.errors import InvalidInput, NotFound
-from modelyard.page import Page
+from modelyard.jsonio import JsonFloat, JsonInt
+from modelyard.page import Limit, Page
 from modelyard.registry import (
     Alias,
     DatasetLink,
@@ -21,48 +25,64 @@ from modelyard.registry import (
     RetentionResult,
     VersionRuntime,
 )
+from modelyard.registry.entities import (
+    MAX_RETENTION_DAYS,
+    MAX_TAG_KEY,
+    MAX_TAG_VALUE,
+    CardSections,
+    check_card_sections,
+)
+from modelyard.registry.uri import MAX_VERSION, AliasName, ModelName, ModelUri, VersionNumber
 from modelyard.workspace import Workspace
 
-router = APIRouter(tags=["registry"])
+router = APIRouter(tags=["registry"], route_class=ApiRoute)
+
+#: Tags as the registry keeps them (longer values are refused).
+Tags = dict[
+    Annotated[str, Field(min_length=1, max_length=MAX_TAG_KEY)],
+    Annotated[str, Field(max_length=MAX_TAG_VALUE)],
+]
+TagFilter = Annotated[str, WithJsonSchema({"type": "string", "pattern": "^[^:]+:"})]
 
 
 class ModelCreate(BaseModel):
-    name: str
+    name: ModelName
     description: str = ""
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=dict)
     project: str | None = None
 
 
 class ModelPatch(BaseModel):
     description: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=dict)
     remove_tags: list[str] = Field(default_factory=list)
     project: str | None = None
 
 
 class VersionCreate(BaseModel):
-    manifest_digest: str
+    manifest_digest: Digest
     run_id: str | None = None
     datasets: list[DatasetLink] = Field(default_factory=list)
     description: str = ""
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=dict)
     source: str = ""
 
 
 class VersionPatch(BaseModel):
     description: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=dict)
     remove_tags: list[str] = Field(default_factory=list)
 
 
 class AliasSet(BaseModel):
-    version: int = Field(ge=1)
+    version: VersionNumber
 
 
 class Retention(BaseModel):
-    keep_last: int = Field(ge=1)
-    min_age_days: float = Field(default=0, ge=0)
-    dry_run: bool = True
+    keep_last: JsonInt = Field(ge=1, le=MAX_VERSION)
+    min_age_days: JsonFloat = Field(default=0, ge=0, le=MAX_RETENTION_DAYS, allow_inf_nan=False)
+    # Strict: 0 is not false (a real retention ran for "dry_run": 0).
+    dry_run: StrictBool = Field(default=True, description="only report what would go")
 
 
 def _tag_filters(tag: list[str]) -> dict[str, str]:
@@ -75,13 +95,13 @@ def _tag_filters(tag: list[str]) -> dict[str, str]:
     return filters
 
 
-@router.get("/models", response_model=Page[RegisteredModel])
+@router.get("/models", response_model=Page[RegisteredModel], responses=problems(404))
 def list_models(
     q: str | None = None,
-    tag: list[str] = Query(default=[], description="key:value, repeatable"),
+    tag: list[TagFilter] = Query(default=[], description="key:value, repeatable"),
     project: str | None = None,
     include_archived: bool = False,
-    limit: int = 100,
+    limit: Limit = 100,
     page_token: str | None = None,
     ws: Workspace = Depends(viewer),
 ) -> Page[RegisteredModel]:
@@ -95,7 +115,7 @@ def list_models(
     )
 
 
-@router.post("/models", status_code=201, response_model=RegisteredModel)
+@router.post("/models", status_code=201, response_model=RegisteredModel, responses=problems(404))
 def create_model(body: ModelCreate, ws: Workspace = Depends(editor)) -> RegisteredModel:
     return ws.registry.create_model(
         body.name, description=body.description, tags=body.tags, project=body.project
@@ -103,12 +123,14 @@ def create_model(body: ModelCreate, ws: Workspace = Depends(editor)) -> Register
 
 
 @router.get("/models/{name}", response_model=RegisteredModel)
-def get_model(name: str, ws: Workspace = Depends(viewer)) -> RegisteredModel:
+def get_model(name: ModelName, ws: Workspace = Depends(viewer)) -> RegisteredModel:
     return ws.registry.get_model(name)
 
 
 @router.patch("/models/{name}", response_model=RegisteredModel)
-def update_model(name: str, body: ModelPatch, ws: Workspace = Depends(editor)) -> RegisteredModel:
+def update_model(
+    name: ModelName, body: ModelPatch, ws: Workspace = Depends(editor)
+) -> RegisteredModel:
     return ws.registry.update_model(
         name,
         description=body.description,
@@ -119,22 +141,24 @@ def update_model(name: str, body: ModelPatch, ws: Workspace = Depends(editor)) -
 
 
 @router.post("/models/{name}/archive", response_model=RegisteredModel)
-def archive_model(name: str, ws: Workspace = Depends(editor)) -> RegisteredModel:
+def archive_model(name: ModelName, ws: Workspace = Depends(editor)) -> RegisteredModel:
     return ws.registry.archive_model(name)
 
 
 @router.post("/models/{name}/restore", response_model=RegisteredModel)
-def restore_model(name: str, ws: Workspace = Depends(editor)) -> RegisteredModel:
+def restore_model(name: ModelName, ws: Workspace = Depends(editor)) -> RegisteredModel:
     return ws.registry.archive_model(name, archived=False)
 
 
 @router.delete("/models/{name}", status_code=204)
-def delete_model(name: str, ws: Workspace = Depends(editor)) -> None:
+def delete_model(name: ModelName, ws: Workspace = Depends(editor)) -> None:
     ws.registry.delete_model(name)
 
 
 @router.post("/models/{name}/retention", response_model=RetentionResult)
-def apply_retention(name: str, body: Retention, ws: Workspace = Depends(editor)) -> RetentionResult:
+def apply_retention(
+    name: ModelName, body: Retention, ws: Workspace = Depends(editor)
+) -> RetentionResult:
     return ws.registry.apply_retention(
         name, keep_last=body.keep_last, min_age_days=body.min_age_days, dry_run=body.dry_run
     )
@@ -142,9 +166,9 @@ def apply_retention(name: str, body: Retention, ws: Workspace = Depends(editor))
 
 @router.get("/models/{name}/versions", response_model=Page[ModelVersion])
 def list_versions(
-    name: str,
+    name: ModelName,
     include_archived: bool = True,
-    limit: int = 100,
+    limit: Limit = 100,
     page_token: str | None = None,
     ws: Workspace = Depends(viewer),
 ) -> Page[ModelVersion]:
@@ -154,7 +178,9 @@ def list_versions(
 
 
 @router.post("/models/{name}/versions", status_code=201, response_model=ModelVersion)
-def create_version(name: str, body: VersionCreate, ws: Workspace = Depends(editor)) -> ModelVersion:
+def create_version(
+    name: ModelName, body: VersionCreate, ws: Workspace = Depends(editor)
+) -> ModelVersion:
     return ws.registry.create_version(
         name,
         body.manifest_digest,
@@ -167,13 +193,15 @@ def create_version(name: str, body: VersionCreate, ws: Workspace = Depends(edito
 
 
 @router.get("/models/{name}/versions/{version}", response_model=ModelVersion)
-def get_version(name: str, version: int, ws: Workspace = Depends(viewer)) -> ModelVersion:
+def get_version(
+    name: ModelName, version: VersionNumber, ws: Workspace = Depends(viewer)
+) -> ModelVersion:
     return ws.registry.get_version(name, version)
 
 
 @router.patch("/models/{name}/versions/{version}", response_model=ModelVersion)
 def update_version(
-    name: str, version: int, body: VersionPatch, ws: Workspace = Depends(editor)
+    name: ModelName, version: VersionNumber, body: VersionPatch, ws: Workspace = Depends(editor)
 ) -> ModelVersion:
     return ws.registry.update_version(
         name, version, description=body.description, tags=body.tags, remove_tags=body.remove_tags
@@ -181,45 +209,75 @@ def update_version(
 
 
 @router.post("/models/{name}/versions/{version}/archive", response_model=ModelVersion)
-def archive_version(name: str, version: int, ws: Workspace = Depends(editor)) -> ModelVersion:
+def archive_version(
+    name: ModelName, version: VersionNumber, ws: Workspace = Depends(editor)
+) -> ModelVersion:
     return ws.registry.archive_version(name, version)
 
 
 @router.post("/models/{name}/versions/{version}/restore", response_model=ModelVersion)
-def restore_version(name: str, version: int, ws: Workspace = Depends(editor)) -> ModelVersion:
+def restore_version(
+    name: ModelName, version: VersionNumber, ws: Workspace = Depends(editor)
+) -> ModelVersion:
     return ws.registry.archive_version(name, version, archived=False)
 
 
 @router.delete("/models/{name}/versions/{version}", status_code=204)
-def delete_version(name: str, version: int, ws: Workspace = Depends(editor)) -> None:
+def delete_version(
+    name: ModelName, version: VersionNumber, ws: Workspace = Depends(editor)
+) -> None:
     ws.registry.delete_version(name, version)
 
 
-@router.get("/models/{name}/versions/{version}/card", response_model=ModelCard)
-def get_card(name: str, version: int, format: str = "json", ws: Workspace = Depends(viewer)) -> Any:
+@router.get(
+    "/models/{name}/versions/{version}/card",
+    response_model=ModelCard,
+    responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}}},
+)
+def get_card(
+    name: ModelName,
+    version: VersionNumber,
+    format: Literal["json", "markdown"] = "json",
+    ws: Workspace = Depends(viewer),
+) -> Any:
     card = ws.registry.get_card(name, version)
     if format == "markdown":
         return PlainTextResponse(card.to_markdown(), media_type="text/markdown")
-    if format != "json":
-        raise InvalidInput("format must be json or markdown")
     return card
+
+
+class CardPatch(CardSections):
+    """The sections to replace; the others keep their text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        try:
+            check_card_sections(data if isinstance(data, dict) else ())
+        except InvalidInput as exc:  # the registry's message, rather than "extra inputs"
+            raise ValueError(exc.detail) from None
+        return data
 
 
 @router.patch("/models/{name}/versions/{version}/card", response_model=ModelCard)
 def update_card(
-    name: str, version: int, body: dict[str, Any], ws: Workspace = Depends(editor)
+    name: ModelName, version: VersionNumber, body: CardPatch, ws: Workspace = Depends(editor)
 ) -> ModelCard:
-    return ws.registry.update_card(name, version, body)
+    return ws.registry.update_card(name, version, body.model_dump(exclude_unset=True))
 
 
 @router.get("/models/{name}/versions/{version}/lineage", response_model=Lineage)
-def get_lineage(name: str, version: int, ws: Workspace = Depends(viewer)) -> Lineage:
+def get_lineage(
+    name: ModelName, version: VersionNumber, ws: Workspace = Depends(viewer)
+) -> Lineage:
     return ws.registry.lineage(name, version)
 
 
 @router.get("/models/{name}/versions/{version}/runtimes/{runtime}", response_model=VersionRuntime)
 def get_runtime(
-    name: str, version: int, runtime: str, ws: Workspace = Depends(viewer)
+    name: ModelName, version: VersionNumber, runtime: str, ws: Workspace = Depends(viewer)
 ) -> VersionRuntime:
     """How an optimised runtime (``onnx``) compared with the version's native predictions."""
     found = ws.registry.get_runtime(name, version, runtime)
@@ -229,21 +287,23 @@ def get_runtime(
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=Alias)
-def set_alias(name: str, alias: str, body: AliasSet, ws: Workspace = Depends(editor)) -> Alias:
+def set_alias(
+    name: ModelName, alias: AliasName, body: AliasSet, ws: Workspace = Depends(editor)
+) -> Alias:
     return ws.registry.set_alias(name, alias, body.version)
 
 
 @router.get("/models/{name}/aliases/{alias}", response_model=Alias)
-def get_alias(name: str, alias: str, ws: Workspace = Depends(viewer)) -> Alias:
+def get_alias(name: ModelName, alias: AliasName, ws: Workspace = Depends(viewer)) -> Alias:
     return ws.registry.get_alias(name, alias)
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=204)
-def delete_alias(name: str, alias: str, ws: Workspace = Depends(editor)) -> None:
+def delete_alias(name: ModelName, alias: AliasName, ws: Workspace = Depends(editor)) -> None:
     ws.registry.delete_alias(name, alias)
 
 
-@router.get("/resolve", response_model=ModelVersion)
-def resolve(uri: str, ws: Workspace = Depends(viewer)) -> ModelVersion:
+@router.get("/resolve", response_model=ModelVersion, responses=problems(404))
+def resolve(uri: ModelUri, ws: Workspace = Depends(viewer)) -> ModelVersion:
     """The version a ``models:/name@alias`` or ``models:/name/3`` URI names."""
     return ws.registry.resolve(uri)

@@ -2,37 +2,71 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, StrictBool
 
 from modelyard.api.deps import editor, viewer
+from modelyard.api.requests import ApiRoute
+from modelyard.api.responses import problems
+from modelyard.jsonio import JsonFloat, JsonInt, NotABoolean
+from modelyard.registry.uri import ModelName, ModelUri
 from modelyard.serving import Batching, CacheConfig, Endpoint, TrafficPolicy
+from modelyard.serving.entities import Route
 from modelyard.workspace import Workspace
 
-router = APIRouter(tags=["serving"])
+router = APIRouter(tags=["serving"], route_class=ApiRoute)
+
+#: The longest an endpoint may give a prediction (the serving domain's bound).
+MAX_TIMEOUT_MS = 600_000
+
+# The serving domain's settings as a request sends them: a JSON true is not a batch size of 1,
+# nor 0 a boolean, and every number is finite.
+
+
+class RouteRequest(Route):
+    target: ModelUri = Field(description="models:/name@alias or models:/name/3")
+    weight: JsonFloat = Field(
+        gt=0, le=1e9, allow_inf_nan=False, description="relative share; need not sum to 100"
+    )
+
+
+class TrafficPolicyRequest(TrafficPolicy):
+    routes: list[RouteRequest] = Field(default_factory=list)  # type: ignore[assignment]
+    shadow: ModelUri | None = None
+
+
+class BatchingRequest(Batching):
+    max_batch_size: JsonInt = Field(default=64, ge=1, le=4096)
+    max_wait_ms: JsonFloat = Field(default=2.0, ge=0, le=1000)
+
+
+class CacheRequest(CacheConfig):
+    enabled: StrictBool = False
+    max_entries: JsonInt = Field(default=10_000, ge=1, le=10_000_000)
+    ttl_seconds: JsonFloat = Field(default=300.0, gt=0, le=366 * 86_400, allow_inf_nan=False)
 
 
 class EndpointCreate(BaseModel):
-    name: str
-    target: str
-    policy: TrafficPolicy | None = None
-    batching: Batching | None = None
-    cache: CacheConfig | None = None
+    name: ModelName
+    target: ModelUri
+    policy: TrafficPolicyRequest | None = None
+    batching: BatchingRequest | None = None
+    cache: CacheRequest | None = None
     runtime: Literal["auto", "native"] = "auto"
-    pinned: bool = False
-    timeout_ms: int = 10_000
+    pinned: StrictBool = False
+    timeout_ms: JsonInt = Field(default=10_000, ge=1, le=MAX_TIMEOUT_MS)
 
 
 class EndpointPatch(BaseModel):
-    target: str | None = None
-    policy: TrafficPolicy | None = None
-    batching: Batching | None = None
-    cache: CacheConfig | None = None
+    target: Annotated[ModelUri, Field(min_length=1)] | None = None
+    policy: TrafficPolicyRequest | None = None
+    batching: BatchingRequest | None = None
+    cache: CacheRequest | None = None
     runtime: Literal["auto", "native"] | None = None
-    pinned: bool | None = None
-    timeout_ms: int | None = None
+    pinned: StrictBool | None = None
+    timeout_ms: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MS), NotABoolean] | None = None
 
 
 @router.get("/endpoints", response_model=list[Endpoint])
@@ -40,7 +74,7 @@ def list_endpoints(ws: Workspace = Depends(viewer)) -> list[Endpoint]:
     return ws.endpoints.list()
 
 
-@router.post("/endpoints", status_code=201, response_model=Endpoint)
+@router.post("/endpoints", status_code=201, response_model=Endpoint, responses=problems(404))
 def create_endpoint(body: EndpointCreate, ws: Workspace = Depends(editor)) -> Endpoint:
     return ws.endpoints.create(
         body.name,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
+from modelyard.api.artifacts import Digest
 from modelyard.api.deps import editor, viewer
-from modelyard.page import Page
+from modelyard.api.requests import ApiRoute, documented
+from modelyard.api.responses import OctetStreamResponse, problems
+from modelyard.artifacts.scratch import scratch_dir
+from modelyard.page import Limit, Page
+from modelyard.registry.uri import VersionNumber
 from modelyard.tracking.entities import (
+    KEY,
     Dataset,
     Experiment,
     MetricPoint,
@@ -19,22 +23,40 @@ from modelyard.tracking.entities import (
     RunArtifact,
     RunComparison,
 )
+from modelyard.tracking.service import DATASET_NAME
 from modelyard.workspace import Workspace
 
-router = APIRouter(tags=["tracking"])
+router = APIRouter(tags=["tracking"], route_class=ApiRoute)
+
+ExperimentName = Annotated[
+    str,
+    documented(
+        r"^[^\x00-\x1f]*[^\s\x00-\x1f\x85][^\x00-\x1f]*$",
+        "up to 256 characters, not only spaces, no control characters",
+        max_length=256,
+    ),
+]
+#: Params or tags of a run: any JSON values, under keys the tracking domain checks.
+Values = Annotated[
+    dict[str, Any], WithJsonSchema({"type": "object", "propertyNames": {"pattern": KEY.pattern}})
+]
+DatasetName = Annotated[str, documented(DATASET_NAME, "letters, digits, '.', '_', '-'")]
+ArtifactPath = Annotated[
+    str, documented(r"^[^/\\][^\\]*$", "relative, with '/' between parts", max_length=1024)
+]
 
 
 class ExperimentCreate(BaseModel):
-    name: str
+    name: ExperimentName
     description: str = ""
     project: str | None = None
 
 
 class RunCreate(BaseModel):
-    experiment: str = Field(description="experiment name or id; a new name creates it")
+    experiment: ExperimentName = Field(description="experiment name or id; a new name creates it")
     name: str = ""
-    tags: dict[str, Any] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)
+    tags: Values = Field(default_factory=dict)
+    params: Values = Field(default_factory=dict)
 
 
 class RunEnd(BaseModel):
@@ -46,30 +68,30 @@ class Metrics(BaseModel):
 
 
 class KeyValues(BaseModel):
-    values: dict[str, Any]
+    values: Values
 
 
 class DatasetCreate(BaseModel):
-    name: str
-    artifact_digest: str = Field(description="digest of the uploaded .parquet or .csv bytes")
+    name: DatasetName
+    artifact_digest: Digest = Field(description="digest of the uploaded .parquet or .csv bytes")
     file_format: Literal["parquet", "csv"] = "parquet"
     source: str = ""
     run_id: str | None = None
     context: str = "training"
 
 
-@router.post("/experiments", status_code=201, response_model=Experiment)
+@router.post("/experiments", status_code=201, response_model=Experiment, responses=problems(404))
 def create_experiment(body: ExperimentCreate, ws: Workspace = Depends(editor)) -> Experiment:
     return ws.tracking.create_experiment(
         body.name, description=body.description, project=body.project
     )
 
 
-@router.get("/experiments", response_model=Page[Experiment])
+@router.get("/experiments", response_model=Page[Experiment], responses=problems(404))
 def list_experiments(
     q: str | None = None,
     project: str | None = None,
-    limit: int = 100,
+    limit: Limit = 100,
     page_token: str | None = None,
     ws: Workspace = Depends(viewer),
 ) -> Page[Experiment]:
@@ -88,12 +110,12 @@ def start_run(body: RunCreate, ws: Workspace = Depends(editor)) -> Run:
     )
 
 
-@router.get("/runs", response_model=Page[Run])
+@router.get("/runs", response_model=Page[Run], responses=problems(404))
 def search_runs(
     experiment: str,
     filter: str = "",
     order_by: list[str] = Query(default=[]),
-    limit: int = 100,
+    limit: Limit = 100,
     page_token: str | None = None,
     ws: Workspace = Depends(viewer),
 ) -> Page[Run]:
@@ -106,9 +128,9 @@ def search_runs(
     )
 
 
-@router.get("/runs/compare", response_model=RunComparison)
+@router.get("/runs/compare", response_model=RunComparison, responses=problems(404))
 def compare_runs(
-    run_id: list[str] = Query(default=[]), ws: Workspace = Depends(viewer)
+    run_id: list[str] = Query(min_length=1), ws: Workspace = Depends(viewer)
 ) -> RunComparison:
     return ws.tracking.compare_runs(run_id)
 
@@ -146,9 +168,17 @@ def set_tags(run_id: str, body: KeyValues, ws: Workspace = Depends(editor)) -> R
     return Response(status_code=204)
 
 
-@router.put("/runs/{run_id}/artifacts/{path:path}", status_code=201, response_model=RunArtifact)
+@router.put(
+    "/runs/{run_id}/artifacts/{path:path}",
+    status_code=201,
+    response_model=RunArtifact,
+    responses=problems(413),
+    openapi_extra={
+        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
+    },
+)
 async def log_artifact(
-    run_id: str, path: str, request: Request, ws: Workspace = Depends(editor)
+    run_id: str, path: ArtifactPath, request: Request, ws: Workspace = Depends(editor)
 ) -> RunArtifact:
     from starlette.concurrency import run_in_threadpool
 
@@ -165,16 +195,16 @@ def list_artifacts(run_id: str, ws: Workspace = Depends(viewer)) -> list[RunArti
     return ws.tracking.list_artifacts(run_id)
 
 
-@router.get("/runs/{run_id}/artifacts/{path:path}")
-def get_artifact(run_id: str, path: str, ws: Workspace = Depends(viewer)) -> Response:
+@router.get("/runs/{run_id}/artifacts/{path:path}", response_class=OctetStreamResponse)
+def get_artifact(run_id: str, path: ArtifactPath, ws: Workspace = Depends(viewer)) -> Response:
     return Response(ws.tracking.get_artifact(run_id, path), media_type="application/octet-stream")
 
 
-@router.post("/datasets", status_code=201, response_model=Dataset)
+@router.post("/datasets", status_code=201, response_model=Dataset, responses=problems(404))
 def log_dataset(body: DatasetCreate, ws: Workspace = Depends(editor)) -> Dataset:
     """Register a dataset whose file was uploaded to ``/artifacts`` first."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = ws.artifacts.get_file(body.artifact_digest, Path(tmp) / f"data.{body.file_format}")
+    with scratch_dir(ws.settings.staging_dir) as tmp:  # swept if the server is killed here
+        path = ws.artifacts.get_file(body.artifact_digest, tmp / f"data.{body.file_format}")
         return ws.tracking.log_dataset(
             body.name, path, source=body.source, run_id=body.run_id, context=body.context
         )
@@ -184,7 +214,7 @@ def log_dataset(body: DatasetCreate, ws: Workspace = Depends(editor)) -> Dataset
 def list_datasets(
     name: str | None = None,
     q: str | None = None,
-    limit: int = 100,
+    limit: Limit = 100,
     page_token: str | None = None,
     ws: Workspace = Depends(viewer),
 ) -> Page[Dataset]:
@@ -197,5 +227,7 @@ def get_dataset_by_id(dataset_id: str, ws: Workspace = Depends(viewer)) -> Datas
 
 
 @router.get("/datasets/{name}", response_model=Dataset)
-def get_dataset(name: str, version: int | None = None, ws: Workspace = Depends(viewer)) -> Dataset:
+def get_dataset(
+    name: DatasetName, version: VersionNumber | None = None, ws: Workspace = Depends(viewer)
+) -> Dataset:
     return ws.tracking.get_dataset(name, version)

@@ -28,7 +28,22 @@ _COLUMNS = [c.name for c in AuditRow.__table__.columns]
 
 def _canonical(value: Any) -> Any:
     """JSON-safe form that survives a round trip through the database unchanged."""
-    return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str))
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str)
+    except TypeError:  # an integer beyond 64 bits (a run's param, a card's lineage...)
+        text = orjson.dumps(_big_ints_as_text(value), option=orjson.OPT_NON_STR_KEYS, default=str)
+    return orjson.loads(text)
+
+
+def _big_ints_as_text(value: Any) -> Any:
+    """``value`` with the integers orjson cannot write (beyond 64 bits) as their digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, dict):
+        return {k: _big_ints_as_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_big_ints_as_text(v) for v in value]
+    return value
 
 
 def _at(value: datetime) -> str:

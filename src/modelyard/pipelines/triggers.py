@@ -29,6 +29,7 @@ which the run records among its params whether or not the pipeline takes it.
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import os
 import re
@@ -38,17 +39,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-import orjson
 from croniter import croniter
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from ulid import ULID
 
 from modelyard.errors import AlreadyExists, InvalidInput, NotFound
+from modelyard.jsonio import NotABoolean
 from modelyard.loops import PassLoop
 from modelyard.monitoring.alerts import AlertEvent, AlertKind
 from modelyard.store.tables import MonitorLeaseRow, PipelineRow, TriggerEventRow, TriggerRow
@@ -90,6 +98,8 @@ ALERT_LOOKBACK = timedelta(minutes=5)
 LEASE = "triggers"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: The longest cool-down a trigger may have (a year, in seconds).
+MAX_COOLDOWN = 366 * 86_400
 _ALERT_PAGE = 1000
 _KIND_FIELDS = {"schedule": ("cron",), "alert": ("endpoint", "alert_kinds", "rules"), "dataset": ()}
 
@@ -98,7 +108,7 @@ _KIND_FIELDS = {"schedule": ("cron",), "alert": ("endpoint", "alert_kinds", "rul
 
 
 class _TriggerFields(BaseModel):
-    name: str
+    name: str = Field(json_schema_extra={"pattern": _NAME.pattern})
     pipeline: str = Field(min_length=1, max_length=256)
     kind: TriggerKind
     cron: str | None = None
@@ -107,8 +117,8 @@ class _TriggerFields(BaseModel):
     rules: list[str] = Field(default_factory=list, max_length=100)
     dataset: str | None = Field(default=None, min_length=1, max_length=256)
     params: dict[str, Any] = Field(default_factory=dict)
-    cooldown_seconds: int | None = Field(default=None, ge=0)
-    enabled: bool = True
+    cooldown_seconds: Annotated[int, Field(ge=0, le=MAX_COOLDOWN), NotABoolean] | None = None
+    enabled: StrictBool = True
 
 
 class TriggerSpec(_TriggerFields):
@@ -147,8 +157,8 @@ class TriggerSpec(_TriggerFields):
         if "trigger" in value:
             raise ValueError("params.trigger is set by the trigger itself (the event it saw)")
         try:
-            orjson.dumps(value)
-        except TypeError as exc:
+            json.dumps(value)  # not orjson: an integer beyond 64 bits is JSON too
+        except (TypeError, ValueError, RecursionError) as exc:
             raise ValueError(f"params must be JSON values: {exc}") from None
         return value
 

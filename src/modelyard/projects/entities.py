@@ -7,12 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from modelyard.jsonio import JsonFloat
+
 
 class KPI(BaseModel):
     """A business or model measure the project is judged by, with the target to reach."""
 
     name: str = Field(min_length=1, max_length=256)
-    target: float = Field(allow_inf_nan=False)
+    target: JsonFloat = Field(allow_inf_nan=False)
     direction: Literal["maximize", "minimize"]
     unit: str = ""
     description: str = ""

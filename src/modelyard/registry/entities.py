@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from modelyard.errors import InvalidInput
+from modelyard.jsonio import JsonFloat
+
+#: The oldest a retention rule's ``min_age_days`` may ask for (a century).
+MAX_RETENTION_DAYS = 36_500
+#: The longest tag key and value of a model or version.
+MAX_TAG_KEY = 256
+MAX_TAG_VALUE = 5000
 
 
 class RegisteredModel(BaseModel):
@@ -71,19 +81,34 @@ CARD_SECTIONS = (
 )
 
 
-class ModelCard(BaseModel):
-    """A model card: generated at registration, editable section by section."""
+def check_card_sections(names: Iterable[str]) -> None:
+    """InvalidInput naming the sections of ``names`` that a model card does not have."""
+    unknown = set(names) - set(CARD_SECTIONS)
+    if unknown:
+        raise InvalidInput(
+            f"unknown model card section(s) {', '.join(sorted(unknown))}; "
+            f"sections are: {', '.join(CARD_SECTIONS)}"
+        )
 
-    model: str
-    version: int
+
+class CardSections(BaseModel):
+    """The sections of a model card (:data:`CARD_SECTIONS`)."""
+
     summary: str = ""
     intended_use: str = ""
     limitations: str = ""
     data: list[dict[str, Any]] = Field(default_factory=list)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, JsonFloat] = Field(default_factory=dict)
     signature: dict[str, Any] = Field(default_factory=dict)
     lineage: dict[str, Any] = Field(default_factory=dict)
     ethical_considerations: str = ""
+
+
+class ModelCard(CardSections):
+    """A model card: generated at registration, editable section by section."""
+
+    model: str
+    version: int
 
     def to_markdown(self) -> str:
         """The card as a Markdown document."""

@@ -34,7 +34,9 @@ from modelyard.errors import (
 )
 from modelyard.page import Page, check_limit, decode_token
 from modelyard.registry.entities import (
-    CARD_SECTIONS,
+    MAX_RETENTION_DAYS,
+    MAX_TAG_KEY,
+    MAX_TAG_VALUE,
     Alias,
     DatasetLink,
     Lineage,
@@ -43,9 +45,16 @@ from modelyard.registry.entities import (
     RegisteredModel,
     RetentionResult,
     VersionRuntime,
+    check_card_sections,
 )
 from modelyard.registry.files import version_dir
-from modelyard.registry.uri import ModelRef, check_alias, check_model_name, parse_model_uri
+from modelyard.registry.uri import (
+    ModelRef,
+    check_alias,
+    check_model_name,
+    check_version,
+    parse_model_uri,
+)
 from modelyard.store import Tx
 from modelyard.store.tables import (
     ModelAliasRow,
@@ -60,9 +69,6 @@ from modelyard.store.tables import (
 if TYPE_CHECKING:
     from modelyard.formats import Predictor
     from modelyard.workspace import Workspace
-
-MAX_TAG_KEY = 256
-MAX_TAG_VALUE = 5000
 
 
 def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
@@ -562,6 +568,10 @@ class RegistryService:
             raise InvalidInput(
                 "keep_last must be at least 1: a retention rule never deletes every version"
             )
+        if not 0 <= min_age_days <= MAX_RETENTION_DAYS:  # NaN fails too
+            raise InvalidInput(
+                f"min_age_days must be between 0 and {MAX_RETENTION_DAYS}, got {min_age_days}"
+            )
         cutoff = datetime.now(UTC) - timedelta(days=min_age_days)
         with self.store.read() as s:
             model = self._model_row(s, name)
@@ -759,12 +769,7 @@ class RegistryService:
 
     def update_card(self, name: str, version: int, sections: Mapping[str, Any]) -> ModelCard:
         """Replace the given sections of a version's card; others keep their text."""
-        unknown = set(sections) - set(CARD_SECTIONS)
-        if unknown:
-            raise InvalidInput(
-                f"unknown model card section(s) {', '.join(sorted(unknown))}; "
-                f"sections are: {', '.join(CARD_SECTIONS)}"
-            )
+        check_card_sections(sections)
         with self.store.write(self.ws.actor) as tx:
             row = self._version_row(tx.session, self._model_row(tx.session, name), version)
             try:
@@ -850,6 +855,7 @@ class RegistryService:
 
     @staticmethod
     def _version_row(s: Session, model: RegisteredModelRow, version: int) -> ModelVersionRow:
+        check_version(version)  # beyond the column's range the database would refuse it
         row = s.scalar(
             select(ModelVersionRow).where(
                 ModelVersionRow.model_id == model.id, ModelVersionRow.version == version

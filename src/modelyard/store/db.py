@@ -16,11 +16,29 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import InvalidInput, ModelyardError
 from modelyard.store.schema import HEAD_REVISION
+
+
+def _refused(exc: Exception) -> InvalidInput | None:
+    """InvalidInput when the database refused a value of the request (None if it did not).
+
+    The API bounds what it can (names, versions, numbers), so these are the rest: text holding
+    U+0000, which PostgreSQL cannot store (SQLite can), and an integer a column cannot hold.
+    """
+    reason = str(getattr(exc, "orig", None) or exc)
+    if "NUL (0x00)" in reason:
+        return InvalidInput(
+            "a text of the request holds a NUL character (\\u0000), which the database "
+            "cannot store; remove it"
+        )
+    out_of_range = getattr(getattr(exc, "orig", None), "sqlstate", None) == "22003"
+    if out_of_range or "too large to convert to SQLite INTEGER" in reason:
+        return InvalidInput(f"a number of the request is beyond the database's range ({reason})")
+    return None
 
 
 class StoreUnavailable(ModelyardError):
@@ -132,6 +150,11 @@ class Store:
                 yield session
         except OperationalError as exc:
             raise StoreUnavailable(f"metadata database error: {exc.orig}") from exc
+        except (DataError, OverflowError) as exc:
+            refused = _refused(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     @contextmanager
     def write(self, actor: str) -> Iterator[Tx]:
@@ -145,6 +168,11 @@ class Store:
                     self.before_commit(tx)
         except OperationalError as exc:
             raise StoreUnavailable(f"metadata database error: {exc.orig}") from exc
+        except (DataError, OverflowError) as exc:
+            refused = _refused(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration; safe to call from many processes at once.

@@ -11,6 +11,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+#: The largest value of an Integer column (PostgreSQL's INTEGER is 32 bits): versions, rows,
+#: seconds. A number a request brings for one is bounded by it, or the database refuses it.
+MAX_INTEGER = 2**31 - 1
+#: The largest value of a BigInteger column (steps, sizes, counts).
+MAX_BIGINT = 2**63 - 1
+
 #: The newest migration: versions are named ``NNNN_description.py`` with revision id NNNN.
 HEAD_REVISION = max(
     p.name.split("_", 1)[0]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelyard.jsonio import JsonFloat, JsonTime, NotABoolean
+
 RunStatus = Literal["running", "finished", "failed", "killed"]
+#: The largest metric step (a 64-bit column).
+MAX_STEP = 2**63 - 1
+#: The largest step a MetricPoint takes: JSON numbers are exact to 2**53 in most clients.
+MAX_JSON_STEP = 2**53 - 1
+#: Keys of params, metrics and tags.
+KEY = re.compile(r"^[A-Za-z0-9_\-. /:]{1,256}$")
 
 # Metric values may be NaN or infinite (as in MLflow); JSON has no literal for them, so
 # models carrying metric values write them as the strings "NaN"/"Infinity" (as the API
@@ -29,10 +38,10 @@ class MetricPoint(BaseModel):
 
     model_config = METRIC_JSON
 
-    key: str
-    value: float
-    step: int = 0
-    timestamp: datetime | None = None
+    key: str = Field(json_schema_extra={"pattern": KEY.pattern})
+    value: JsonFloat
+    step: Annotated[int, Field(ge=-MAX_JSON_STEP, le=MAX_JSON_STEP), NotABoolean] = 0
+    timestamp: JsonTime | None = None
 
 
 class RunArtifact(BaseModel):

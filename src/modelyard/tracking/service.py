@@ -42,6 +42,8 @@ from modelyard.store.tables import (
     RunTagRow,
 )
 from modelyard.tracking.entities import (
+    KEY,
+    MAX_STEP,
     CategoricalProfile,
     ColumnSchema,
     Dataset,
@@ -62,10 +64,8 @@ if TYPE_CHECKING:
     from modelyard.workspace import Workspace
 
 END_STATUSES = ("finished", "failed", "killed")
-KEY = re.compile(r"^[A-Za-z0-9_\-. /:]{1,256}$")
 # Dataset names appear in URLs, so they are kept URL-safe.
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")
-MAX_STEP = 2**63 - 1
 TOP_VALUES = 10
 HISTOGRAM_BINS = 10
 
