@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         gt=0,
         description="on SIGTERM, how long `modelyard serve` and `server` with several workers "
         "wait for them to finish in-flight requests and flush the prediction log before "
-        "killing them",
+        "killing them; a worker gives in-flight requests this less 10 s (kept for the flush)",
     )
     monitor_interval_seconds: float = Field(
         default=30.0,
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     )
     token: str | None = Field(default=None, description="API token the CLI and SDK send")
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(default=8080, ge=1, le=65535)
 
     @cached_property
     def resolved_home(self) -> Path:

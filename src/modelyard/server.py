@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelyard.server")
 
 Role = Literal["control", "gateway", "both"]
+#: Seconds of a worker's shutdown grace kept for flushing the prediction log and exiting.
+FLUSH_BUDGET = 10.0
 ASGIApp = Callable[
     [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
     Awaitable[None],
@@ -265,7 +267,9 @@ def run_worker(
         lifespan="on",
         log_level=log_level,
         access_log=False,
-        timeout_graceful_shutdown=30,
+        # In-flight requests get the supervisor's grace less what flushing the prediction log
+        # and exiting need, so a drained worker is not killed before it has flushed.
+        timeout_graceful_shutdown=max(1.0, settings.shutdown_grace_seconds - FLUSH_BUDGET),
         # A gateway answers its prediction routes without ASGI (see serving/http_protocol.py).
         http=http,
         loop="uvloop",

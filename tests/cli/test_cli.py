@@ -158,3 +158,13 @@ def test_audit_verify_exits_1_when_the_chain_was_tampered_with(run, tmp_path: Pa
     proc = run("audit", "verify", ok=False)
     assert proc.returncode == 1
     assert "broken" in proc.stdout and "record 1" in proc.stdout
+
+
+def test_a_setting_with_a_refused_value_is_one_line_naming_the_variable(run, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MODELYARD_PORT", "99999")
+    proc = run("models", "list", ok=False)
+    assert proc.returncode == 2
+    assert "invalid setting: MODELYARD_PORT" in proc.stderr and "65535" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run("serve", "--port", "70000", ok=False)
+    assert proc.returncode == 2 and "--port" in proc.stderr

@@ -219,7 +219,22 @@ def main() -> None:
     try:
         app()
     except ModelyardError as exc:
-        from modelyard.cli.output import err_console
+        _fail(exc.detail, exc.exit_code)
+    except Exception as exc:
+        from pydantic import ValidationError  # not imported before it is needed (--help)
 
-        err_console.print(f"[red]error:[/red] {exc.detail}", highlight=False)
-        sys.exit(exc.exit_code)
+        if not isinstance(exc, ValidationError) or exc.title != "Settings":
+            raise
+        # A MODELYARD_* variable with a value its setting refuses (e.g. MODELYARD_PORT=99999).
+        problems = "; ".join(
+            f"MODELYARD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        _fail(f"invalid setting: {problems}", 2)
+
+
+def _fail(message: str, code: int) -> None:
+    from modelyard.cli.output import err_console
+
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    sys.exit(code)

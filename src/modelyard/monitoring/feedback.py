@@ -240,9 +240,11 @@ class FeedbackService:
             stamp = datetime.now(UTC)
             for value in values:
                 value["received_at"] = stamp
-            replaced = _store(tx, self.store.is_sqlite, endpoint, values)
-            # A label joined now wins over one held earlier for the same row.
+            # A label joined now wins over one held earlier for the same row. Held rows are
+            # touched before feedback rows, in the order join_held takes them, so the two
+            # cannot deadlock on PostgreSQL when a label is re-sent during a join.
             _drop_held(tx.session, endpoint, [(v["request_id"], v["row"]) for v in values])
+            replaced = _store(tx, self.store.is_sqlite, endpoint, values)
             if held:
                 _hold(
                     tx.session,
