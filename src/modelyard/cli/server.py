@@ -26,9 +26,7 @@ TRUST_PICKLED = typer.Option(
 
 def server(
     host: str = typer.Option(None, help="interface to bind (default MODELYARD_HOST or 127.0.0.1)"),
-    port: int = typer.Option(
-        None, help="port (default MODELYARD_PORT or 8080)", min=1, max=65535
-    ),
+    port: int = typer.Option(None, help="port (default MODELYARD_PORT or 8080)", min=1, max=65535),
     workers: int = typer.Option(0, help="worker processes; 0 means one per core", min=0),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
     trust_pickled: bool = TRUST_PICKLED,
@@ -39,9 +37,7 @@ def server(
 
 def serve(
     host: str = typer.Option(None, help="interface to bind (default MODELYARD_HOST or 127.0.0.1)"),
-    port: int = typer.Option(
-        None, help="port (default MODELYARD_PORT or 8080)", min=1, max=65535
-    ),
+    port: int = typer.Option(None, help="port (default MODELYARD_PORT or 8080)", min=1, max=65535),
     workers: int = typer.Option(0, help="gateway processes; 0 means one per core", min=0),
     data_plane_only: bool = typer.Option(
         False, "--data-plane-only", help="serve predictions only, without the /api/v1 API"
