@@ -538,11 +538,95 @@ def test_the_expected_wait_is_unknown_until_a_call_is_costed_and_nothing_is_shed
         await started(model)
         second = asyncio.create_task(batcher.submit(row(1.0), 1, timeout=1e-6))
         await settle()
-        assert batcher.stats.shed == 0 and batcher.queue_depth == 1  # queued, not shed
+        assert batcher.stats.shed == 0  # admitted (then its timer ran out), not shed
         gate.set()
         await first
         with pytest.raises(TimeoutError):  # its timer ran out while it waited
             await second
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_requests_that_timed_out_or_were_cancelled_in_the_queue_stop_counting_at_once() -> None:
+    """A dead queued request must not count toward max_queue, the expected wait or the queue
+    depth while it waits for the worker to reach it: with max_queue 4 and 4 requests timed
+    out behind a busy model, the next request is admitted, not shed with queue_full."""
+
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(
+            model.predict,
+            max_batch_size=1,
+            max_wait_ms=0.0,
+            max_queue=4,
+            expected_predict_seconds=SLOW,
+            name="m:1",
+        )
+        first = asyncio.create_task(batcher.submit(row(0.0), 1))
+        await started(model)  # the model is busy until the gate opens
+        expiring = [  # admitted (expected waits ~0.1 and ~0.15 s), then late
+            asyncio.create_task(batcher.submit(row(float(i)), 1, timeout=0.5)) for i in (1, 2)
+        ]
+        cancelled = [asyncio.create_task(batcher.submit(row(float(i)), 1)) for i in (3, 4)]
+        await settle()
+        assert batcher.queue_depth == 4 and batcher.stats.queued_rows == 4
+        for task in cancelled:
+            task.cancel()
+        for task in expiring:
+            with pytest.raises(TimeoutError):
+                await task
+        await settle()
+        assert all(task.cancelled() for task in cancelled)
+        stats = batcher.stats
+        assert stats.queue_depth == 0 and stats.queued_rows == 0
+        # The running call is past its expected cost: only the new request's own call is left.
+        assert batcher.expected_wait(1) == SLOW  # nothing dead counted ahead
+        # The queue bound counts live requests only: four more are admitted, the fifth shed.
+        admitted = [asyncio.create_task(batcher.submit(row(float(i)), 1)) for i in range(5, 10)]
+        await settle()
+        assert [task.done() for task in admitted] == [False] * 4 + [True]
+        assert isinstance(admitted[-1].exception(), Overloaded)
+        assert batcher.stats.shed == 1 and batcher.queue_depth == 4
+        gate.set()
+        await first
+        for i, task in enumerate(admitted[:-1], start=5):
+            np.testing.assert_array_equal((await task)["y"], row(float(i))["x"] * 2)
+        assert model.sizes == [1] * 5  # the dead requests were never predicted
+        assert batcher.queue_depth == 0 and batcher.stats.queued_rows == 0
+        assert len(batcher._queue) == 0
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_dead_entries_do_not_pile_up_behind_a_long_call() -> None:
+    """Cancelled requests leave the deque before the worker reaches them once they outnumber
+    the live ones, so their inputs are not held for the whole of a long call."""
+
+    async def main() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = Batcher(
+            model.predict, max_wait_ms=0.0, max_queue=8, expected_predict_seconds=SLOW
+        )
+        first = asyncio.create_task(batcher.submit(row(0.0), 1))
+        await started(model)
+        kept = asyncio.create_task(batcher.submit(row(1.0), 1))
+        for round_ in range(100):  # 800 requests queued and cancelled, 8 at a time
+            tasks = [asyncio.create_task(batcher.submit(row(2.0), 1)) for _ in range(7)]
+            await settle()
+            assert not any(task.done() for task in tasks), round_  # all admitted
+            for task in tasks:
+                task.cancel()
+            await settle()
+        assert batcher.queue_depth == 1 and batcher.stats.shed == 0
+        assert len(batcher._queue) <= 2 * 1 + 64 + 7
+        gate.set()
+        await first
+        np.testing.assert_array_equal((await kept)["y"], row(1.0)["x"] * 2)
+        assert model.sizes == [1, 1]
         await batcher.close()
 
     asyncio.run(main())

@@ -26,6 +26,7 @@ from tests.serving.test_http_protocol import Reader, Sleepy, body, connect, requ
 from modelyard.client import Client
 from modelyard.config import Settings
 from modelyard.http_limits import LimitedHttpProtocol
+from modelyard.serving.batcher import Batcher
 from modelyard.serving.http_protocol import GatewayHttpProtocol, fast_path_off
 from modelyard.workspace import Workspace
 
@@ -87,13 +88,28 @@ def problem_of(response: httpx.Response | tuple[int, dict[str, str], bytes]) -> 
 
 
 @pytest.mark.slow
-def test_twice_the_sustainable_load_sheds_with_503_and_keeps_admitted_latency_bounded(
-    serve: Callable[..., GatewayServer],
+def test_twice_the_sustainable_load_sheds_with_503_and_keeps_the_queue_bounded(
+    serve: Callable[..., GatewayServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Requests arrive at twice the rate the model can answer; beyond a queue of 4 they are
-    refused at once, so the admitted ones wait for at most the queue ahead of them."""
+    refused at once, so the admitted ones wait for at most the queue ahead of them.
+
+    The client shares this process (and its GIL) with the server, so its clock says little
+    on a loaded machine: the bound is checked on what the server records (the batcher's
+    queue depth, the shed counter), not on latencies measured here.
+    """
     service = 0.05  # seconds per request (one predict call each: max_batch_size 1)
     max_queue = 4
+    depths: list[int] = []  # the batcher's queue depth each time its worker takes a batch
+    real_take = Batcher._take
+
+    def take(self: Batcher) -> Any:
+        # Depth only grows between two takes (nothing here times out or is cancelled), so
+        # the largest depth seen by a take is the largest the queue ever was.
+        depths.append(self.queue_depth)
+        return real_take(self)
+
+    monkeypatch.setattr(Batcher, "_take", take)
     gw = serve(gateway_max_queue=max_queue)
     url = url_of(gw)
     payload = body(1.0, service)
@@ -101,37 +117,38 @@ def test_twice_the_sustainable_load_sheds_with_503_and_keeps_admitted_latency_bo
 
     count, interval = 120, service / 2  # 2x the sustainable 20 requests a second, for 3 s
 
-    async def load() -> list[tuple[httpx.Response, float]]:
+    async def load() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
-            async def one(i: int) -> tuple[httpx.Response, float]:
+            async def one(i: int) -> httpx.Response:
+                # Offsets from the start: a client that falls behind sends the late ones
+                # together, which only adds to the overload.
                 await asyncio.sleep(i * interval)
-                start = time.perf_counter()
-                answer = await client.post(INVOCATIONS, content=payload, headers=JSON)
-                return answer, time.perf_counter() - start
+                return await client.post(INVOCATIONS, content=payload, headers=JSON)
 
             return await asyncio.gather(*(one(i) for i in range(count)))
 
+    depths.clear()  # the warm-up request's
     results = asyncio.run(load())
-    statuses = [r.status_code for r, _ in results]
+    statuses = [r.status_code for r in results]
     assert set(statuses) <= {200, 503}, statuses  # no 500, nothing else
-    shed = [r for r, _ in results if r.status_code == 503]
-    admitted = sorted(seconds for r, seconds in results if r.status_code == 200)
-    assert len(shed) >= count // 5 and len(admitted) >= count // 4, statuses
+    shed = [r for r in results if r.status_code == 503]
+    assert shed and len(shed) < count, statuses  # some refused, some answered
     for answer in shed:
         assert int(answer.headers["retry-after"]) >= 1
         problem = problem_of(answer)
         assert problem["status"] == 503 and problem["title"] == "Overloaded"
         assert "MODELYARD_GATEWAY_MAX_QUEUE" in problem["detail"]
         assert problem["retry_after"] == int(answer.headers["retry-after"])
-    # An admitted request waits for at most the call running and the queue ahead of it,
-    # then its own call: (max_queue + 2) calls, plus a generous second for everything else.
-    # Unbounded, the last ones would wait for half of the 3 s of arrivals.
-    p99 = admitted[int(len(admitted) * 0.99) - 1]
-    assert p99 <= (max_queue + 2) * service + 1.0, admitted[-10:]
+    # The queue filled up to its bound and never past it: an admitted request waits for at
+    # most the call running and the max_queue requests ahead of it, whatever the load.
+    # (Unbounded, it would grow by 20 requests a second for the whole 3 s.)
+    assert depths and max(depths) == max_queue, depths
     counted = metric(url, "modelyard_requests_shed_total", endpoint="sleepy", reason="queue_full")
     assert counted == len(shed)
+    late = metric(url, "modelyard_requests_shed_total", endpoint="sleepy", reason="deadline")
+    assert late == 0
 
 
 def test_a_request_that_would_wait_past_its_deadline_is_shed_at_once(
@@ -194,17 +211,23 @@ def test_500_slow_connections_do_not_stop_normal_traffic_and_are_closed_after_th
     serve: Callable[..., GatewayServer],
 ) -> None:
     """Slowloris: each connection sends its head a byte at a time. Normal requests are
-    answered meanwhile; the slow ones get 408 once the header timeout has passed."""
-    timeout = 3.0
-    gw = serve(header_timeout_seconds=timeout)
+    answered meanwhile; the slow ones get 408 once the header timeout has passed.
+
+    Two gateways, so that no phase races a timeout on a loaded machine: the traffic phase
+    runs against a header timeout far longer than it can take, the closing phase against a
+    short one, trickling bytes only while the timeout cannot have passed yet.
+    """
+    head = request(body(1.0), path=INVOCATIONS)
+
+    # Normal traffic goes on while 500 slow heads hold their connections.
+    gw = serve(header_timeout_seconds=600.0)
     url = url_of(gw)
     assert gw.server is not None
     state = gw.server.server.server_state
-    head = request(body(1.0), path=INVOCATIONS)
     slow = [connect(url) for _ in range(500)]
     try:
         statuses = []
-        for i in range(10):  # a byte a connection every 0.1 s: ~1 s, well within the timeout
+        for i in range(10):  # a byte a connection every 0.1 s
             for s in slow:
                 s.send(head[i : i + 1])
             statuses.append(
@@ -213,14 +236,38 @@ def test_500_slow_connections_do_not_stop_normal_traffic_and_are_closed_after_th
             time.sleep(0.1)
         assert statuses == [200] * 10
         assert len(state.connections) >= 500  # the slow ones were all open meanwhile
-        # Once the timeout has passed, each gets its 408 and is closed.
+    finally:
         for s in slow:
-            s.settimeout(timeout + 10)
+            s.close()
+
+    # A head that keeps trickling in is still answered 408 and closed once the timeout (a
+    # bound on the whole head, not on a pause) has passed.
+    timeout = 3.0
+    gw = serve(header_timeout_seconds=timeout)
+    url = url_of(gw)
+    start = time.monotonic()  # before any connection: the server's clocks start later
+    slow = []
+    try:
+        for _ in range(500):  # its first byte at once: a silent connection gets no answer
+            slow.append(connect(url))
+            slow[-1].send(head[:1])
+        sent = 1
+        # Send only while the timeout cannot have passed for any of them: a byte that
+        # arrives after the server closed would reset the connection before its 408 is read.
+        while time.monotonic() - start < timeout / 3 and sent < 10:
+            time.sleep(0.1)
+            for s in slow:
+                s.send(head[sent : sent + 1])
+            sent += 1
+        assert sent >= 2, "no byte trickled in before the timeout"
+        for s in slow:
+            s.settimeout(timeout + 30)
             reader = Reader(s)
             status, _, payload = reader.response()
             assert status == 408
             assert "MODELYARD_HEADER_TIMEOUT_SECONDS" in orjson.loads(payload)["detail"]
             assert reader.closed()
+        assert time.monotonic() - start >= timeout  # not before the timeout
     finally:
         for s in slow:
             s.close()
@@ -290,23 +337,31 @@ def test_a_stalled_body_gets_408_and_a_slow_one_that_keeps_coming_is_served(
 ) -> None:
     """The body timeout is a pause between reads, on the fast path and through ASGI."""
     paths = spy_on_paths(monkeypatch)
-    url = url_of(serve(body_timeout_seconds=0.8))
+    timeout, pause = 2.0, 0.3  # a pause far under the timeout, even on a loaded machine
+    url = url_of(serve(body_timeout_seconds=timeout))
     payload = body(5.0)
+    start = time.monotonic()  # before the connection: the server's clock starts later
     with connect(url) as s:
-        s.sendall(request(payload, path=path)[: -len(payload) + 5])
+        s.settimeout(timeout + 20)
+        s.sendall(request(payload, path=path)[: -len(payload) + 5])  # then a stall
         reader = Reader(s)
-        answer = reader.response()  # after the timeout (the socket waits up to 10 s)
+        answer = reader.response()  # after the timeout
+        assert time.monotonic() - start >= timeout
         assert answer[0] == 408
         assert "MODELYARD_BODY_TIMEOUT_SECONDS" in problem_of(answer)["detail"]
         assert reader.closed()
-    with connect(url) as s:  # 5 pauses of 0.3 s: longer than the timeout in all, never at once
+    with connect(url) as s:  # short pauses, longer than the timeout in all, never at once
         whole = request(payload, path=path)
         head, rest = whole[: -len(payload)], payload
         s.sendall(head)
-        step = len(rest) // 5 + 1
-        for i in range(0, len(rest), step):
-            time.sleep(0.3)
-            s.sendall(rest[i : i + step])
+        pieces = 10  # 10 pauses of 0.3 s: 3 s in all, 1.5 times the timeout
+        chunks = [
+            rest[len(rest) * i // pieces : len(rest) * (i + 1) // pieces] for i in range(pieces)
+        ]
+        assert all(chunks) and pieces * pause >= 1.5 * timeout
+        for chunk in chunks:
+            time.sleep(pause)
+            s.sendall(chunk)
         status, _, answer_body = Reader(s).response()
         assert status == 200 and orjson.loads(answer_body)["predictions"] == [10.0]
     assert set(paths) == {"asgi" if "?" in path else "direct"}

@@ -63,6 +63,11 @@ How a batch is executed:
 ``submit(..., timeout=)`` bounds a queued request's wait: past it the caller gets
 :class:`TimeoutError` and its rows are dropped from the queue if they have not been taken
 yet. A request predicted inline by ``submit`` itself never waits, so it sets no timer.
+A request that times out or is cancelled while queued stops counting when its future's done
+callback runs (the next loop iteration): from then on it counts toward neither
+``max_queue``, the expected wait nor the queue depth, though its entry stays in the deque
+until the worker reaches it (or until dead entries outnumber live ones, when the deque is
+compacted, so their memory stays bounded).
 
 Overload (admission): a request that would have to queue is refused at once with
 :class:`Overloaded` (503, with the seconds after which to retry) when ``max_queue`` requests
@@ -85,6 +90,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import math
 import time
@@ -213,8 +219,12 @@ class BatcherStats:
         }
 
 
-# A queued request: (inputs, rows, future of the caller).
-_Request = tuple[Inputs, int, "asyncio.Future[Outputs]"]
+# A queued request: (inputs, rows, future of the caller, the done callback that stops counting
+# it if the caller gives up while it is queued: removed from the future when it is taken).
+_Request = tuple[
+    Inputs, int, "asyncio.Future[Outputs]", Callable[["asyncio.Future[Outputs]"], None]
+]
+_COMPACT_SLACK = 64  # dead entries tolerated in the deque beyond as many as it has live ones
 
 
 class Batcher:
@@ -246,7 +256,10 @@ class Batcher:
         self._owns_executor = executor is None
         self._half = max(1, max_batch_size // 2)
 
+        # The deque may hold dead entries (their caller gave up) until the worker reaches them;
+        # ``_depth`` and ``_queued_rows`` count only the others (see ``_gone``).
         self._queue: deque[_Request] = deque()
+        self._depth = 0
         self._queued_rows = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -324,11 +337,14 @@ class Batcher:
                 raise
             finally:
                 self._observe(time.perf_counter() - now, rows)
-        queue = self._queue
-        if len(queue) >= self.max_queue or (timeout is not None and (queue or not self._idle)):
+        depth = self._depth
+        if depth >= self.max_queue or (timeout is not None and (depth or not self._idle)):
             self._admit(rows, timeout)  # it would have to wait: refuse it now if it is hopeless
         future: asyncio.Future[Outputs] = loop.create_future()
-        self._queue.append((inputs, rows, future))
+        gone = functools.partial(self._gone, rows)
+        future.add_done_callback(gone)
+        self._queue.append((inputs, rows, future, gone))
+        self._depth = depth + 1
         self._queued_rows += rows
         waiter = self._waiter
         if waiter is not None:
@@ -346,10 +362,10 @@ class Batcher:
     def _admit(self, rows: int, timeout: float | None) -> None:
         """Raise :class:`Overloaded` if the queue is full, or if a request of ``rows`` rows
         queued now would be answered after ``timeout`` seconds."""
-        if len(self._queue) >= self.max_queue:
+        if self._depth >= self.max_queue:
             reason = "queue_full"
             problem = (
-                f"model {self.name or '(unnamed)'} has {len(self._queue)} requests queued, its "
+                f"model {self.name or '(unnamed)'} has {self._depth} requests queued, its "
                 "limit (MODELYARD_GATEWAY_MAX_QUEUE)"
             )
         else:
@@ -359,7 +375,7 @@ class Batcher:
             reason = "deadline"
             problem = (
                 f"model {self.name or '(unnamed)'} would answer in about {wait * 1000:.0f} ms "
-                f"({len(self._queue)} requests queued), after this request's "
+                f"({self._depth} requests queued), after this request's "
                 f"{timeout * 1000:.0f} ms timeout"
             )
         self._requests -= 1  # counted on arrival, never predicted
@@ -403,6 +419,23 @@ class Batcher:
                 return cost
         return self._ewma_call
 
+    def _gone(self, rows: int, future: asyncio.Future[Outputs]) -> None:
+        """Done callback of a queued request's future: it completed (timed out, or its caller
+        was cancelled) before ``_take`` took it, so it stops counting now. ``_take`` removes
+        this callback from the futures it takes, so each request is uncounted exactly once.
+
+        When dead entries outnumber the live ones (plus some slack) the deque is compacted:
+        dead entries would otherwise pile up behind a long call, each holding its inputs.
+        Amortized O(1): a compaction of n entries follows at least n / 2 of these calls.
+        """
+        self._depth -= 1
+        self._queued_rows -= rows
+        queue = self._queue
+        if len(queue) > 2 * self._depth + _COMPACT_SLACK:
+            live = [request for request in queue if not request[2].done()]
+            queue.clear()
+            queue.extend(live)
+
     def _direct(self) -> bool:
         """Whether ``submit`` should predict a cheap request itself (see the module doc)."""
         if self._grouped >= _GROUPING:
@@ -431,6 +464,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         queue = self._queue
         while True:
+            while queue and queue[0][2].done():  # dead entries (see ``_gone``) at the head
+                queue.popleft()
             if not queue:
                 if self._closed:
                     return
@@ -533,13 +568,17 @@ class Batcher:
         limit = self.max_batch_size
         while queue:
             request = queue[0]
+            future = request[2]
+            if future.done():  # the caller gave up: skip its work (``_gone`` uncounts it)
+                queue.popleft()
+                continue
             rows = request[1]
             if batch and total + rows > limit:
                 break
             queue.popleft()
+            future.remove_done_callback(request[3])
+            self._depth -= 1
             self._queued_rows -= rows
-            if request[2].done():  # the caller gave up (cancelled): skip its work
-                continue
             batch.append(request)
             total += rows
         return batch
@@ -602,7 +641,7 @@ class Batcher:
                 group[0][2].set_result(outputs)
             return
         start = 0
-        for _, rows, future in group:
+        for _, rows, future, _ in group:
             end = start + rows
             if not future.done():
                 future.set_result({key: value[start:end] for key, value in outputs.items()})
@@ -699,7 +738,8 @@ class Batcher:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        """Requests queued whose callers still wait for them."""
+        return self._depth
 
     @property
     def stats(self) -> BatcherStats:
@@ -713,7 +753,7 @@ class Batcher:
             requests=self._requests,
             batches=self._batches,
             rows=self._rows,
-            queue_depth=len(self._queue),
+            queue_depth=self._depth,
             queued_rows=self._queued_rows,
             inline_calls=self._inline,
             threaded_calls=self._threaded,
@@ -733,13 +773,14 @@ class Batcher:
     def __repr__(self) -> str:
         return (
             f"Batcher({self.name!r}, max_batch_size={self.max_batch_size}, "
-            f"max_wait_ms={self.max_wait * 1000:g}, queued={len(self._queue)})"
+            f"max_wait_ms={self.max_wait * 1000:g}, queued={self._depth})"
         )
 
 
 def _fail(requests: list[_Request], exc: BaseException) -> None:
     """Give every caller of a failed call the exception (cancel them if it is a cancellation)."""
-    for _, _, future in requests:
+    for request in requests:
+        future = request[2]
         if future.done():
             continue
         if isinstance(exc, asyncio.CancelledError):
@@ -749,7 +790,8 @@ def _fail(requests: list[_Request], exc: BaseException) -> None:
 
 
 def _expire(future: asyncio.Future[Outputs]) -> None:
-    """A queued request's timeout: its caller stops waiting; ``_take`` skips its rows."""
+    """A queued request's timeout: its caller stops waiting; ``_gone`` uncounts its rows at
+    once if it is still queued, and ``_take`` skips them."""
     if not future.done():
         future.set_exception(TimeoutError())
 
