@@ -156,15 +156,19 @@ def _in_process(home: Path, model: str, secret: str, number: int) -> dict[str, f
         tokens.put(secret, tokens.load(secret))
         headers = {b"authorization": f"Bearer {secret}".encode(), b"content-length": b"100"}
 
+        from modelyard.governance.identity import bearer_secret
+
+        authorization = headers[b"authorization"]
+
         def check() -> None:
-            found = tokens.get(gw._bearer(headers))
+            found = tokens.get(bearer_secret(authorization))
             assert found is not None and not isinstance(found, str)
-            gateway._may_predict(found, model)
+            found.require_predict(model)
 
         async def awaited() -> float:
             start = time.perf_counter()
             for _ in range(number):
-                gateway._may_predict(await gateway._caller(headers), model)
+                (await tokens.identify(authorization)).require_predict(model)
             return time.perf_counter() - start
 
         sync_s = min(timeit.repeat(check, number=number, repeat=5))

@@ -81,8 +81,10 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="with auth on, how long a gateway worker trusts a token it looked up "
-        "(a revoked token keeps predicting for at most this long); 0 looks every request up",
+        description="with auth on, how long a server process (gateway worker or control "
+        "plane) trusts a token it looked up: a token revoked, or a user disabled or changed, "
+        "in another process keeps its old rights for at most this long; 0 looks every "
+        "request up",
     )
     metrics_address: str | None = Field(
         default=None,

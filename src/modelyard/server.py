@@ -269,7 +269,7 @@ def run_worker(
         access_log=False,
         # In-flight requests get the supervisor's grace less what flushing the prediction log
         # and exiting need, so a drained worker is not killed before it has flushed.
-        timeout_graceful_shutdown=max(1.0, settings.shutdown_grace_seconds - FLUSH_BUDGET),
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds - FLUSH_BUDGET)),
         # A gateway answers its prediction routes without ASGI (see serving/http_protocol.py).
         http=http,
         loop="uvloop",

@@ -169,3 +169,50 @@ def test_roles_are_enforced(tmp_path: Path) -> None:
     finally:
         server.stop()
         ws.close()
+
+
+def test_tokens_are_parsed_checked_and_cached_as_the_gateway_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelyard.api.app import create_app
+    from modelyard.governance.identity import Identities
+
+    lookups: list[str] = []
+    real = Identities.authenticate_until
+
+    def counting(self: Identities, secret: str):  # type: ignore[no-untyped-def]
+        lookups.append(secret)
+        return real(self, secret)
+
+    monkeypatch.setattr(Identities, "authenticate_until", counting)
+    ws = Workspace.open(Settings(home=tmp_path / "h", auth=True, token_cache_seconds=60))
+    ids = ws.identities
+    ids.create_user("root", "admin")
+    ids.create_user("ed", "editor")
+    admin = ids.create_token("root").secret
+    editor = ids.create_token("ed").secret
+    server = LiveServer(create_app(workspace=ws))
+    try:
+
+        def call(method: str, path: str, authorization: bytes, **kw: object) -> httpx.Response:
+            headers = {"authorization": authorization}
+            return httpx.request(method, f"{server.url}/api/v1{path}", headers=headers, **kw)  # type: ignore[arg-type]
+
+        # not shaped like an issued token: refused without asking the database
+        for junk in (b"myd_" + b"a" * 200, b"myd_" + b"!" * 43, b"myd_wrong"):
+            assert_problem(call("GET", "/models", b"Bearer " + junk), 401, "not valid")
+        for header in (b"Bearer \xff\xfe", b"Basic " + editor.encode(), b"Bearer"):
+            assert_problem(call("GET", "/models", header), 401, "'Bearer <token>'")
+        assert lookups == []
+        # looked up once, then cached
+        for _ in range(5):
+            assert call("GET", "/models", b"Bearer " + editor.encode()).status_code == 200
+        assert lookups == [editor]
+        # a change made in this process holds at once, cache or not
+        r = call("PATCH", "/users/ed", b"Bearer " + admin.encode(), json={"role": "viewer"})
+        assert r.status_code == 200, r.text
+        r = call("POST", "/models", b"Bearer " + editor.encode(), json={"name": "m"})
+        assert_problem(r, 403, "viewer")
+    finally:
+        server.stop()
+        ws.close()

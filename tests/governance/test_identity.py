@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -165,3 +166,93 @@ def test_token_cache_remembers_lookups_and_honours_expiry(workspace: Workspace) 
     assert "expired" in str(cache.put(issued.secret, cache.load(issued.secret)))
     with pytest.raises(InvalidInput, match="at least one endpoint"):
         ids.create_token("app", endpoints=[])
+
+
+def test_only_an_issued_secret_in_a_bearer_header_gets_looked_up(workspace: Workspace) -> None:
+    import asyncio
+
+    from modelyard.governance import TokenCache, TokenCheckUnavailable, bearer_secret
+    from modelyard.governance.identity import SECRET
+
+    ids = workspace.identities
+    ids.create_user("app")
+    issued = ids.create_token("app")
+    assert SECRET.fullmatch(issued.secret)
+    assert bearer_secret(b"Bearer  " + issued.secret.encode() + b" ") == issued.secret
+    for header in (None, b"Basic abc", b"Bearer", b"Bearer \xff", b"bearer "):
+        with pytest.raises(Unauthenticated):
+            bearer_secret(header)
+    for bad in ("myd_" + "a" * 200, "myd_" + "!" * 43, "xyz_" + issued.secret[4:]):
+        with pytest.raises(Unauthenticated, match="not valid"):  # without a query
+            ids.authenticate(bad)
+    cache = TokenCache(ids, ttl=60, max_lookups=1)
+    gate = threading.Event()
+    real = ids.authenticate_until
+
+    def slow(secret: str):  # type: ignore[no-untyped-def]
+        gate.wait(10)
+        return real(secret)
+
+    async def scenario() -> None:
+        ids.authenticate_until = slow  # type: ignore[method-assign]
+        header = b"Bearer " + issued.secret.encode()
+        first = asyncio.ensure_future(cache.identify(header))
+        same = asyncio.ensure_future(cache.identify(header))  # waits for the same lookup
+        await asyncio.sleep(0.05)
+        other = b"Bearer myd_" + b"x" * 43
+        with pytest.raises(TokenCheckUnavailable) as busy:
+            await cache.identify(other)
+        assert busy.value.status == 503 and busy.value.retry_after == 1
+        gate.set()
+        assert (await first).name == (await same).name == "app"
+        with pytest.raises(Unauthenticated):
+            await cache.identify(other)
+
+        def broken(secret: str):  # type: ignore[no-untyped-def]
+            raise OSError("database went away")
+
+        ids.authenticate_until = broken  # type: ignore[method-assign]
+        with pytest.raises(TokenCheckUnavailable, match="did not answer"):
+            await cache.identify(b"Bearer myd_" + b"y" * 43)
+        ids.authenticate_until = real  # type: ignore[method-assign]
+        # a change made in this process holds at once: the cache forgets what it trusted
+        assert cache.get(issued.secret) is not None
+        ids.revoke_token(issued.id)
+        assert cache.get(issued.secret) is None
+        with pytest.raises(Unauthenticated, match="revoked"):
+            await cache.identify(header)
+
+    asyncio.run(scenario())
+
+
+def test_a_lookup_that_began_before_a_change_is_not_trusted_after_it(
+    workspace: Workspace,
+) -> None:
+    from modelyard.governance import TokenCache
+
+    ids = workspace.identities
+    ids.create_user("app", "editor")
+    issued = ids.create_token("app")
+    cache = TokenCache(ids, ttl=60)
+    before = cache.load(issued.secret)
+    ids.set_role("app", "viewer")
+    assert cache.put(issued.secret, before) == before.found  # answered, not remembered
+    assert cache.get(issued.secret) is None
+    after = cache.put(issued.secret, cache.load(issued.secret))
+    assert not isinstance(after, str) and after.role is Role.viewer
+    assert cache.get(issued.secret) == after
+
+
+def test_a_token_limited_to_endpoints_may_only_predict_there() -> None:
+    from modelyard.errors import Forbidden
+    from modelyard.governance import Identity
+
+    limited = Identity(name="app", role=Role.admin, endpoints=["fraud"])
+    limited.require_predict("fraud")
+    with pytest.raises(Forbidden, match="may predict on fraud only, not on 'churn'"):
+        limited.require_predict("churn")
+    with pytest.raises(Forbidden, match=r"only predict \(on fraud\); the HTTP API needs"):
+        limited.require_unlimited("the HTTP API")
+    anywhere = Identity(name="ops", role=Role.viewer)
+    anywhere.require_predict("churn")
+    anywhere.require_unlimited("/metrics")

@@ -3,6 +3,8 @@ checked alike on the fast path and through ASGI, cached per worker, revocation h
 
 from __future__ import annotations
 
+import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +230,125 @@ def test_the_http_api_creates_tokens_limited_to_endpoints(client) -> None:  # ty
     assert client.identities.create_token("app").endpoints is None
     with pytest.raises(Exception, match=r"at least (one endpoint|1 item)"):
         client.identities.create_token("app", endpoints=[])
+
+
+def _counting_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    lookups: list[str] = []
+    real = Identities.authenticate_until
+
+    def counting(self: Identities, secret: str):  # type: ignore[no-untyped-def]
+        lookups.append(secret)
+        return real(self, secret)
+
+    monkeypatch.setattr(Identities, "authenticate_until", counting)
+    return lookups
+
+
+def _shaped_like_ours() -> str:
+    return "myd_" + secrets.token_urlsafe(32)  # what create_token makes, but never issued
+
+
+def test_a_secret_not_shaped_like_an_issued_one_costs_no_lookup(
+    secured: Secured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups = _counting_lookups(monkeypatch)
+    url = secured.url
+    issued = secured.anywhere.secret
+    for secret in (
+        "myd_" + "a" * 200,
+        "myd_" + "a" * 42,
+        "myd_" + "!" * 43,
+        "myd_garbage",
+        issued[4:] + "abcd",  # the right length, the wrong prefix
+    ):
+        headers = secured.bearer(secret)
+        for suffix in ("", "?x=1"):  # the fast path, then ASGI
+            r = httpx.post(f"{url}/endpoints/fraud/invocations{suffix}", json=ROWS, headers=headers)
+            _refused(r, 401, "not valid")
+        _refused(httpx.get(f"{url}/v2/models/fraud", headers=headers), 401, "not valid")
+    assert lookups == []
+    # one shaped like ours is looked up, once: its refusal is remembered
+    unknown = _shaped_like_ours()
+    for _ in range(3):
+        r = httpx.post(
+            f"{url}/endpoints/fraud/invocations", json=ROWS, headers=secured.bearer(unknown)
+        )
+        _refused(r, 401, "not valid")
+    assert lookups == [unknown]
+
+
+def test_token_lookups_in_flight_are_bounded_and_beyond_it_a_503_says_when_to_retry(
+    secured: Secured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = secured.url
+    anywhere = secured.bearer(secured.anywhere.secret)
+    assert httpx.post(f"{url}/endpoints/fraud/invocations", json=ROWS, headers=anywhere).is_success
+    tokens = secured.gateway.gateway.tokens
+    assert tokens is not None
+    tokens.max_lookups = 2
+    release = threading.Event()
+    real = Identities.authenticate_until
+    started: list[str] = []
+
+    def slow(self: Identities, secret: str):  # type: ignore[no-untyped-def]
+        started.append(secret)
+        release.wait(30)
+        return real(self, secret)
+
+    monkeypatch.setattr(Identities, "authenticate_until", slow)
+    held = [_shaped_like_ours() for _ in range(2)]
+    answers: list[int] = []
+
+    def send(secret: str) -> None:
+        r = httpx.post(
+            f"{url}/endpoints/fraud/invocations", json=ROWS, headers=secured.bearer(secret)
+        )
+        answers.append(r.status_code)
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in held]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(started) < 2:
+            assert time.monotonic() < deadline, "the lookups did not start"
+            time.sleep(0.01)
+        for path, suffix in (
+            ("/endpoints/fraud/invocations", ""),
+            ("/v2/models/fraud/infer", "?x=1"),
+        ):
+            body = ROWS if "invocations" in path else OIP
+            r = httpx.post(
+                url + path + suffix,
+                json=body,
+                headers=secured.bearer(_shaped_like_ours()),
+                timeout=5,
+            )
+            _refused(r, 503, "retry")
+            assert r.headers["retry-after"] == "1"
+        r = httpx.get(
+            f"{url}/v2/models/fraud", headers=secured.bearer(_shaped_like_ours()), timeout=5
+        )
+        _refused(r, 503, "retry")
+        # a token looked up already is not held up
+        r = httpx.post(f"{url}/endpoints/fraud/invocations", json=ROWS, headers=anywhere, timeout=5)
+        assert r.status_code == 200
+        assert sorted(started) == sorted(held)  # nothing else reached the database
+    finally:
+        release.set()
+        for t in threads:
+            t.join(10)
+    assert answers == [401, 401]
+
+
+def test_bare_invocations_names_only_the_endpoints_the_token_may_predict_on(
+    secured: Secured,
+) -> None:
+    fraud = secured.bearer(secured.fraud_only.secret)
+    anywhere = secured.bearer(secured.anywhere.secret)
+    for suffix in ("", "?x=1"):  # the fast path, then ASGI
+        r = httpx.post(f"{secured.url}/invocations{suffix}", json=ROWS, headers=fraud)
+        _refused(r, 404, "(endpoints: fraud)")
+        assert "churn" not in r.text
+        r = httpx.post(f"{secured.url}/invocations{suffix}", json=ROWS, headers=anywhere)
+        _refused(r, 404, "(endpoints: churn, fraud)")

@@ -23,7 +23,7 @@ from modelyard.client import Client
 from modelyard.config import Settings
 from modelyard.formats import PythonModel
 from modelyard.serving import http_protocol
-from modelyard.serving.gateway import Gateway
+from modelyard.serving.gateway import Gateway, hot_route
 from modelyard.serving.http_protocol import GatewayHttpProtocol
 from modelyard.workspace import Workspace
 
@@ -267,3 +267,84 @@ def test_a_metrics_address_must_be_host_and_port(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput, match="is not HOST:PORT"):
             assert Settings(home=tmp_path, metrics_address=bad).metrics_host_port
     assert Settings(metrics_address="[::1]:9100").metrics_host_port == ("::1", 9100)
+
+
+def raw(
+    url: str, method: str, target: bytes, headers: bytes = b"", payload: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """One request as written here, byte for byte (httpx would normalise the URL)."""
+    with connect(url) as s:
+        s.sendall(
+            method.encode()
+            + b" "
+            + target
+            + b" HTTP/1.1\r\nHost: t\r\n"
+            + headers
+            + b"content-length: %d\r\n\r\n" % len(payload)
+            + payload
+        )
+        return Reader(s).response()
+
+
+def raw_problem(answer: tuple[int, dict[str, str], bytes], status: int, needle: str) -> dict:
+    got, headers, body = answer
+    assert got == status, body
+    assert headers["content-type"] == "application/problem+json"
+    problem = orjson.loads(body)
+    assert needle in problem["detail"], problem
+    return problem
+
+
+def test_a_version_in_a_url_is_a_registry_version_or_a_404_never_a_500(fraud: str) -> None:
+    oip = orjson.dumps(
+        {"inputs": [{"name": f, "shape": [1], "datatype": "FP64", "data": [1.0]} for f in FEATURES]}
+    )
+    json = b"content-type: application/json\r\n"
+    huge = b"9" * 5000  # int() refuses more than 4300 digits
+    # "%C2%B2" is "\N{SUPERSCRIPT TWO}" to ASGI: a digit to str.isdigit(), not to int()
+    for version in (b"%C2%B2", huge, b"0", b"2147483648"):
+        for suffix in (b"", b"?x=1"):  # the fast path (where it can take it), then ASGI
+            target = b"/v2/models/fraud/versions/" + version + b"/infer" + suffix
+            raw_problem(raw(fraud, "POST", target, json, oip), 404, "no route")
+    # unescaped, uvicorn's parser refuses it before the gateway sees it (another server's
+    # might not: the route is no prediction route either way)
+    utf8 = "/v2/models/fraud/versions/\N{SUPERSCRIPT TWO}/infer"
+    assert raw(fraud, "POST", utf8.encode(), json, oip)[0] < 500
+    assert hot_route(utf8) is None and hot_route(utf8.replace("\N{SUPERSCRIPT TWO}", "2"))
+    for version in (b"1", b"2147483647"):  # a registry version: served, or not served
+        for suffix in (b"", b"?x=1"):
+            target = b"/v2/models/fraud/versions/" + version + b"/infer" + suffix
+            answer = raw(fraud, "POST", target, json, oip)
+            if version == b"1":
+                assert answer[0] == 200, answer
+            else:
+                raw_problem(answer, 404, "does not serve version 2147483647")
+    for route in (b"", b"/ready", b"/config"):
+        target = b"/v2/models/fraud/versions/" + huge + route
+        raw_problem(raw(fraud, "GET", target), 404, "no route")
+        target = b"/v2/models/fraud/versions/9999999999" + route
+        raw_problem(raw(fraud, "GET", target), 404, "does not serve version 9999999999")
+        assert raw(fraud, "GET", b"/v2/models/fraud/versions/1" + route)[0] == 200
+
+
+def test_headers_a_client_gets_wrong_are_a_400_saying_what_to_send(fraud: str) -> None:
+    rows = orjson.dumps(ROWS)
+    oip = orjson.dumps(
+        {"inputs": [{"name": f, "shape": [1], "datatype": "FP64", "data": [1.0]} for f in FEATURES]}
+    )
+    for suffix in (b"", b"?x=1"):  # the fast path, then ASGI
+        for content_type in (b"application/json\xff", b"text/\xe9t\xe9"):
+            head = b"content-type: " + content_type + b"\r\n"
+            target = b"/endpoints/fraud/invocations" + suffix
+            raw_problem(raw(fraud, "POST", target, head, rows), 400, "send 'application/json'")
+            if not content_type.startswith(b"application/json"):
+                target = b"/v2/models/fraud/infer" + suffix
+                raw_problem(raw(fraud, "POST", target, head, oip), 400, "send application/json")
+        for length in (b"9" * 5000, b"1" * 13, b"abc", b""):
+            head = b"inference-header-content-length: " + length + b"\r\n"
+            target = b"/v2/models/fraud/infer" + suffix
+            raw_problem(
+                raw(fraud, "POST", target, head, oip), 400, "Inference-Header-Content-Length"
+            )
+        head = b"inference-header-content-length: %d\r\n" % len(oip)
+        assert raw(fraud, "POST", b"/v2/models/fraud/infer" + suffix, head, oip)[0] == 200

@@ -2,7 +2,7 @@
 
 They are ``async`` on purpose: FastAPI runs every synchronous dependency in its thread pool,
 and three thread hops per request cost more than the endpoint's own work on fast routes.
-Only a token lookup (auth on) goes to a thread, as it reads the database.
+Only a token lookup (auth on, token not cached) goes to a thread, as it reads the database.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
-from modelyard.errors import Forbidden, Unauthenticated
-from modelyard.governance import LOCAL_USER, Identity, Role
+from modelyard.errors import Forbidden
+from modelyard.governance import LOCAL_USER, Identity, Role, TokenCache
 from modelyard.workspace import Workspace
 
 
@@ -26,15 +25,12 @@ async def identity(request: Request, ws: Workspace = Depends(workspace)) -> Iden
     """The caller: the bearer token's user, or the local user when auth is off."""
     if not ws.settings.auth:
         return LOCAL_USER
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret:
-        raise Unauthenticated(
-            "this server requires an API token: send 'Authorization: Bearer <token>' "
-            "(set MODELYARD_TOKEN for the CLI and SDK)"
-        )
-    found: Identity = await run_in_threadpool(ws.identities.authenticate, secret.strip())
-    return found
+    state = request.app.state
+    tokens: TokenCache | None = getattr(state, "tokens", None)
+    if tokens is None or tokens.identities is not ws.identities:
+        tokens = state.tokens = TokenCache(ws.identities, ws.settings.token_cache_seconds)
+    header = request.headers.get("authorization")  # Starlette's str holds latin-1 bytes
+    return await tokens.identify(None if header is None else header.encode("latin-1"))
 
 
 def requires(role: Role) -> Callable[..., Awaitable[Workspace]]:
@@ -43,11 +39,7 @@ def requires(role: Role) -> Callable[..., Awaitable[Workspace]]:
     async def dependency(
         ws: Workspace = Depends(workspace), who: Identity = Depends(identity)
     ) -> Workspace:
-        if who.endpoints is not None:
-            raise Forbidden(
-                f"this token of {who.name} may only predict (on {', '.join(who.endpoints)}); "
-                "the HTTP API needs a token created without --endpoint"
-            )
+        who.require_unlimited("the HTTP API")
         if not who.role.allows(role):
             raise Forbidden(f"{who.name} has role {who.role.value}; this needs {role.value}")
         return ws.as_actor(who.name)

@@ -3,7 +3,13 @@
 from modelyard.governance.approvals import Approval, ApprovalService
 from modelyard.governance.audit import AuditLog, VerifyResult, append_events
 from modelyard.governance.entities import AuditRecord, Identity, IssuedToken, Role, Token, User
-from modelyard.governance.identity import LOCAL_USER, Identities, TokenCache
+from modelyard.governance.identity import (
+    LOCAL_USER,
+    Identities,
+    TokenCache,
+    TokenCheckUnavailable,
+    bearer_secret,
+)
 
 __all__ = [
     "LOCAL_USER",
@@ -17,7 +23,9 @@ __all__ = [
     "Role",
     "Token",
     "TokenCache",
+    "TokenCheckUnavailable",
     "User",
     "VerifyResult",
     "append_events",
+    "bearer_secret",
 ]

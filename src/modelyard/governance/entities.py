@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from modelyard.errors import Forbidden
+
 
 class Role(StrEnum):
     """What a user may do: viewers read, editors change, admins also manage users."""
@@ -40,6 +42,23 @@ class Identity(BaseModel):
 
     def may_predict(self, endpoint: str) -> bool:
         return self.endpoints is None or endpoint in self.endpoints
+
+    def require_predict(self, endpoint: str) -> None:
+        """:class:`Forbidden` unless this identity may predict on ``endpoint``."""
+        if self.endpoints is not None and endpoint not in self.endpoints:
+            raise Forbidden(
+                f"this token of {self.name} may predict on {', '.join(self.endpoints)} only, "
+                f"not on {endpoint!r}; use a token created with --endpoint {endpoint}"
+            )
+
+    def require_unlimited(self, what: str, hint: str = "") -> None:
+        """A token limited to endpoints may only predict: :class:`Forbidden` when this one
+        asks for anything else (``what``, as the message names it; ``hint``: another way)."""
+        if self.endpoints is not None:
+            raise Forbidden(
+                f"this token of {self.name} may only predict (on {', '.join(self.endpoints)}); "
+                f"{what} needs a token created without --endpoint" + (f" ({hint})" if hint else "")
+            )
 
 
 class Token(BaseModel):

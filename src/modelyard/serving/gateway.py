@@ -22,7 +22,6 @@ import itertools
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
@@ -35,7 +34,6 @@ from cachetools import TTLCache
 
 from modelyard.errors import (
     BadRequest,
-    Forbidden,
     ModelyardError,
     NotFound,
     PayloadTooLarge,
@@ -53,6 +51,7 @@ from modelyard.serving.plans import Plan, Resolved
 from modelyard.serving.pool import LoadedModel, ModelPool
 from modelyard.serving.protocols import mlflow as mlflow_protocol
 from modelyard.serving.protocols import oip
+from modelyard.store.schema import MAX_INTEGER
 from modelyard.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -74,9 +73,6 @@ JSON = b"application/json"
 #: The metric label of every request that names no endpoint the gateway knows: labels taken
 #: from URLs as they come would let any client grow ``/metrics`` without bound.
 UNKNOWN = "unknown"
-#: What a client's request id (``X-Request-Id``, OIP's ``id``) may be: it goes back in a
-#: response header and into the prediction log.
-REQUEST_ID = re.compile(rb"[\x20-\x7e]{1,128}")
 BAD_REQUEST_ID = (
     "X-Request-Id must be 1 to 128 printable ASCII characters (letters, digits, '-', '_', "
     "...); leave it out and the gateway makes one"
@@ -119,6 +115,25 @@ class MethodNotAllowed(ModelyardError):
 
 # A prediction route: endpoint name (None: MLflow's bare /invocations), protocol, version.
 HotRoute = tuple[str | None, str, int | None]
+#: A version in a URL: ASCII digits, as many as a registry version can have (1 to
+#: MAX_INTEGER); more would be no version, and would cost int() dearly.
+VERSION_DIGITS = len(str(MAX_INTEGER))
+
+
+def valid_request_id(text: str) -> bool:
+    """Whether a client's request id (``X-Request-Id``, OIP's ``id``) may be used: 1 to 128
+    printable ASCII characters, as it goes back in a response header and into the
+    prediction log."""
+    return 0 < len(text) <= 128 and text.isascii() and text.isprintable()
+
+
+def version_number(text: str) -> int | None:
+    """The version a URL names (1 to MAX_INTEGER in ASCII digits), else None."""
+    if 0 < len(text) <= VERSION_DIGITS and text.isascii() and text.isdigit():
+        number = int(text)
+        if 0 < number <= MAX_INTEGER:
+            return number
+    return None
 
 
 def hot_route(path: str) -> HotRoute | None:
@@ -127,8 +142,10 @@ def hot_route(path: str) -> HotRoute | None:
         parts = path[len("/v2/models/") : -len("/infer")].split("/")
         if len(parts) == 1:
             return parts[0], "v2", None
-        if len(parts) == 3 and parts[1] == "versions" and parts[2].isdigit():
-            return parts[0], "v2", int(parts[2])
+        if len(parts) == 3 and parts[1] == "versions":
+            version = version_number(parts[2])
+            if version is not None:
+                return parts[0], "v2", version
     elif path == "/invocations":
         return None, "mlflow", None
     elif path.endswith("/invocations") and path.startswith("/endpoints/") and path.count("/") == 3:
@@ -225,7 +242,6 @@ class Gateway:
             from modelyard.governance import TokenCache
 
             self.tokens = TokenCache(self.ws.identities, settings.token_cache_seconds)
-        self._token_lookups: dict[str, asyncio.Future[Any]] = {}
         metrics_address = settings.metrics_host_port
         #: The port of ``--metrics-address``: connections to it get ``/metrics`` only.
         self.metrics_port = metrics_address[1] if metrics_address is not None else None
@@ -268,8 +284,14 @@ class Gateway:
     def router(self) -> Router:
         """Starlette's router for the routes other than predictions (built on first use:
         Starlette is not needed on the way to a gateway's first answer)."""
+        from starlette.convertors import IntegerConvertor, register_url_convertor
         from starlette.routing import Route, Router
 
+        class VersionConvertor(IntegerConvertor):
+            # Starlette's int takes any number of digits, and int() of thousands fails
+            regex = f"[0-9]{{1,{VERSION_DIGITS}}}"
+
+        register_url_convertor("modelyard_version", VersionConvertor())
         return Router(
             routes=[
                 Route("/v2", self._server_metadata, methods=["GET"]),
@@ -277,19 +299,19 @@ class Gateway:
                 Route("/v2/health/ready", self._ready, methods=["GET"]),
                 Route("/v2/models/{name}", self._model_metadata, methods=["GET"]),
                 Route(
-                    "/v2/models/{name}/versions/{version:int}",
+                    "/v2/models/{name}/versions/{version:modelyard_version}",
                     self._model_metadata,
                     methods=["GET"],
                 ),
                 Route("/v2/models/{name}/ready", self._model_ready, methods=["GET"]),
                 Route(
-                    "/v2/models/{name}/versions/{version:int}/ready",
+                    "/v2/models/{name}/versions/{version:modelyard_version}/ready",
                     self._model_ready,
                     methods=["GET"],
                 ),
                 Route("/v2/models/{name}/config", self._model_config, methods=["GET"]),
                 Route(
-                    "/v2/models/{name}/versions/{version:int}/config",
+                    "/v2/models/{name}/versions/{version:modelyard_version}/config",
                     self._model_config,
                     methods=["GET"],
                 ),
@@ -527,19 +549,24 @@ class Gateway:
         start = time.perf_counter()
         name, protocol, version = route
         given = headers.get(b"x-request-id")
-        valid_id = not given or REQUEST_ID.fullmatch(given) is not None
-        request_id = given.decode("ascii") if given and valid_id else _new_request_id()
+        request_id = given.decode("latin-1") if given else ""
+        bad_id = bool(request_id) and not valid_request_id(request_id)
+        if bad_id or not request_id:
+            request_id = _new_request_id()
         served = None
         loaded: LoadedModel | None = None
         label_name = name or "-"
         try:
-            if not valid_id:
+            if bad_id:
                 raise BadRequest(BAD_REQUEST_ID)
-            caller = await self._caller(headers) if self.tokens is not None else None
-            target = name if name is not None else self._bare_target(headers)
+            tokens = self.tokens
+            caller = None
+            if tokens is not None:
+                caller = await tokens.identify(headers.get(b"authorization"))
+            target = name if name is not None else self._bare_target(headers, caller)
             label_name = target
             if caller is not None:
-                self._may_predict(caller, target)
+                caller.require_predict(target)
             served = self._served(target)
             loaded = served.pick() if version is None else served.by_version(version)
             if loaded is None:
@@ -613,9 +640,9 @@ class Gateway:
                 body,
                 signature,
                 model=model,
-                header_length=int(binary) if binary is not None and binary.isdigit() else None,
+                header_length=None if binary is None else _header_length(binary, model),
             )
-            if request.id and not (len(request.id) <= 128 and _printable_ascii(request.id)):
+            if request.id and not valid_request_id(request.id):
                 raise BadRequest(
                     f"{model}: 'id' must be at most 128 printable ASCII characters (it comes "
                     "back in the X-Request-Id header); leave it out and the gateway makes one"
@@ -623,7 +650,7 @@ class Gateway:
             inputs, rows, request_id = request.inputs, request.rows, request.id or request_id
         else:
             inputs, rows = mlflow_protocol.parse_invocations(
-                body, (headers.get(b"content-type") or b"").decode(), signature, model=model
+                body, _content_type(headers, model), signature, model=model
             )
             request = None
         # The cache saves the prediction, not the parsing: every answered request, cached or
@@ -735,10 +762,11 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _bare_target(self, headers: Mapping[bytes, bytes]) -> str:
+    def _bare_target(self, headers: Mapping[bytes, bytes], caller: Identity | None) -> str:
         """The endpoint of MLflow's bare ``/invocations``: the X-Modelyard-Endpoint header, or
         the only endpoint there is. Loaded or not: the answer must not depend on which
-        endpoints happen to be loaded."""
+        endpoints happen to be loaded. Without either, the answer names the endpoints the
+        ``caller`` may predict on (None: auth off, every one)."""
         chosen = headers.get(b"x-modelyard-endpoint")
         if chosen is not None:
             try:
@@ -751,59 +779,27 @@ class Gateway:
         known = sorted(set(self.state.served) | set(self.state.not_ready))
         if len(known) == 1:
             return known[0]
+        if caller is not None:
+            known = [name for name in known if caller.may_predict(name)]
         raise NotFound(
             "/invocations needs an endpoint: POST to /endpoints/NAME/invocations or send the "
             "header X-Modelyard-Endpoint "
             + (f"(endpoints: {', '.join(known)})" if known else "(there are no endpoints yet)")
         )
 
-    async def _caller(self, headers: Mapping[bytes, bytes]) -> Identity:
-        """Who sent a request (auth on): the identity of its bearer token, looked up in the
-        database at most once per ``token_cache_seconds`` per token in this worker."""
+    async def _caller(self, request: Request) -> Identity:
+        """Who sent a request to a route other than the predictions' (auth on)."""
         tokens = self.tokens
         assert tokens is not None
-        secret = _bearer(headers)
-        found = tokens.get(secret)
-        if found is None:
-            found = await self._look_up(tokens, secret)
-        if isinstance(found, str):
-            raise Unauthenticated(found)
-        return found
-
-    async def _look_up(self, tokens: TokenCache, secret: str) -> Identity | str:
-        # In a thread, off the event loop; requests that bring the same token meanwhile
-        # wait for the same lookup.
-        pending = self._token_lookups.get(secret)
-        if pending is None:
-            pending = asyncio.ensure_future(asyncio.to_thread(tokens.load, secret))
-            self._token_lookups[secret] = pending
-            pending.add_done_callback(lambda _: self._token_lookups.pop(secret, None))
-        try:
-            lookup = await asyncio.shield(pending)
-        except Exception as exc:
-            log.warning("could not look an API token up: %s", exc)
-            raise NotReady(
-                "the API token could not be checked: the metadata database did not answer; "
-                "retry shortly"
-            ) from None
-        return tokens.put(secret, lookup)
-
-    @staticmethod
-    def _may_predict(caller: Identity, endpoint: str) -> None:
-        if not caller.may_predict(endpoint):
-            allowed = ", ".join(caller.endpoints or ())
-            raise Forbidden(
-                f"this token of {caller.name} may predict on {allowed} only, not on "
-                f"{endpoint!r}; use a token created with --endpoint {endpoint}"
-            )
+        return await tokens.identify(dict(request.scope["headers"]).get(b"authorization"))
 
     async def _allow(self, request: Request, endpoint: str | None) -> None:
         """Refuse a metadata request (auth on) without a token that may predict on
         ``endpoint`` (None: any valid token)."""
         if self.tokens is not None:
-            caller = await self._caller(dict(request.scope["headers"]))
+            caller = await self._caller(request)
             if endpoint is not None:
-                self._may_predict(caller, endpoint)
+                caller.require_predict(endpoint)
 
     def metric_label(self, name: str | None) -> str:
         """``name`` as a metric label: an endpoint the gateway knows, else ``unknown``."""
@@ -948,12 +944,8 @@ class Gateway:
     async def _metrics(self, request: Request) -> Response:
         if self.tokens is not None:
             try:
-                caller = await self._caller(dict(request.scope["headers"]))
-                if caller.endpoints is not None:
-                    raise Forbidden(
-                        f"this token of {caller.name} may only predict; /metrics needs a token "
-                        "created without --endpoint (or scrape --metrics-address)"
-                    )
+                caller = await self._caller(request)
+                caller.require_unlimited("/metrics", "or scrape --metrics-address")
             except ModelyardError as exc:
                 return _problem_response(exc, None)
         return self._metrics_response()
@@ -1098,25 +1090,6 @@ def _port(scope: Scope) -> int | None:
     return server[1] if server else None
 
 
-def _printable_ascii(text: str) -> bool:
-    return text.isascii() and text.isprintable()
-
-
-def _bearer(headers: Mapping[bytes, bytes]) -> str:
-    """The token of an ``Authorization: Bearer`` header."""
-    value = headers.get(b"authorization")
-    if value is None:
-        raise Unauthenticated(
-            "this gateway requires an API token: send 'Authorization: Bearer <token>' "
-            "(`modelyard tokens create --user NAME [--endpoint ENDPOINT]` makes one)"
-        )
-    scheme, _, secret = value.partition(b" ")
-    secret = secret.strip()
-    if scheme.lower() != b"bearer" or not secret or not secret.isascii():
-        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-    return secret.decode("ascii")
-
-
 def _extra_headers(exc: ModelyardError) -> tuple[tuple[bytes, bytes], ...]:
     """Headers an error's answer must carry (RFC 9110: a 401 says how to authenticate,
     a 405 what is allowed)."""
@@ -1124,8 +1097,9 @@ def _extra_headers(exc: ModelyardError) -> tuple[tuple[bytes, bytes], ...]:
         return ((b"www-authenticate", b"Bearer"),)
     if isinstance(exc, MethodNotAllowed):
         return ((b"allow", exc.allow.encode()),)
-    if isinstance(exc, Overloaded):  # RFC 9110: when to try again
-        return ((b"retry-after", b"%d" % exc.retry_after),)
+    retry_after = getattr(exc, "retry_after", None)  # Overloaded, token checks
+    if isinstance(retry_after, int):  # RFC 9110: when to try again
+        return ((b"retry-after", b"%d" % retry_after),)
     return ()
 
 
@@ -1156,16 +1130,44 @@ def _require_json(headers: Mapping[bytes, bytes], model: str) -> None:
     content_type = headers.get(b"content-type")
     if content_type is not None and not content_type.startswith(b"application/json"):
         raise BadRequest(
-            f"{model}: content type {content_type.decode()!r} is not accepted; "
-            "send application/json"
+            f"{model}: content type {content_type[:100].decode('ascii', 'replace')!r} is not "
+            "accepted; send application/json"
         )
+
+
+def _content_type(headers: Mapping[bytes, bytes], model: str) -> str:
+    """The Content-Type of an ``/invocations`` request ("": none)."""
+    try:
+        return (headers.get(b"content-type") or b"").decode("ascii")
+    except UnicodeDecodeError:
+        raise BadRequest(
+            f"{model}: the Content-Type header is not ASCII; send 'application/json' or 'text/csv'"
+        ) from None
+
+
+def _header_length(value: bytes, model: str) -> int:
+    """OIP's ``Inference-Header-Content-Length``: the JSON header's length in bytes."""
+    if not (0 < len(value) <= 12 and value.isdigit()):
+        raise BadRequest(
+            f"{model}: Inference-Header-Content-Length must be the length in bytes of the "
+            "JSON before the binary data (up to 12 digits), got "
+            f"{value[:40].decode('ascii', 'replace')!r}; leave it out for a JSON-only body"
+        )
+    return int(value)
+
+
+def length_over(digits: bytes, limit: int) -> bool:
+    """Whether a length in ASCII digits (a Content-Length) is over ``limit``, without int()
+    of thousands of digits."""
+    return len(digits) > 18 or int(digits) > limit
 
 
 async def _read_body(receive: Receive, limit: int, headers: Mapping[bytes, bytes]) -> bytes | None:
     declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and length_over(declared, limit):
+        stated = declared.decode() if len(declared) <= 18 else "more than 10^18"
         raise PayloadTooLarge(
-            f"request body of {int(declared)} bytes is over the {limit} byte limit; send "
+            f"request body of {stated} bytes is over the {limit} byte limit; send "
             "fewer rows per request or raise MODELYARD_MAX_REQUEST_BYTES"
         )
     message = await receive()

@@ -41,7 +41,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from modelyard.http_limits import BODY, DONE, HttpLimits, LimitedHttpProtocol
-from modelyard.serving.gateway import Gateway, HotRoute, Reply, hot_route
+from modelyard.serving.gateway import Gateway, HotRoute, Reply, hot_route, length_over
 
 log = logging.getLogger("modelyard.gateway")
 
@@ -156,7 +156,7 @@ class GatewayHttpProtocol(LimitedHttpProtocol):
         if (
             length is None  # chunked, or no body: ASGI reads it, or says what is missing
             or not length.isdigit()
-            or int(length) > gateway.max_body
+            or length_over(length, gateway.max_body)
             or b"transfer-encoding" in headers
         ):
             return None
