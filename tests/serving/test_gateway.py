@@ -501,3 +501,17 @@ def test_refresh_resolves_only_after_a_change(
     while gw.state.not_ready.get("fraud") is None:
         assert time.monotonic() < deadline, "the full sync did not see the alias go"
         time.sleep(0.05)
+
+
+def test_the_serving_domain_bounds_policies_for_every_caller(gateway_ws) -> None:  # type: ignore[no-untyped-def]
+    """The SDK in process gets the same bounds as the HTTP API (not only its request models)."""
+    from modelyard.errors import InvalidInput
+    from modelyard.serving import TrafficPolicy
+
+    for bad in (float("inf"), float("nan"), 1e12):
+        with pytest.raises((InvalidInput, ValueError)):
+            TrafficPolicy.model_validate({"routes": [{"target": "models:/a/1", "weight": bad}]})
+    from modelyard.serving import CacheConfig
+
+    with pytest.raises(ValueError):
+        CacheConfig(enabled=True, ttl_seconds=float("inf"))

@@ -13,13 +13,10 @@ from modelyard.api.responses import problems
 from modelyard.jsonio import JsonFloat, JsonInt, NotABoolean
 from modelyard.registry.uri import ModelName, ModelUri
 from modelyard.serving import Batching, CacheConfig, Endpoint, TrafficPolicy
-from modelyard.serving.entities import Route
+from modelyard.serving.entities import MAX_TIMEOUT_MS, Route
 from modelyard.workspace import Workspace
 
 router = APIRouter(tags=["serving"], route_class=ApiRoute)
-
-#: The longest an endpoint may give a prediction (the serving domain's bound).
-MAX_TIMEOUT_MS = 600_000
 
 # The serving domain's settings as a request sends them: a JSON true is not a batch size of 1,
 # nor 0 a boolean, and every number is finite.

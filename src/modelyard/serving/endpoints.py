@@ -16,7 +16,13 @@ from ulid import ULID
 from modelyard.errors import AlreadyExists, InvalidInput, NotFound
 from modelyard.registry.uri import check_model_name, parse_model_uri
 from modelyard.serving import plans
-from modelyard.serving.entities import Batching, CacheConfig, Endpoint, TrafficPolicy
+from modelyard.serving.entities import (
+    MAX_TIMEOUT_MS,
+    Batching,
+    CacheConfig,
+    Endpoint,
+    TrafficPolicy,
+)
 from modelyard.serving.runtime import choose_runtime
 from modelyard.store.tables import EndpointRow
 
@@ -167,8 +173,8 @@ class EndpointService:
         checked_policy = _model(TrafficPolicy, policy, "policy")
         if runtime not in RUNTIMES:
             raise InvalidInput(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        if not 1 <= timeout_ms <= 600_000:
-            raise InvalidInput("timeout_ms must be between 1 and 600000")
+        if not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
+            raise InvalidInput(f"timeout_ms must be between 1 and {MAX_TIMEOUT_MS}")
         uris = [target, *(r.target for r in checked_policy.routes)]
         if checked_policy.shadow:
             uris.append(checked_policy.shadow)

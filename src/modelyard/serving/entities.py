@@ -7,12 +7,17 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+#: The longest an endpoint may take to give a prediction.
+MAX_TIMEOUT_MS = 600_000
+
 
 class Route(BaseModel):
     """One destination of a weighted split: a model URI and its share of traffic."""
 
     target: str = Field(description="models:/name@alias or models:/name/3")
-    weight: float = Field(gt=0, description="relative share; weights need not sum to 100")
+    weight: float = Field(
+        gt=0, le=1e9, allow_inf_nan=False, description="relative share; need not sum to 100"
+    )
 
 
 class TrafficPolicy(BaseModel):
@@ -39,7 +44,7 @@ class CacheConfig(BaseModel):
 
     enabled: bool = False
     max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
-    ttl_seconds: float = Field(default=300.0, gt=0)
+    ttl_seconds: float = Field(default=300.0, gt=0, le=366 * 86_400, allow_inf_nan=False)
 
 
 class Endpoint(BaseModel):
@@ -51,7 +56,7 @@ class Endpoint(BaseModel):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     runtime: Literal["auto", "native"] = "auto"
     pinned: bool = False
-    timeout_ms: int = 10_000
+    timeout_ms: int = Field(default=10_000, ge=1, le=MAX_TIMEOUT_MS)
     created_at: datetime
     updated_at: datetime
     created_by: str = ""
