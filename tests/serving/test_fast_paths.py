@@ -216,9 +216,9 @@ def test_metrics_render_as_prometheus_counters_and_histograms() -> None:
 def test_request_ids_look_like_uuid4_and_do_not_repeat() -> None:
     import uuid
 
-    from modelyard.serving.gateway import _new_request_id
+    from modelyard.serving.wire import new_request_id
 
-    ids = [_new_request_id() for _ in range(2000)]
+    ids = [new_request_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
     for rid in ids[:5]:
         assert len(rid) == 32 and uuid.UUID(hex=rid).version == 4

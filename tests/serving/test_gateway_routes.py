@@ -23,8 +23,9 @@ from modelyard.client import Client
 from modelyard.config import Settings
 from modelyard.formats import PythonModel
 from modelyard.serving import http_protocol
-from modelyard.serving.gateway import Gateway, hot_route
+from modelyard.serving.gateway import Gateway
 from modelyard.serving.http_protocol import GatewayHttpProtocol
+from modelyard.serving.wire import hot_route
 from modelyard.workspace import Workspace
 
 ROWS = {"dataframe_split": {"columns": FEATURES, "data": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]]}}

@@ -162,7 +162,8 @@ def test_a_gateway_answers_from_the_cache_before_loading_the_metadata_store(
 import asyncio, json, sys
 from modelyard.config import Settings
 from modelyard.workspace import Workspace
-from modelyard.serving.gateway import Gateway, hot_route
+from modelyard.serving.gateway import Gateway
+from modelyard.serving.wire import hot_route
 
 async def main():
     ws = Workspace.open(Settings(home={str(deployed.settings.resolved_home)!r}), migrate=False)

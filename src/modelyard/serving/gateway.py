@@ -5,7 +5,8 @@ not a framework route: at thousands of requests a second on two cores, each laye
 routing, dependency injection and response validation costs a visible share of the budget.
 Under ``modelyard serve`` an ordinary prediction request does not even become ASGI (see
 :mod:`modelyard.serving.http_protocol`); through ASGI it reaches the same method. Everything
-else (health, metadata, ``/metrics``, the control-plane API) goes through Starlette.
+else (health, metadata, ``/metrics``, the control-plane API) goes through Starlette (see
+:mod:`modelyard.serving.routes`); what a request is on the wire is :mod:`.wire`'s.
 
 What an endpoint serves is a :class:`Served` snapshot, replaced whole when the registry
 changes (an alias moves, an endpoint is edited): the new versions are loaded and warmed
@@ -18,27 +19,20 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
-import itertools
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, NamedTuple
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from cachetools import TTLCache
 
-from modelyard.errors import (
-    BadRequest,
-    ModelyardError,
-    NotFound,
-    PayloadTooLarge,
-    Unauthenticated,
-)
+from modelyard.errors import BadRequest, ModelyardError, NotFound
 from modelyard.formats import Predictor, load_model, read_manifest
 from modelyard.monitoring.predlog import PredictionLog
 from modelyard.registry import ModelVersion
@@ -46,138 +40,51 @@ from modelyard.registry.files import version_dir
 from modelyard.serving import plans
 from modelyard.serving.batcher import Overloaded
 from modelyard.serving.entities import Endpoint
-from modelyard.serving.metrics import GatewayMetrics
+from modelyard.serving.metrics import GatewayMetrics, gateway_families
 from modelyard.serving.plans import Plan, Resolved
 from modelyard.serving.pool import LoadedModel, ModelPool
 from modelyard.serving.protocols import mlflow as mlflow_protocol
 from modelyard.serving.protocols import oip
-from modelyard.store.schema import MAX_INTEGER
+from modelyard.serving.routes import GatewayRoutes, metrics_response, problem_response
+from modelyard.serving.wire import (
+    BAD_REQUEST_ID,
+    JSON,
+    PROBLEM,
+    HotRoute,
+    InternalError,
+    MethodNotAllowed,
+    ModelFailed,
+    NotReady,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    binary_header_length,
+    extra_headers,
+    hot_route,
+    invocations_content_type,
+    new_request_id,
+    read_body,
+    request_timeout_ms,
+    require_json,
+    send_reply,
+    valid_request_id,
+)
 from modelyard.workspace import Workspace
 
 if TYPE_CHECKING:
     from starlette.requests import Request
-    from starlette.responses import Response
     from starlette.routing import Router
 
     from modelyard.governance import Identity, TokenCache
 
 log = logging.getLogger("modelyard.gateway")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-PROBLEM = b"application/problem+json"
-JSON = b"application/json"
 #: The metric label of every request that names no endpoint the gateway knows: labels taken
 #: from URLs as they come would let any client grow ``/metrics`` without bound.
 UNKNOWN = "unknown"
-BAD_REQUEST_ID = (
-    "X-Request-Id must be 1 to 128 printable ASCII characters (letters, digits, '-', '_', "
-    "...); leave it out and the gateway makes one"
-)
 MAX_SHADOW_IN_FLIGHT = 64
 FULL_SYNC_EVERY = 60  # refreshes skipped as unchanged before one resolves everything anyway
-
-
-class ModelFailed(ModelyardError):
-    """The model raised while predicting; the gateway keeps serving everything else."""
-
-    status = 500
-    title = "Model failed"
-
-
-class InternalError(ModelyardError):
-    """Something failed in the gateway itself (a bug): answered as problem+json, and logged."""
-
-    status = 500
-    title = "Internal error"
-
-
-class NotReady(ModelyardError):
-    """The endpoint exists but its model is not loaded (yet), or it took too long."""
-
-    status = 503
-    title = "Not ready"
-
-
-class MethodNotAllowed(ModelyardError):
-    """A route the gateway serves, asked with a method it does not answer."""
-
-    status = 405
-    title = "Method not allowed"
-
-    def __init__(self, detail: str, allow: str = "POST") -> None:
-        super().__init__(detail)
-        self.allow = allow  # the Allow header
-
-
-# A prediction route: endpoint name (None: MLflow's bare /invocations), protocol, version.
-HotRoute = tuple[str | None, str, int | None]
-#: A version in a URL: ASCII digits, as many as a registry version can have (1 to
-#: MAX_INTEGER); more would be no version, and would cost int() dearly.
-VERSION_DIGITS = len(str(MAX_INTEGER))
-
-
-def valid_request_id(text: str) -> bool:
-    """Whether a client's request id (``X-Request-Id``, OIP's ``id``) may be used: 1 to 128
-    printable ASCII characters, as it goes back in a response header and into the
-    prediction log."""
-    return 0 < len(text) <= 128 and text.isascii() and text.isprintable()
-
-
-def version_number(text: str) -> int | None:
-    """The version a URL names (1 to MAX_INTEGER in ASCII digits), else None."""
-    if 0 < len(text) <= VERSION_DIGITS and text.isascii() and text.isdigit():
-        number = int(text)
-        if 0 < number <= MAX_INTEGER:
-            return number
-    return None
-
-
-def hot_route(path: str) -> HotRoute | None:
-    """The prediction route a POST to ``path`` is for; None for every other route."""
-    if path.endswith("/infer") and path.startswith("/v2/models/"):
-        parts = path[len("/v2/models/") : -len("/infer")].split("/")
-        if len(parts) == 1:
-            return parts[0], "v2", None
-        if len(parts) == 3 and parts[1] == "versions":
-            version = version_number(parts[2])
-            if version is not None:
-                return parts[0], "v2", version
-    elif path == "/invocations":
-        return None, "mlflow", None
-    elif path.endswith("/invocations") and path.startswith("/endpoints/") and path.count("/") == 3:
-        return path[len("/endpoints/") : -len("/invocations")], "mlflow", None
-    return None
-
-
-class Reply(NamedTuple):
-    """The answer to a prediction request, before a transport writes it."""
-
-    status: int
-    body: bytes
-    content_type: bytes
-    request_id: str
-    version: bytes  # X-Modelyard-Version; empty when no version was chosen
-    cache: bytes  # X-Modelyard-Cache (hit, miss); empty without a cache
-    extra: tuple[tuple[bytes, bytes], ...] = ()  # e.g. WWW-Authenticate on a 401
-
-    def headers(self, worker: bytes) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (b"content-type", self.content_type),
-            (b"content-length", str(len(self.body)).encode()),
-            (b"x-request-id", self.request_id.encode()),
-            (b"x-modelyard-worker", worker),
-        ]
-        if self.version:
-            headers.append((b"x-modelyard-version", self.version))
-        if self.cache:
-            headers.append((b"x-modelyard-cache", self.cache))
-        if self.extra:
-            headers.extend(self.extra)
-        return headers
 
 
 @dataclass(frozen=True)
@@ -236,7 +143,7 @@ class Gateway:
         self.control_plane = control_plane
         self.refresh_seconds = refresh_seconds or settings.gateway_refresh_seconds
         self.max_body = settings.max_request_bytes
-        #: With auth on, the tokens this worker has looked up (see :meth:`_caller`).
+        #: With auth on, the tokens this worker has looked up (see :meth:`caller`).
         self.tokens: TokenCache | None = None
         if settings.auth:  # governance reads the metadata store: imported only when needed
             from modelyard.governance import TokenCache
@@ -278,48 +185,13 @@ class Gateway:
         #: Set by the first :meth:`sync` (it reads the metadata store and loads what it
         #: serves): at start, or at the first refresh of a start from the plan cache.
         self.settled = threading.Event()
-        self.metrics.add_collector(self._collect)
+        self.metrics.add_collector(partial(gateway_families, self))
 
     @cached_property
     def router(self) -> Router:
         """Starlette's router for the routes other than predictions (built on first use:
         Starlette is not needed on the way to a gateway's first answer)."""
-        from starlette.convertors import IntegerConvertor, register_url_convertor
-        from starlette.routing import Route, Router
-
-        class VersionConvertor(IntegerConvertor):
-            # Starlette's int takes any number of digits, and int() of thousands fails
-            regex = f"[0-9]{{1,{VERSION_DIGITS}}}"
-
-        register_url_convertor("modelyard_version", VersionConvertor())
-        return Router(
-            routes=[
-                Route("/v2", self._server_metadata, methods=["GET"]),
-                Route("/v2/health/live", self._live, methods=["GET"]),
-                Route("/v2/health/ready", self._ready, methods=["GET"]),
-                Route("/v2/models/{name}", self._model_metadata, methods=["GET"]),
-                Route(
-                    "/v2/models/{name}/versions/{version:modelyard_version}",
-                    self._model_metadata,
-                    methods=["GET"],
-                ),
-                Route("/v2/models/{name}/ready", self._model_ready, methods=["GET"]),
-                Route(
-                    "/v2/models/{name}/versions/{version:modelyard_version}/ready",
-                    self._model_ready,
-                    methods=["GET"],
-                ),
-                Route("/v2/models/{name}/config", self._model_config, methods=["GET"]),
-                Route(
-                    "/v2/models/{name}/versions/{version:modelyard_version}/config",
-                    self._model_config,
-                    methods=["GET"],
-                ),
-                Route("/ping", self._live, methods=["GET"]),
-                Route("/health", self._live, methods=["GET"]),
-                Route("/metrics", self._metrics, methods=["GET"]),
-            ]
-        )
+        return GatewayRoutes(self).router()
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -469,11 +341,11 @@ class Gateway:
             if route is not None:
                 if scope["method"] != "POST":
                     problem = MethodNotAllowed(f"{path} answers POST only, not {scope['method']}")
-                    await _problem_response(problem, route[0] or "-")(scope, receive, send)
+                    await problem_response(problem, route[0] or "-")(scope, receive, send)
                     return
                 reply = await self.infer(route, dict(scope["headers"]), receive=receive)
                 if reply is not None:
-                    await _send(send, reply, self.worker)
+                    await send_reply(send, reply, self.worker)
                 return
             if _is_gateway_path(path) or self.control_plane is None:
                 await self._route(scope, receive, send)
@@ -504,14 +376,14 @@ class Gateway:
                     "/endpoints/NAME/invocations, /v2/models/NAME[/config|/ready], /v2/health/*, "
                     "/metrics (see docs/serving.md)"
                 )
-            await _problem_response(problem, None)(scope, receive, send)
+            await problem_response(problem, None)(scope, receive, send)
 
     async def _metrics_only(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request to ``--metrics-address``: ``GET /metrics`` without a token, nothing else."""
         if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
-            response = self._metrics_response()
+            response = metrics_response(self)
         else:
-            response = _problem_response(
+            response = problem_response(
                 NotFound(f"this address serves GET /metrics only, not {scope['path']}"), None
             )
         await response(scope, receive, send)
@@ -552,7 +424,7 @@ class Gateway:
         request_id = given.decode("latin-1") if given else ""
         bad_id = bool(request_id) and not valid_request_id(request_id)
         if bad_id or not request_id:
-            request_id = _new_request_id()
+            request_id = new_request_id()
         served = None
         loaded: LoadedModel | None = None
         label_name = name or "-"
@@ -567,7 +439,7 @@ class Gateway:
             label_name = target
             if caller is not None:
                 caller.require_predict(target)
-            served = self._served(target)
+            served = self.served(target)
             loaded = served.pick() if version is None else served.by_version(version)
             if loaded is None:
                 versions = ", ".join(str(m.version.version) for m in served.models)
@@ -583,7 +455,7 @@ class Gateway:
             try:
                 if body is None:
                     assert receive is not None
-                    body = await _read_body(receive, self.max_body, headers)
+                    body = await read_body(receive, self.max_body, headers)
                     if body is None:
                         self.metrics.errors.inc(label_name, "client_disconnected")
                         return None
@@ -635,12 +507,12 @@ class Gateway:
         if protocol == "v2":
             binary = headers.get(b"inference-header-content-length")
             if binary is None:
-                _require_json(headers, model)
+                require_json(headers, model)
             request = oip.parse_infer_request(
                 body,
                 signature,
                 model=model,
-                header_length=None if binary is None else _header_length(binary, model),
+                header_length=None if binary is None else binary_header_length(binary, model),
             )
             if request.id and not valid_request_id(request.id):
                 raise BadRequest(
@@ -650,7 +522,7 @@ class Gateway:
             inputs, rows, request_id = request.inputs, request.rows, request.id or request_id
         else:
             inputs, rows = mlflow_protocol.parse_invocations(
-                body, _content_type(headers, model), signature, model=model
+                body, invocations_content_type(headers, model), signature, model=model
             )
             request = None
         # The cache saves the prediction, not the parsing: every answered request, cached or
@@ -664,7 +536,7 @@ class Gateway:
         if hit is not None:
             payload, outputs = hit
         else:
-            timeout_ms = _timeout_ms(endpoint.timeout_ms, headers)
+            timeout_ms = request_timeout_ms(endpoint.timeout_ms, headers)
             outputs = await self._predict(loaded, inputs, rows, timeout_ms)
             if request is not None:
                 payload = oip.encode_infer_response(
@@ -787,17 +659,17 @@ class Gateway:
             + (f"(endpoints: {', '.join(known)})" if known else "(there are no endpoints yet)")
         )
 
-    async def _caller(self, request: Request) -> Identity:
+    async def caller(self, request: Request) -> Identity:
         """Who sent a request to a route other than the predictions' (auth on)."""
         tokens = self.tokens
         assert tokens is not None
         return await tokens.identify(dict(request.scope["headers"]).get(b"authorization"))
 
-    async def _allow(self, request: Request, endpoint: str | None) -> None:
+    async def allow(self, request: Request, endpoint: str | None) -> None:
         """Refuse a metadata request (auth on) without a token that may predict on
         ``endpoint`` (None: any valid token)."""
         if self.tokens is not None:
-            caller = await self._caller(request)
+            caller = await self.caller(request)
             if endpoint is not None:
                 caller.require_predict(endpoint)
 
@@ -808,7 +680,7 @@ class Gateway:
             return name
         return UNKNOWN
 
-    def _served(self, name: str) -> Served:
+    def served(self, name: str) -> Served:
         served = self.state.served
         found = served.get(name)
         if found is None:
@@ -861,7 +733,7 @@ class Gateway:
             )
         tag = loaded.tag if loaded is not None else b""
         body = orjson.dumps(problem)
-        return Reply(exc.status, body, PROBLEM, request_id, tag, b"", _extra_headers(exc))
+        return Reply(exc.status, body, PROBLEM, request_id, tag, b"", extra_headers(exc))
 
     def _model_of(self, endpoint: str, served: Served | None) -> str:
         """The model an endpoint serves (its first route's), for a request that failed before
@@ -869,89 +741,6 @@ class Gateway:
         if served is not None:
             return served.models[0].version.model
         return self.state.not_ready_models.get(endpoint, "")
-
-    # --- the other routes --------------------------------------------------------------
-
-    async def _live(self, _: Request) -> Response:
-        return _response(b'{"live":true}')
-
-    async def _ready(self, _: Request) -> Response:
-        # The gateway's own readiness: started and in line with the registry. An endpoint
-        # that failed to load is not ready on its own route (and in /metrics) only: a load
-        # balancer acting on this answer must not pull the healthy endpoints with it.
-        ready = self.state.synced
-        body: dict[str, Any] = {"ready": ready}
-        if self.tokens is None:  # open route: with auth on, the reasons need a token
-            body["not_ready"] = self.state.not_ready
-        return _response(orjson.dumps(body), 200 if ready else 503)
-
-    async def _server_metadata(self, request: Request) -> Response:
-        from modelyard import __version__
-
-        try:
-            await self._allow(request, None)
-        except ModelyardError as exc:
-            return _problem_response(exc, None)
-        body = {"name": "modelyard", "version": __version__, "extensions": []}
-        return _response(orjson.dumps(body))
-
-    async def _model_metadata(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        try:
-            await self._allow(request, name)
-            body = self._metadata(name, request.path_params.get("version"))
-        except ModelyardError as exc:
-            return _problem_response(exc, name)
-        return _response(orjson.dumps(body))
-
-    async def _model_config(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        try:
-            await self._allow(request, name)
-            body = oip.model_config(self._metadata(name, request.path_params.get("version")))
-        except ModelyardError as exc:
-            return _problem_response(exc, name)
-        return _response(orjson.dumps(body))
-
-    def _metadata(self, name: str, version: int | None) -> dict[str, Any]:
-        served = self._served(name)
-        loaded = self._pick_version(served, version)
-        return oip.model_metadata(
-            name,
-            [str(m.version.version) for m in served.models],
-            loaded.predictor.signature,
-            platform=f"modelyard_{loaded.version.format}_{loaded.key[2]}",
-        )
-
-    async def _model_ready(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        try:
-            await self._allow(request, name)
-            self._pick_version(self._served(name), request.path_params.get("version"))
-        except ModelyardError as exc:
-            return _problem_response(exc, name)
-        return _response(orjson.dumps({"name": name, "ready": True}))
-
-    @staticmethod
-    def _pick_version(served: Served, version: int | None) -> LoadedModel:
-        if version is None:
-            return served.models[0]
-        found = served.by_version(version)
-        if found is None:
-            raise NotFound(f"endpoint {served.endpoint.name!r} does not serve version {version}")
-        return found
-
-    async def _metrics(self, request: Request) -> Response:
-        if self.tokens is not None:
-            try:
-                caller = await self._caller(request)
-                caller.require_unlimited("/metrics", "or scrape --metrics-address")
-            except ModelyardError as exc:
-                return _problem_response(exc, None)
-        return self._metrics_response()
-
-    def _metrics_response(self) -> Response:
-        return _response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
     def fast_path_off(self) -> str | None:
         """Why ordinary prediction requests are not answered without ASGI (see
@@ -961,114 +750,6 @@ class Gateway:
         from modelyard.serving.http_protocol import fast_path_off
 
         return fast_path_off(self.http_config)
-
-    def _collect(self) -> list[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
-
-        loaded = GaugeMetricFamily(
-            "modelyard_model_loaded",
-            "Models in the pool (1 per model, version, runtime)",
-            labels=["model", "version", "runtime"],
-        )
-        load_seconds = GaugeMetricFamily(
-            "modelyard_model_load_seconds",
-            "Seconds the last load took",
-            labels=["model", "version", "runtime", "phase"],
-        )
-        queue = GaugeMetricFamily(
-            "modelyard_batch_queue_depth",
-            "Requests waiting for a batch",
-            labels=["model", "version"],
-        )
-        batches = CounterMetricFamily(
-            "modelyard_batches", "Predict calls made by the batcher", labels=["model", "version"]
-        )
-        batch_rows = CounterMetricFamily(
-            "modelyard_batch_rows", "Rows predicted by the batcher", labels=["model", "version"]
-        )
-        calls = CounterMetricFamily(
-            "modelyard_predict_calls",
-            "Predict calls by where they ran: inline on the event loop, or in a thread",
-            labels=["model", "version", "mode"],
-        )
-        sizes = HistogramMetricFamily(
-            "modelyard_batch_size", "Rows per predict call", labels=["model", "version"]
-        )
-        for m in self.pool.snapshot():
-            labels = [m["model"], str(m["version"])]
-            loaded.add_metric([*labels, m["runtime"]], 1)
-            load_seconds.add_metric([*labels, m["runtime"], "load"], m["load_seconds"])
-            load_seconds.add_metric([*labels, m["runtime"], "warm_up"], m["warm_seconds"])
-            stats = m["batcher"]
-            queue.add_metric(labels, stats["queue_depth"])
-            batches.add_metric(labels, stats["batches"])
-            batch_rows.add_metric(labels, stats["rows"])
-            calls.add_metric([*labels, "inline"], stats["inline_calls"])
-            calls.add_metric([*labels, "thread"], stats["threaded_calls"])
-            buckets = [(str(b), c) for b, c in stats["batch_size_buckets"]]
-            sizes.add_metric(labels, buckets, stats["batch_size_sum"])
-        logged = CounterMetricFamily(
-            "modelyard_prediction_log_rows", "Prediction log rows by outcome", labels=["outcome"]
-        )
-        log_stats = self.log.stats()
-        for outcome in ("logged", "written", "dropped"):
-            logged.add_metric([outcome], log_stats.get(f"{outcome}_rows", 0))
-        cached = GaugeMetricFamily(
-            "modelyard_cache_entries", "Cached predictions", labels=["endpoint"]
-        )
-        for name, served in self.state.served.items():
-            if served.cache is not None:
-                cached.add_metric([name], len(served.cache))
-        ready = GaugeMetricFamily(
-            "modelyard_endpoint_ready",
-            "1 when the endpoint answers predictions, 0 when its models could not be loaded",
-            labels=["endpoint"],
-        )
-        for name in sorted(set(self.state.served) | set(self.state.not_ready)):
-            ready.add_metric([name], 1 if name in self.state.served else 0)
-        fast = GaugeMetricFamily(
-            "modelyard_gateway_fast_path",
-            "1 when ordinary prediction requests are answered without ASGI; else 0, and "
-            "reason says why",
-            labels=["reason"],
-        )
-        off = self.fast_path_off()
-        fast.add_metric([off or ""], 0 if off else 1)
-        families = [loaded, load_seconds, queue, batches, batch_rows, calls, sizes, logged]
-        return [*families, cached, ready, fast]
-
-
-class _RequestIds:
-    """Request ids: 32 hex digits laid out as a UUID version 4 (like ``uuid4().hex``).
-
-    The first 80 bits (74 of them random) are drawn once per process, the last 48 count up
-    from a random start: unique across workers and restarts like random ids, and several
-    times cheaper than drawing 122 random bits for every request. Not secret: the client
-    gets them back in ``X-Request-Id``.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        raw = bytearray(os.urandom(16))
-        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-        digits = raw.hex()
-        self.prefix = digits[:20]
-        self.counter = itertools.count(int(digits[20:], 16))
-
-    def __call__(self) -> str:
-        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
-
-
-_new_request_id = _RequestIds()
-if hasattr(os, "register_at_fork"):  # a forked worker must not repeat its parent's ids
-    os.register_at_fork(after_in_child=_new_request_id.reset)
 
 
 def _same(current: Served, plan: Plan) -> bool:
@@ -1090,33 +771,6 @@ def _port(scope: Scope) -> int | None:
     return server[1] if server else None
 
 
-def _extra_headers(exc: ModelyardError) -> tuple[tuple[bytes, bytes], ...]:
-    """Headers an error's answer must carry (RFC 9110: a 401 says how to authenticate,
-    a 405 what is allowed)."""
-    if isinstance(exc, Unauthenticated):
-        return ((b"www-authenticate", b"Bearer"),)
-    if isinstance(exc, MethodNotAllowed):
-        return ((b"allow", exc.allow.encode()),)
-    retry_after = getattr(exc, "retry_after", None)  # Overloaded, token checks
-    if isinstance(retry_after, int):  # RFC 9110: when to try again
-        return ((b"retry-after", b"%d" % retry_after),)
-    return ()
-
-
-def _timeout_ms(limit: int, headers: Mapping[bytes, bytes]) -> int:
-    """A request's timeout: its endpoint's, or X-Modelyard-Timeout-Ms when that is shorter."""
-    given = headers.get(b"x-modelyard-timeout-ms")
-    if given is None:
-        return limit
-    if not given.isdigit() or len(given) > 9 or int(given) == 0:
-        raise BadRequest(
-            "X-Modelyard-Timeout-Ms must be a whole number of milliseconds from 1 to "
-            f"999999999, got {given[:40].decode('ascii', 'replace')!r}; leave it out for the "
-            f"endpoint's timeout ({limit} ms)"
-        )
-    return min(limit, int(given))
-
-
 def _is_gateway_path(path: str) -> bool:
     return path.startswith("/v2") or path in ("/metrics", "/ping", "/health")
 
@@ -1124,102 +778,3 @@ def _is_gateway_path(path: str) -> bool:
 def _cache_key(loaded: LoadedModel, protocol: str, body: bytes) -> bytes:
     digest = hashlib.blake2b(body, digest_size=16).digest()
     return f"{loaded.key}|{protocol}|".encode() + digest
-
-
-def _require_json(headers: Mapping[bytes, bytes], model: str) -> None:
-    content_type = headers.get(b"content-type")
-    if content_type is not None and not content_type.startswith(b"application/json"):
-        raise BadRequest(
-            f"{model}: content type {content_type[:100].decode('ascii', 'replace')!r} is not "
-            "accepted; send application/json"
-        )
-
-
-def _content_type(headers: Mapping[bytes, bytes], model: str) -> str:
-    """The Content-Type of an ``/invocations`` request ("": none)."""
-    try:
-        return (headers.get(b"content-type") or b"").decode("ascii")
-    except UnicodeDecodeError:
-        raise BadRequest(
-            f"{model}: the Content-Type header is not ASCII; send 'application/json' or 'text/csv'"
-        ) from None
-
-
-def _header_length(value: bytes, model: str) -> int:
-    """OIP's ``Inference-Header-Content-Length``: the JSON header's length in bytes."""
-    if not (0 < len(value) <= 12 and value.isdigit()):
-        raise BadRequest(
-            f"{model}: Inference-Header-Content-Length must be the length in bytes of the "
-            "JSON before the binary data (up to 12 digits), got "
-            f"{value[:40].decode('ascii', 'replace')!r}; leave it out for a JSON-only body"
-        )
-    return int(value)
-
-
-def length_over(digits: bytes, limit: int) -> bool:
-    """Whether a length in ASCII digits (a Content-Length) is over ``limit``, without int()
-    of thousands of digits."""
-    return len(digits) > 18 or int(digits) > limit
-
-
-async def _read_body(receive: Receive, limit: int, headers: Mapping[bytes, bytes]) -> bytes | None:
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and length_over(declared, limit):
-        stated = declared.decode() if len(declared) <= 18 else "more than 10^18"
-        raise PayloadTooLarge(
-            f"request body of {stated} bytes is over the {limit} byte limit; send "
-            "fewer rows per request or raise MODELYARD_MAX_REQUEST_BYTES"
-        )
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        return None
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    size = len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"request body is over the {limit} byte limit; send fewer rows per request "
-                "or raise MODELYARD_MAX_REQUEST_BYTES"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _send(send: Send, reply: Reply, worker: bytes) -> None:
-    try:
-        headers = reply.headers(worker)
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.body})
-    except OSError:  # the client disconnected before the answer; nothing left to do
-        pass
-
-
-def _problem_response(exc: ModelyardError, endpoint: str | None) -> Response:
-    from starlette.responses import Response
-
-    problem = exc.problem()
-    if endpoint is not None:
-        problem["endpoint"] = endpoint
-    problem["error"] = exc.detail  # the member OIP clients (tritonclient) read
-    headers = {name.decode(): value.decode() for name, value in _extra_headers(exc)}
-    return Response(
-        orjson.dumps(problem),
-        status_code=exc.status,
-        media_type="application/problem+json",
-        headers=headers,
-    )
-
-
-def _response(body: bytes, status: int = 200, media_type: str = "application/json") -> Response:
-    from starlette.responses import Response
-
-    return Response(body, status_code=status, media_type=media_type)

@@ -41,7 +41,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from modelyard.http_limits import BODY, DONE, HttpLimits, LimitedHttpProtocol
-from modelyard.serving.gateway import Gateway, HotRoute, Reply, hot_route, length_over
+from modelyard.serving.gateway import Gateway
+from modelyard.serving.wire import HotRoute, Reply, hot_route, length_over
 
 log = logging.getLogger("modelyard.gateway")
 

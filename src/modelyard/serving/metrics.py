@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import CounterMetricFamily
 
+    from modelyard.serving.gateway import Gateway
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _NO_LATENCY = len(LATENCY_BUCKETS) + 1  # index of the sum in a latency series
 
@@ -196,6 +198,85 @@ class GatewayMetrics:
             self.shed.family(),
             self.rejected.family(),
         ]
+
+
+def gateway_families(gateway: Gateway) -> list[Any]:
+    """The families read from a gateway's pool, prediction log and snapshots at scrape time."""
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    loaded = GaugeMetricFamily(
+        "modelyard_model_loaded",
+        "Models in the pool (1 per model, version, runtime)",
+        labels=["model", "version", "runtime"],
+    )
+    load_seconds = GaugeMetricFamily(
+        "modelyard_model_load_seconds",
+        "Seconds the last load took",
+        labels=["model", "version", "runtime", "phase"],
+    )
+    queue = GaugeMetricFamily(
+        "modelyard_batch_queue_depth",
+        "Requests waiting for a batch",
+        labels=["model", "version"],
+    )
+    batches = CounterMetricFamily(
+        "modelyard_batches", "Predict calls made by the batcher", labels=["model", "version"]
+    )
+    batch_rows = CounterMetricFamily(
+        "modelyard_batch_rows", "Rows predicted by the batcher", labels=["model", "version"]
+    )
+    calls = CounterMetricFamily(
+        "modelyard_predict_calls",
+        "Predict calls by where they ran: inline on the event loop, or in a thread",
+        labels=["model", "version", "mode"],
+    )
+    sizes = HistogramMetricFamily(
+        "modelyard_batch_size", "Rows per predict call", labels=["model", "version"]
+    )
+    for m in gateway.pool.snapshot():
+        labels = [m["model"], str(m["version"])]
+        loaded.add_metric([*labels, m["runtime"]], 1)
+        load_seconds.add_metric([*labels, m["runtime"], "load"], m["load_seconds"])
+        load_seconds.add_metric([*labels, m["runtime"], "warm_up"], m["warm_seconds"])
+        stats = m["batcher"]
+        queue.add_metric(labels, stats["queue_depth"])
+        batches.add_metric(labels, stats["batches"])
+        batch_rows.add_metric(labels, stats["rows"])
+        calls.add_metric([*labels, "inline"], stats["inline_calls"])
+        calls.add_metric([*labels, "thread"], stats["threaded_calls"])
+        buckets = [(str(b), c) for b, c in stats["batch_size_buckets"]]
+        sizes.add_metric(labels, buckets, stats["batch_size_sum"])
+    logged = CounterMetricFamily(
+        "modelyard_prediction_log_rows", "Prediction log rows by outcome", labels=["outcome"]
+    )
+    log_stats = gateway.log.stats()
+    for outcome in ("logged", "written", "dropped"):
+        logged.add_metric([outcome], log_stats.get(f"{outcome}_rows", 0))
+    cached = GaugeMetricFamily("modelyard_cache_entries", "Cached predictions", labels=["endpoint"])
+    for name, served in gateway.state.served.items():
+        if served.cache is not None:
+            cached.add_metric([name], len(served.cache))
+    ready = GaugeMetricFamily(
+        "modelyard_endpoint_ready",
+        "1 when the endpoint answers predictions, 0 when its models could not be loaded",
+        labels=["endpoint"],
+    )
+    for name in sorted(set(gateway.state.served) | set(gateway.state.not_ready)):
+        ready.add_metric([name], 1 if name in gateway.state.served else 0)
+    fast = GaugeMetricFamily(
+        "modelyard_gateway_fast_path",
+        "1 when ordinary prediction requests are answered without ASGI; else 0, and "
+        "reason says why",
+        labels=["reason"],
+    )
+    off = gateway.fast_path_off()
+    fast.add_metric([off or ""], 0 if off else 1)
+    families = [loaded, load_seconds, queue, batches, batch_rows, calls, sizes, logged]
+    return [*families, cached, ready, fast]
 
 
 def _callback(collect: Callable[[], Iterable[Any]]) -> Any:
