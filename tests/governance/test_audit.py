@@ -164,16 +164,38 @@ def test_rewritten_record_with_recomputed_hash_breaks_the_next_link(
     assert result.records == 2
 
 
-def test_truncated_tail_is_detectable_by_head(any_workspace: Workspace) -> None:
-    """Deleting the newest record keeps the chain valid, but the head changes."""
+def test_deleting_the_newest_records_or_all_of_them_is_caught_by_the_head(
+    any_workspace: Workspace,
+) -> None:
+    """The chain alone stays valid without its tail; the head row says how long it was."""
     ws = any_workspace
     _seed(ws)
-    head = ws.audit.verify().head
     with ws.store.engine.begin() as conn:
-        conn.execute(delete(AuditRow).where(AuditRow.seq == 5))
+        conn.execute(delete(AuditRow).where(AuditRow.seq >= 4))
     result = ws.audit.verify()
-    assert result.ok and result.records == 4
-    assert result.head != head
+    assert (result.ok, result.records, result.broken_at) == (False, 3, 4)
+    assert "records 4 to 5 are missing" in result.reason
+    with ws.store.engine.begin() as conn:
+        conn.execute(delete(AuditRow))
+    result = ws.audit.verify()
+    assert (result.ok, result.records, result.broken_at) == (False, 0, 1)
+    assert "missing" in result.reason
+
+
+def test_a_forged_newest_record_that_links_correctly_is_caught_by_the_head(
+    any_workspace: Workspace,
+) -> None:
+    ws = any_workspace
+    _seed(ws)
+    with ws.store.read() as s:
+        row = s.scalars(select(AuditRow).where(AuditRow.seq == 5)).one()
+    row.actor = "mallory"
+    forged = record_hash(row)  # links to record 4 and hashes right: only the head knows
+    with ws.store.engine.begin() as conn:
+        conn.execute(update(AuditRow).where(AuditRow.seq == 5).values(actor="mallory", hash=forged))
+    result = ws.audit.verify()
+    assert (result.ok, result.broken_at) == (False, 5)
+    assert "replaced" in result.reason
 
 
 def test_one_change_may_carry_thousands_of_records(any_workspace: Workspace) -> None:

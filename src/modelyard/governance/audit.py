@@ -172,8 +172,15 @@ class AuditLog:
             after = rows[-1].seq
 
     def verify(self) -> VerifyResult:
-        """Walk the whole chain; report the first record whose hash or link is wrong."""
+        """Walk the whole chain; report the first record whose hash or link is wrong, or
+        records missing at its end (the head row, moved with every append, says where the
+        chain ended when the walk began)."""
+        with self.store.read() as s:
+            head_seq, head_hash = s.execute(
+                select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.id == 1)
+            ).one()
         prev, expected_seq, count = GENESIS, 1, 0
+        hash_at_head = GENESIS if head_seq == 0 else None
         for row in self._rows():
             if row.seq != expected_seq:
                 return VerifyResult(
@@ -195,7 +202,27 @@ class AuditLog:
                     row.seq,
                     f"record {row.seq} was altered after it was written",
                 )
+            if row.seq == head_seq:
+                hash_at_head = row.hash
             prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
+        if count < head_seq:
+            return VerifyResult(
+                False,
+                count,
+                prev,
+                count + 1,
+                f"records {count + 1} to {head_seq} are missing: the chain's head says "
+                f"{head_seq} records were written",
+            )
+        if hash_at_head != head_hash:
+            return VerifyResult(
+                False,
+                count,
+                prev,
+                head_seq,
+                f"record {head_seq} is not the one the chain's head recorded: the newest "
+                "records were replaced",
+            )
         return VerifyResult(True, count, prev)
 
 
