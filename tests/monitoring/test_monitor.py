@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -352,3 +353,19 @@ def test_an_endpoint_nobody_calls_gets_empty_windows_and_can_alert(ws: Workspace
     [alert] = ws.monitoring.list_alerts("churn")  # ... but are judged
     assert alert.window_start == floor_time(created, 300) + timedelta(minutes=10)
     assert alert.value == 3
+
+
+def test_drift_before_any_window_closed_covers_the_last_window_seconds(ws: Workspace) -> None:
+    """Traffic of a moment ago, just before a window boundary, is found right after it."""
+    X, _ = training_frame()
+    ws.monitoring.set_reference("models:/churn/1", data=X)
+    now = datetime.now(UTC)
+    if now.second >= 50:  # leave the minute's boundary well behind the traffic below
+        time.sleep(61 - now.second)
+        now = datetime.now(UTC)
+    boundary = now.replace(second=0, microsecond=0)
+    log_traffic(ws, boundary - timedelta(seconds=250), 100)  # ends 10 s before the boundary
+    # No window has closed (no monitor pass): the aligned minute so far holds nothing, the
+    # last 300 s hold all of it.
+    drift = ws.monitoring.drift("churn", window=300)
+    assert drift.report.current_rows == 100

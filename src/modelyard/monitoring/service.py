@@ -652,7 +652,8 @@ class MonitoringService:
         """Drift of one version's traffic in ``[start, end)`` against its reference profile.
 
         By default the newest closed window of the endpoint's ``window`` granularity (its
-        coarsest); a range with no closed window yet is profiled from the log directly.
+        coarsest); with no closed window yet, the last ``window`` seconds, profiled from the
+        log directly.
         """
         from modelyard.monitoring.drift import compare
 
@@ -816,14 +817,12 @@ class MonitoringService:
     def _range(
         self, endpoint: str, granularity: int, start: datetime | None, end: datetime | None
     ) -> tuple[datetime, datetime]:
-        from modelyard.monitoring.windows import floor_time
-
         if end is None:
             end = self.windows.watermark(endpoint, granularity)
-            if end is None:  # nothing closed yet: the current window so far
-                now = datetime.now(UTC)
-                end = now
-                start = start or floor_time(now, granularity)
+            if end is None:
+                # Nothing closed yet: the last ``granularity`` seconds, not the aligned window
+                # so far, which just after a boundary would miss the traffic of a moment ago.
+                end = datetime.now(UTC)
         if start is None:
             start = end - timedelta(seconds=granularity)
         if start >= end:
