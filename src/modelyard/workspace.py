@@ -17,9 +17,14 @@ from modelyard.artifacts.scratch import sweep
 from modelyard.config import Settings
 
 if TYPE_CHECKING:
+    from modelyard.governance.access import AccessService
     from modelyard.governance.approvals import ApprovalService
     from modelyard.governance.audit import AuditLog
+    from modelyard.governance.entities import Identity
     from modelyard.governance.identity import Identities
+    from modelyard.governance.limits import LimitService
+    from modelyard.governance.policies import PolicyService
+    from modelyard.governance.signing import SigningService
     from modelyard.monitoring.service import MonitoringService
     from modelyard.pipelines.service import PipelineService
     from modelyard.projects.service import ProjectService
@@ -40,6 +45,7 @@ class Workspace:
         self.settings = settings
         self.artifacts = artifacts
         self.actor = actor
+        self._identity: Identity | None = None
         self._db = _LazyStore(settings.resolved_database_url)
 
     @classmethod
@@ -76,12 +82,40 @@ class Workspace:
         return self._db.get()
 
     def as_actor(self, actor: str) -> Workspace:
-        """The same workspace, recording changes as made by ``actor``."""
+        """The same workspace, recording changes as made by ``actor``; what ``actor`` may
+        do is looked up when first asked (see :attr:`identity`)."""
         if actor == self.actor:
             return self
+        return self._view(actor, None)
+
+    def as_identity(self, identity: Identity) -> Workspace:
+        """The same workspace acting as an authenticated caller (the HTTP adapters)."""
+        if identity == self._identity:
+            return self
+        return self._view(identity.name, identity)
+
+    @property
+    def identity(self) -> Identity:
+        """Who is acting, and their workspace role. Set by :meth:`as_identity`; else a
+        registered user of the actor's name, or (the CLI or SDK in-process, on files the
+        caller can read anyway) a local operator with the admin role."""
+        if self._identity is None:
+            from modelyard.errors import NotFound
+            from modelyard.governance.entities import Identity, Role
+
+            try:
+                user = self.identities.get_user(self.actor)
+                role = Role.viewer if user.disabled else user.role
+            except NotFound:
+                role = Role.admin
+            self._identity = Identity(name=self.actor, role=role)
+        return self._identity
+
+    def _view(self, actor: str, identity: Identity | None) -> Workspace:
         view = copy.copy(self)
         view.__dict__ = {k: v for k, v in self.__dict__.items() if k in _SHARED}
         view.actor = actor
+        view._identity = identity
         return view
 
     @cached_property
@@ -130,13 +164,37 @@ class Workspace:
     def audit(self) -> AuditLog:
         from modelyard.governance.audit import AuditLog
 
-        return AuditLog(self.store)
+        return AuditLog(self.store, self.signing)
+
+    @cached_property
+    def signing(self) -> SigningService:
+        from modelyard.governance.signing import SigningService
+
+        return SigningService(self)
+
+    @cached_property
+    def access(self) -> AccessService:
+        from modelyard.governance.access import AccessService
+
+        return AccessService(self)
+
+    @cached_property
+    def policies(self) -> PolicyService:
+        from modelyard.governance.policies import PolicyService
+
+        return PolicyService(self)
 
     @cached_property
     def approvals(self) -> ApprovalService:
         from modelyard.governance.approvals import ApprovalService
 
         return ApprovalService(self)
+
+    @cached_property
+    def limits(self) -> LimitService:
+        from modelyard.governance.limits import LimitService
+
+        return LimitService(self)
 
     def close(self) -> None:
         self._db.close()

@@ -158,6 +158,7 @@ def test_roles_are_enforced(tmp_path: Path) -> None:
             "name": "ed",
             "role": "editor",
             "endpoints": None,
+            "groups": [],
         }
 
         # the change is attributed to the caller

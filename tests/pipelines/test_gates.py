@@ -92,7 +92,11 @@ def test_better_candidate_is_promoted(any_workspace: Workspace) -> None:
     assert len(audit) == 1 and audit[0].entity_id == promotion.id
     assert audit[0].before == {"version": 1}
     assert audit[0].after is not None and audit[0].after["pipeline_run_id"] == "01JPIPE"
-    assert ws.audit.list(action="alias.set").items[0].after == {"version": 2}
+    assert ws.audit.list(action="alias.set").items[0].after == {
+        "version": 2,
+        "reason": "promoted: every quality gate passed (models:/fraud/2@champion)",
+        "gates_passed": True,
+    }
 
 
 def test_worse_candidate_is_not_promoted(any_workspace: Workspace) -> None:
@@ -245,7 +249,7 @@ def test_approval_not_requested_for_a_failing_candidate(workspace: Workspace) ->
 
 def test_approval_role_and_rejection(workspace: Workspace) -> None:
     register(workspace, GOOD)
-    workspace.identities.create_user("eve", "editor")
+    workspace.identities.create_user("eve", "approver")
     workspace.identities.create_user("root", "admin")
     gate = QualityGate([ApprovalRequired(role="admin")])
 
@@ -255,7 +259,7 @@ def test_approval_role_and_rejection(workspace: Workspace) -> None:
     approval_id = run().rules[0].details["approval_id"]
     assert workspace.approvals.get(approval_id).context["role"] == "admin"
     workspace.as_actor("eve").approvals.approve(approval_id)
-    assert run().rules[0].message == "approved by eve, a editor; a admin must approve"
+    assert run().rules[0].message == "approved by eve, an approver; an admin must approve"
 
     second = workspace.approvals.request("models:/fraud/1@champion")
     workspace.as_actor("root").approvals.reject(second.id, note="needs a bias review")

@@ -28,13 +28,19 @@ async def identity(request: Request, ws: Workspace = Depends(workspace)) -> Iden
     state = request.app.state
     tokens: TokenCache | None = getattr(state, "tokens", None)
     if tokens is None or tokens.identities is not ws.identities:
-        tokens = state.tokens = TokenCache(ws.identities, ws.settings.token_cache_seconds)
+        from modelyard.governance.oidc import OidcVerifier
+
+        settings = ws.settings
+        oidc = OidcVerifier.from_settings(settings)
+        tokens = state.tokens = TokenCache(ws.identities, settings.token_cache_seconds, oidc=oidc)
     header = request.headers.get("authorization")  # Starlette's str holds latin-1 bytes
     return await tokens.identify(None if header is None else header.encode("latin-1"))
 
 
 def requires(role: Role) -> Callable[..., Awaitable[Workspace]]:
-    """A dependency giving the workspace as the caller, if their role allows ``role``."""
+    """A dependency giving the workspace as the caller, if their workspace role allows
+    ``role``. Routes on a model or project ask for :data:`member` instead: the domain service
+    checks the permission on that resource (roles bound there count)."""
 
     async def dependency(
         ws: Workspace = Depends(workspace), who: Identity = Depends(identity)
@@ -42,7 +48,7 @@ def requires(role: Role) -> Callable[..., Awaitable[Workspace]]:
         who.require_unlimited("the HTTP API")
         if not who.role.allows(role):
             raise Forbidden(f"{who.name} has role {who.role.value}; this needs {role.value}")
-        return ws.as_actor(who.name)
+        return ws.as_identity(who)
 
     return dependency
 
@@ -50,3 +56,5 @@ def requires(role: Role) -> Callable[..., Awaitable[Workspace]]:
 viewer = requires(Role.viewer)
 editor = requires(Role.editor)
 admin = requires(Role.admin)
+#: Any user; the domain service decides on the resource (governance/access.py).
+member = viewer

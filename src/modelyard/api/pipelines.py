@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from modelyard.api.deps import editor, viewer
+from modelyard.api.deps import editor, member, viewer
 from modelyard.api.requests import ApiRoute, documented, patch_body
 from modelyard.api.responses import problems
-from modelyard.governance.approvals import Approval
+from modelyard.governance.approvals import MAX_SUBJECT, Approval
 from modelyard.page import Limit, Page
 from modelyard.pipelines.dag import PIPELINE_NAME
 from modelyard.pipelines.delivery import (
@@ -163,16 +163,34 @@ def list_approvals(
     return ws.approvals.list(status=status, subject=subject)
 
 
-@router.post("/approvals/{approval_id}/approve", response_model=Approval)
+class ApprovalCreate(BaseModel):
+    subject: str = Field(
+        min_length=1, max_length=MAX_SUBJECT, examples=["models:/fraud/4@champion"]
+    )
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.post("/approvals", response_model=Approval, responses=problems(403))
+def request_approval(body: ApprovalCreate, ws: Workspace = Depends(member)) -> Approval:
+    """Ask for an approval of ``subject`` (the pending one if there is one already)."""
+    return ws.approvals.request(body.subject, body.context)
+
+
+@router.get("/approvals/{approval_id}", response_model=Approval, responses=problems(404))
+def get_approval(approval_id: str, ws: Workspace = Depends(viewer)) -> Approval:
+    return ws.approvals.get(approval_id)
+
+
+@router.post("/approvals/{approval_id}/approve", response_model=Approval, responses=problems(403))
 def approve(
-    approval_id: str, body: Decision | None = None, ws: Workspace = Depends(editor)
+    approval_id: str, body: Decision | None = None, ws: Workspace = Depends(member)
 ) -> Approval:
-    """Approve as the caller (never the requester: four eyes)."""
+    """Approve as the caller (an approver of the subject's model; never the requester)."""
     return ws.approvals.approve(approval_id, note=body.note if body else "")
 
 
-@router.post("/approvals/{approval_id}/reject", response_model=Approval)
+@router.post("/approvals/{approval_id}/reject", response_model=Approval, responses=problems(403))
 def reject(
-    approval_id: str, body: Decision | None = None, ws: Workspace = Depends(editor)
+    approval_id: str, body: Decision | None = None, ws: Workspace = Depends(member)
 ) -> Approval:
     return ws.approvals.reject(approval_id, note=body.note if body else "")

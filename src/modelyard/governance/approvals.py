@@ -1,16 +1,19 @@
 """Approvals: a human sign-off that a policy requires before a change (e.g. a promotion).
 
 A request names a subject (``models:/fraud/4@champion``); at most one request per subject is
-pending at a time, so asking twice returns the same request. The workspace's actor decides;
-with four-eyes (the default) the requester may not approve their own request, only withdraw
-it by rejecting. Whether the actor's role may decide at all is checked by the API layer.
-Every request and decision is an audit record naming who made it.
+pending at a time, so asking twice returns the same request. A request needs ``required``
+distinct approvers (the most any alias policy covering the subject asks, else one); it is
+approved when that many have approved, rejected as soon as one rejects. The workspace's
+caller decides, if they hold the approve permission on the subject's model (the approver
+and admin roles); with four-eyes (the default) the requester may not approve their own
+request, only withdraw it by rejecting. Every request and decision is an audit record.
 """
 
 from __future__ import annotations
 
 import builtins
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +22,7 @@ from sqlalchemy import select, text
 from ulid import ULID
 
 from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound
+from modelyard.governance.entities import Permission
 from modelyard.page import check_limit
 from modelyard.store.tables import ApprovalRow
 
@@ -44,6 +48,8 @@ class Approval(BaseModel):
     decided_at: datetime | None = None
     note: str = ""
     context: dict[str, Any] = Field(default_factory=dict)
+    required: int = 1
+    approved_by: list[str] = Field(default_factory=list)
 
 
 class ApprovalService:
@@ -58,6 +64,10 @@ class ApprovalService:
         """A pending approval of ``subject``: the existing one, or a new one."""
         if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT:
             raise InvalidInput(f"an approval subject is 1 to {MAX_SUBJECT} characters")
+        model = _model_of(subject)
+        if model is not None:
+            self.ws.access.require(Permission.write, model=model, action="request approvals")
+        required = self._required(subject)
         with self.store.write(self.ws.actor) as tx:
             self._lock_subject(tx, subject)
             row = tx.session.scalars(
@@ -78,6 +88,8 @@ class ApprovalService:
                 decided_at=None,
                 note="",
                 context=dict(context or {}),
+                required=required,
+                approved_by=[],
             )
             tx.session.add(row)
             tx.record(
@@ -85,7 +97,12 @@ class ApprovalService:
                 "approval",
                 row.id,
                 None,
-                {"subject": subject, "status": "pending", "context": row.context},
+                {
+                    "subject": subject,
+                    "status": "pending",
+                    "required": required,
+                    "context": row.context,
+                },
             )
             return _approval(row)
 
@@ -134,12 +151,18 @@ class ApprovalService:
         if len(note) > MAX_NOTE:
             raise InvalidInput(f"a note is at most {MAX_NOTE} characters")
         actor = self.ws.actor
+        current = self.get(approval_id)
+        if not (status == "rejected" and current.requested_by == actor):  # withdrawing
+            self.ws.access.require(
+                Permission.approve, model=_model_of(current.subject), action="decide approvals"
+            )
         with self.store.write(actor) as tx:
             row = tx.session.get(ApprovalRow, approval_id, with_for_update=True)
             if row is None:
                 raise NotFound(_not_found(approval_id))
+            approvers = list(row.approved_by or [])
             if row.status != "pending":
-                if row.status == status and row.decided_by == actor:
+                if row.status == status and (row.decided_by == actor or actor in approvers):
                     return _approval(row)  # the same decision twice: nothing to do
                 raise Conflict(
                     f"approval {approval_id} was already {row.status} by {row.decided_by} "
@@ -150,18 +173,43 @@ class ApprovalService:
                     f"{actor} requested approval {approval_id} and may not approve it: "
                     "another person must (four-eyes)"
                 )
-            row.status = status
-            row.decided_by = actor
-            row.decided_at = datetime.now(UTC)
+            if status == "approved" and actor in approvers:
+                return _approval(row)  # counted already
+            if status == "approved":
+                approvers.append(actor)
+                row.approved_by = approvers
+            done = status == "rejected" or len(approvers) >= max(row.required or 1, 1)
+            if done:
+                row.status = status
+                row.decided_by = actor
+                row.decided_at = datetime.now(UTC)
             row.note = note
             tx.record(
                 f"approval.{'approve' if status == 'approved' else 'reject'}",
                 "approval",
                 row.id,
                 {"status": "pending"},
-                {"subject": row.subject, "status": status, "decided_by": actor, "note": note},
+                {
+                    "subject": row.subject,
+                    "status": row.status,
+                    "decided_by": actor,
+                    "approved_by": approvers,
+                    "note": note,
+                },
             )
             return _approval(row)
+
+    def _required(self, subject: str) -> int:
+        """Approvers a subject needs: what the alias policies covering it ask, else one."""
+        match = _MOVE.match(subject)
+        if match is None:
+            return 1
+        model, alias = match.group(1), match.group(3)
+        try:
+            project = self.ws.registry.get_model(model).project
+        except NotFound:
+            project = None
+        return max(self.ws.policies.approvals_required(model, alias, project), 1)
 
     @staticmethod
     def _lock_subject(tx: Tx, subject: str) -> None:
@@ -183,7 +231,20 @@ def _approval(row: ApprovalRow) -> Approval:
         decided_at=row.decided_at,
         note=row.note or "",
         context=dict(row.context or {}),
+        required=row.required or 1,
+        approved_by=list(row.approved_by or []),
     )
+
+
+_MOVE = re.compile(r"^models:/([^/@]+)/(\d+)@([^/@]+)$")
+
+
+def _model_of(subject: str) -> str | None:
+    """The model an approval subject is about (``models:/NAME/...``); None: not a model."""
+    if not subject.startswith("models:/"):
+        return None
+    name = subject[len("models:/") :].split("/", 1)[0].split("@", 1)[0]
+    return name or None
 
 
 def _not_found(approval_id: str) -> str:

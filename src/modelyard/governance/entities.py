@@ -6,21 +6,54 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from modelyard.errors import Forbidden
 
 
+class Permission(StrEnum):
+    """What a role grants: read, change, move protected aliases, approve, administer."""
+
+    read = "read"
+    write = "write"
+    deploy = "deploy"
+    approve = "approve"
+    admin = "admin"
+
+
 class Role(StrEnum):
-    """What a user may do: viewers read, editors change, admins also manage users."""
+    """A named set of permissions, held on the workspace (a user's role) or bound on a
+    project or a model (see governance/access.py). ``reader`` is accepted for ``viewer``."""
 
     viewer = "viewer"
     editor = "editor"
+    approver = "approver"
+    deployer = "deployer"
     admin = "admin"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Role | None:
+        return cls.viewer if value == "reader" else None
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        return ROLE_PERMISSIONS[self]
+
+    def grants(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS[self]
+
     def allows(self, needed: Role) -> bool:
-        order = [Role.viewer, Role.editor, Role.admin]
-        return order.index(self) >= order.index(needed)
+        """Whether this role holds every permission of ``needed``."""
+        return ROLE_PERMISSIONS[needed] <= ROLE_PERMISSIONS[self]
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.viewer: frozenset({Permission.read}),
+    Role.editor: frozenset({Permission.read, Permission.write}),
+    Role.approver: frozenset({Permission.read, Permission.approve}),
+    Role.deployer: frozenset({Permission.read, Permission.write, Permission.deploy}),
+    Role.admin: frozenset(Permission),
+}
 
 
 class User(BaseModel):
@@ -39,6 +72,12 @@ class Identity(BaseModel):
     #: The endpoints the token may predict on; None: every endpoint, and the HTTP API as
     #: the role allows. A token limited to endpoints may only predict (see docs/api.md).
     endpoints: list[str] | None = None
+    #: Groups the identity belongs to (from an OIDC token's groups claim); role bindings
+    #: on a group apply to its members.
+    groups: list[str] = []
+    #: The API token presented (its id), for per-token limits; None: none (auth off, OIDC).
+    #: Not part of the identity as shown (``/whoami``): the caller knows their token.
+    token_id: str | None = Field(default=None, exclude=True)
 
     def may_predict(self, endpoint: str) -> bool:
         return self.endpoints is None or endpoint in self.endpoints

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from modelyard.errors import Conflict, InvalidInput, ModelyardError, NotFound
+from modelyard.errors import Conflict, Forbidden, InvalidInput, ModelyardError, NotFound
 from modelyard.page import check_limit
 from modelyard.store.tables import PromotionRow
 
@@ -437,8 +437,12 @@ class ApprovalRequired:
             except NotFound:
                 return f"approver {approver} is not a known user; a {self.role} must approve"
         if not role.allows(Role(self.role)):
-            return f"approved by {approver}, a {role.value}; a {self.role} must approve"
+            return f"approved by {approver}, {_a(role.value)}; {_a(self.role)} must approve"
         return ""
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 _RULES: dict[str, type[Any]] = {
@@ -621,9 +625,15 @@ def promote(
     promoted = False
     if not reasons:
         try:
-            ws.registry.set_alias(report.model, alias, report.version)
+            ws.registry.set_alias(
+                report.model,
+                alias,
+                report.version,
+                reason=f"promoted: every quality gate passed ({report.subject})",
+                gates_passed=True,
+            )
             promoted = True
-        except (Conflict, NotFound, InvalidInput) as exc:
+        except (Conflict, NotFound, InvalidInput, Forbidden) as exc:
             reasons.append(f"the registry refused to move @{alias}: {exc.detail}")
     now = datetime.now(UTC)
     row = PromotionRow(
