@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from cachetools import TTLCache
 from sqlalchemy import select
@@ -25,6 +25,9 @@ from modelyard.governance.entities import Identity, IssuedToken, Role, Token, Us
 from modelyard.store import Store
 from modelyard.store.tables import TokenRow, UserRow
 
+if TYPE_CHECKING:
+    from modelyard.governance.oidc import OidcVerifier
+
 log = logging.getLogger("modelyard.governance")
 
 TOKEN_PREFIX = "myd_"
@@ -34,6 +37,10 @@ SECRET_BYTES = 32  # of randomness per token: 43 characters of unpadded base64ur
 SECRET = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}")
 SECRET_CHARS = len(TOKEN_PREFIX) + 43
 NOT_VALID = "the API token is not valid; create one with `modelyard tokens create`"
+NO_OIDC = (
+    "this server does not accept identity-provider (OIDC) tokens: send a modelyard API token "
+    "(`modelyard tokens create`), or have the operator set MODELYARD_OIDC_ISSUER"
+)
 LOCAL_USER = Identity(name="local", role=Role.admin)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 #: The longest a token may be issued for (a century).
@@ -224,7 +231,10 @@ class Identities:
         expires = token.expires_at
         if token.revoked or user.disabled or (expires is not None and expires < datetime.now(UTC)):
             raise Unauthenticated("the API token was revoked or has expired; create a new one")
-        return Identity(name=user.name, role=Role(user.role), endpoints=token.endpoints), expires
+        identity = Identity(
+            name=user.name, role=Role(user.role), endpoints=token.endpoints, token_id=token.id
+        )
+        return identity, expires
 
     @staticmethod
     def _user_row(session: Session, name: str) -> UserRow:
@@ -257,10 +267,13 @@ class TokenCache:
         ttl: float,
         max_refused: int = 4096,
         max_lookups: int = MAX_TOKEN_LOOKUPS,
+        oidc: OidcVerifier | None = None,
     ) -> None:
         self.identities = identities
         self.ttl = ttl
         self.max_lookups = max_lookups
+        #: Checks JWTs of an identity provider (governance/oidc.py); None: they are refused.
+        self.oidc = oidc
         # sha256 digest -> (identity, monotonic deadline); one entry per valid token seen
         self._valid: dict[bytes, tuple[Identity, float]] = {}
         self._refused: TTLCache[bytes, str] = TTLCache(max_refused, ttl)
@@ -276,6 +289,10 @@ class TokenCache:
         :class:`Unauthenticated` if nobody, :class:`TokenCheckUnavailable` if that cannot
         be told now. Looks the token up (in a thread) only when it is not cached."""
         secret = bearer_secret(authorization)
+        if "." in secret:  # a JWT: an API token has no dot
+            if self.oidc is None:
+                raise Unauthenticated(NO_OIDC)
+            return await self.oidc.identify(secret)
         found = self.get(secret)
         if found is None:
             found = await self._look_up(secret)
