@@ -140,3 +140,11 @@ class ArtifactCorrupted(ModelyardError):
     status = 500
     exit_code = 7
     title = "Artifact corrupted"
+
+
+class UnverifiedModel(ModelyardError):
+    """A model version failed its signature or integrity check and is not loaded."""
+
+    status = 403
+    exit_code = 5
+    title = "Unverified model"
