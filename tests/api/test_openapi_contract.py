@@ -94,6 +94,8 @@ _NOT_IN_A_SCHEMA = {
     "PUT /api/v1/artifacts/{digest}": "content",
     # the manifest must be stored with its files, and describe a model that loads
     "POST /api/v1/models/{name}/versions": "state",
+    # a public key to trust must be an Ed25519 key in PEM
+    "POST /api/v1/keys": "content",
     # the uploaded file must be Parquet or CSV
     "POST /api/v1/datasets": "content",
     # reference rows must fit the model's signature
@@ -115,6 +117,13 @@ _NOT_IN_A_SCHEMA = {
     "GET /api/v1/monitoring/endpoints/{endpoint}/performance": "cross-field, state",
     "GET /api/v1/monitoring/endpoints/{endpoint}/feedback": "cross-field",
     "GET /api/v1/monitoring/kpis": "state",
+    # a limit needs a scope (endpoint, token) and a rate or a quota; burst goes with a rate;
+    # a rate as text is N/s, N/m or N/h within bounds
+    "PUT /api/v1/limits": "cross-field",
+    # hashing a column needs MODELYARD_REDACTION_KEY on the server; redacted and guarded
+    # columns must be inputs of the model
+    "POST /api/v1/endpoints": "state",
+    "PATCH /api/v1/endpoints/{name}": "state",
 }
 _ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 

@@ -11,6 +11,8 @@ from modelyard import __version__
 from modelyard.api import (
     artifacts,
     governance,
+    keys,
+    limits,
     monitoring,
     pipelines,
     problems,
@@ -66,6 +68,8 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
         monitoring,
         pipelines,
         governance,
+        keys,
+        limits,
     ):
         api.include_router(module.router)
     app.include_router(api)

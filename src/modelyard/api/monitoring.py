@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
 
 from modelyard.api.deps import editor, viewer
 from modelyard.api.requests import ApiRoute, patch_body
@@ -29,6 +29,7 @@ from modelyard.monitoring.feedback import (
 )
 from modelyard.monitoring.kpis import KpiEvaluation
 from modelyard.monitoring.performance import PerformanceReport
+from modelyard.monitoring.redaction import ForgetResult
 from modelyard.registry.uri import ModelUri, VersionNumber
 from modelyard.workspace import Workspace
 
@@ -53,6 +54,13 @@ class ReferenceCreate(BaseModel):
 
 class FeedbackBatch(BaseModel):
     items: list[FeedbackItem] = Field(min_length=1, max_length=100_000)
+
+
+class ForgetBody(BaseModel):
+    key: str = Field(min_length=1, max_length=256, description="an input column, e.g. customer_id")
+    value: StrictStr | StrictInt | StrictFloat = Field(
+        description="the subject's value of that column"
+    )
 
 
 class ResolveBody(BaseModel):
@@ -177,6 +185,15 @@ def list_feedback(
     ws: Workspace = Depends(viewer),
 ) -> list[Feedback]:
     return ws.monitoring.list_feedback(endpoint, start=start, end=end, version=version)
+
+
+@router.post(
+    "/endpoints/{endpoint}/forget", response_model=ForgetResult, responses=problems(404, 409)
+)
+def forget(endpoint: str, body: ForgetBody, ws: Workspace = Depends(editor)) -> ForgetResult:
+    """Remove one subject's rows from the endpoint's prediction log by a key column's value
+    (hashed with the redaction key when the column is hashed); audited without the value."""
+    return ws.monitoring.forget(endpoint, body.key, str(body.value))
 
 
 @router.get("/rules", response_model=list[AlertRule])

@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
 
 from modelyard.api.artifacts import Digest
-from modelyard.api.deps import editor, viewer
+from modelyard.api.deps import member, viewer
 from modelyard.api.requests import ApiRoute
 from modelyard.api.responses import problems
 from modelyard.errors import InvalidInput, NotFound
@@ -32,6 +32,8 @@ from modelyard.registry.entities import (
     CardSections,
     check_card_sections,
 )
+from modelyard.registry.history import TIME_FORMAT, AliasHistory
+from modelyard.registry.service import MAX_REASON
 from modelyard.registry.uri import MAX_VERSION, AliasName, ModelName, ModelUri, VersionNumber
 from modelyard.workspace import Workspace
 
@@ -76,6 +78,7 @@ class VersionPatch(BaseModel):
 
 class AliasSet(BaseModel):
     version: VersionNumber
+    reason: str = Field(default="", max_length=MAX_REASON, description="kept in the audit log")
 
 
 class Retention(BaseModel):
@@ -116,7 +119,7 @@ def list_models(
 
 
 @router.post("/models", status_code=201, response_model=RegisteredModel, responses=problems(404))
-def create_model(body: ModelCreate, ws: Workspace = Depends(editor)) -> RegisteredModel:
+def create_model(body: ModelCreate, ws: Workspace = Depends(member)) -> RegisteredModel:
     return ws.registry.create_model(
         body.name, description=body.description, tags=body.tags, project=body.project
     )
@@ -129,7 +132,7 @@ def get_model(name: ModelName, ws: Workspace = Depends(viewer)) -> RegisteredMod
 
 @router.patch("/models/{name}", response_model=RegisteredModel)
 def update_model(
-    name: ModelName, body: ModelPatch, ws: Workspace = Depends(editor)
+    name: ModelName, body: ModelPatch, ws: Workspace = Depends(member)
 ) -> RegisteredModel:
     return ws.registry.update_model(
         name,
@@ -141,23 +144,23 @@ def update_model(
 
 
 @router.post("/models/{name}/archive", response_model=RegisteredModel)
-def archive_model(name: ModelName, ws: Workspace = Depends(editor)) -> RegisteredModel:
+def archive_model(name: ModelName, ws: Workspace = Depends(member)) -> RegisteredModel:
     return ws.registry.archive_model(name)
 
 
 @router.post("/models/{name}/restore", response_model=RegisteredModel)
-def restore_model(name: ModelName, ws: Workspace = Depends(editor)) -> RegisteredModel:
+def restore_model(name: ModelName, ws: Workspace = Depends(member)) -> RegisteredModel:
     return ws.registry.archive_model(name, archived=False)
 
 
 @router.delete("/models/{name}", status_code=204)
-def delete_model(name: ModelName, ws: Workspace = Depends(editor)) -> None:
+def delete_model(name: ModelName, ws: Workspace = Depends(member)) -> None:
     ws.registry.delete_model(name)
 
 
 @router.post("/models/{name}/retention", response_model=RetentionResult)
 def apply_retention(
-    name: ModelName, body: Retention, ws: Workspace = Depends(editor)
+    name: ModelName, body: Retention, ws: Workspace = Depends(member)
 ) -> RetentionResult:
     return ws.registry.apply_retention(
         name, keep_last=body.keep_last, min_age_days=body.min_age_days, dry_run=body.dry_run
@@ -179,7 +182,7 @@ def list_versions(
 
 @router.post("/models/{name}/versions", status_code=201, response_model=ModelVersion)
 def create_version(
-    name: ModelName, body: VersionCreate, ws: Workspace = Depends(editor)
+    name: ModelName, body: VersionCreate, ws: Workspace = Depends(member)
 ) -> ModelVersion:
     return ws.registry.create_version(
         name,
@@ -201,7 +204,7 @@ def get_version(
 
 @router.patch("/models/{name}/versions/{version}", response_model=ModelVersion)
 def update_version(
-    name: ModelName, version: VersionNumber, body: VersionPatch, ws: Workspace = Depends(editor)
+    name: ModelName, version: VersionNumber, body: VersionPatch, ws: Workspace = Depends(member)
 ) -> ModelVersion:
     return ws.registry.update_version(
         name, version, description=body.description, tags=body.tags, remove_tags=body.remove_tags
@@ -210,21 +213,21 @@ def update_version(
 
 @router.post("/models/{name}/versions/{version}/archive", response_model=ModelVersion)
 def archive_version(
-    name: ModelName, version: VersionNumber, ws: Workspace = Depends(editor)
+    name: ModelName, version: VersionNumber, ws: Workspace = Depends(member)
 ) -> ModelVersion:
     return ws.registry.archive_version(name, version)
 
 
 @router.post("/models/{name}/versions/{version}/restore", response_model=ModelVersion)
 def restore_version(
-    name: ModelName, version: VersionNumber, ws: Workspace = Depends(editor)
+    name: ModelName, version: VersionNumber, ws: Workspace = Depends(member)
 ) -> ModelVersion:
     return ws.registry.archive_version(name, version, archived=False)
 
 
 @router.delete("/models/{name}/versions/{version}", status_code=204)
 def delete_version(
-    name: ModelName, version: VersionNumber, ws: Workspace = Depends(editor)
+    name: ModelName, version: VersionNumber, ws: Workspace = Depends(member)
 ) -> None:
     ws.registry.delete_version(name, version)
 
@@ -263,7 +266,7 @@ class CardPatch(CardSections):
 
 @router.patch("/models/{name}/versions/{version}/card", response_model=ModelCard)
 def update_card(
-    name: ModelName, version: VersionNumber, body: CardPatch, ws: Workspace = Depends(editor)
+    name: ModelName, version: VersionNumber, body: CardPatch, ws: Workspace = Depends(member)
 ) -> ModelCard:
     return ws.registry.update_card(name, version, body.model_dump(exclude_unset=True))
 
@@ -286,11 +289,12 @@ def get_runtime(
     return found
 
 
-@router.put("/models/{name}/aliases/{alias}", response_model=Alias)
+@router.put("/models/{name}/aliases/{alias}", response_model=Alias, responses=problems(403))
 def set_alias(
-    name: ModelName, alias: AliasName, body: AliasSet, ws: Workspace = Depends(editor)
+    name: ModelName, alias: AliasName, body: AliasSet, ws: Workspace = Depends(member)
 ) -> Alias:
-    return ws.registry.set_alias(name, alias, body.version)
+    """Point an alias at a version; a protected alias only as its policies allow (403)."""
+    return ws.registry.set_alias(name, alias, body.version, reason=body.reason)
 
 
 @router.get("/models/{name}/aliases/{alias}", response_model=Alias)
@@ -298,9 +302,35 @@ def get_alias(name: ModelName, alias: AliasName, ws: Workspace = Depends(viewer)
     return ws.registry.get_alias(name, alias)
 
 
-@router.delete("/models/{name}/aliases/{alias}", status_code=204)
-def delete_alias(name: ModelName, alias: AliasName, ws: Workspace = Depends(editor)) -> None:
-    ws.registry.delete_alias(name, alias)
+@router.delete("/models/{name}/aliases/{alias}", status_code=204, responses=problems(403))
+def delete_alias(
+    name: ModelName,
+    alias: AliasName,
+    reason: Annotated[str, Query(max_length=MAX_REASON)] = "",
+    ws: Workspace = Depends(member),
+) -> None:
+    ws.registry.delete_alias(name, alias, reason=reason)
+
+
+@router.get(
+    "/models/{name}/aliases/{alias}/history",
+    response_model=AliasHistory,
+    responses=problems(400, 404),
+)
+def alias_history(
+    name: ModelName,
+    alias: AliasName,
+    limit: Limit = 100,
+    as_of: Annotated[
+        str | None,
+        WithJsonSchema({"type": "string", "format": "date-time"}),
+        Query(description=f"where the alias pointed then: {TIME_FORMAT}"),
+    ] = None,
+    ws: Workspace = Depends(viewer),
+) -> AliasHistory:
+    """The moves of an alias, newest first (up to ``as_of``), from the audit chain: when,
+    who, the version before and after, the reason and approvals; 400 for a bad time."""
+    return ws.registry.alias_history(name, alias, limit, as_of=as_of)
 
 
 @router.get("/resolve", response_model=ModelVersion, responses=problems(404))

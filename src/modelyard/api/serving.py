@@ -13,7 +13,14 @@ from modelyard.api.responses import problems
 from modelyard.jsonio import JsonFloat, JsonInt, NotABoolean
 from modelyard.registry.uri import ModelName, ModelUri
 from modelyard.serving import Batching, CacheConfig, Endpoint, TrafficPolicy
-from modelyard.serving.entities import MAX_TIMEOUT_MS, Route
+from modelyard.serving.entities import (
+    MAX_TIMEOUT_MS,
+    ColumnName,
+    GuardConfig,
+    GuardStatus,
+    RedactAction,
+    Route,
+)
 from modelyard.workspace import Workspace
 
 router = APIRouter(tags=["serving"], route_class=ApiRoute)
@@ -45,6 +52,13 @@ class CacheRequest(CacheConfig):
     ttl_seconds: JsonFloat = Field(default=300.0, gt=0, le=366 * 86_400, allow_inf_nan=False)
 
 
+class GuardRequest(GuardConfig):
+    threshold: JsonFloat = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
+
+
+Redact = dict[ColumnName, RedactAction]
+
+
 class EndpointCreate(BaseModel):
     name: ModelName
     target: ModelUri
@@ -54,6 +68,8 @@ class EndpointCreate(BaseModel):
     runtime: Literal["auto", "native"] = "auto"
     pinned: StrictBool = False
     timeout_ms: JsonInt = Field(default=10_000, ge=1, le=MAX_TIMEOUT_MS)
+    guard: GuardRequest | None = None
+    redact: Redact | None = Field(default=None, max_length=1000)
 
 
 class EndpointPatch(BaseModel):
@@ -64,6 +80,10 @@ class EndpointPatch(BaseModel):
     runtime: Literal["auto", "native"] | None = None
     pinned: StrictBool | None = None
     timeout_ms: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MS), NotABoolean] | None = None
+    guard: GuardRequest | None = None
+    redact: Redact | None = Field(
+        default=None, max_length=1000, description="replaces the redaction whole; {} for none"
+    )
 
 
 @router.get("/endpoints", response_model=list[Endpoint])
@@ -82,6 +102,8 @@ def create_endpoint(body: EndpointCreate, ws: Workspace = Depends(editor)) -> En
         runtime=body.runtime,
         pinned=body.pinned,
         timeout_ms=body.timeout_ms,
+        guard=body.guard,
+        redact=body.redact,
     )
 
 
@@ -93,6 +115,12 @@ def get_endpoint(name: str, ws: Workspace = Depends(viewer)) -> Endpoint:
 @router.patch("/endpoints/{name}", response_model=Endpoint)
 def update_endpoint(name: str, body: EndpointPatch, ws: Workspace = Depends(editor)) -> Endpoint:
     return ws.endpoints.update(name, **body.model_dump(exclude_unset=True, exclude_none=True))
+
+
+@router.get("/endpoints/{name}/guard", response_model=GuardStatus)
+def guard_status(name: str, ws: Workspace = Depends(viewer)) -> GuardStatus:
+    """The endpoint's input guard, and per served version whether it is active and why not."""
+    return ws.endpoints.guard_status(name)
 
 
 @router.delete("/endpoints/{name}", status_code=204)

@@ -11,7 +11,10 @@ from modelyard.cli.context import JSON, client
 from modelyard.cli.output import console, ok, record, table
 from modelyard.errors import InvalidInput
 
-users = typer.Typer(help="Users and their roles (viewer, editor, admin).", no_args_is_help=True)
+users = typer.Typer(
+    help="Users and their workspace roles (viewer, editor, approver, deployer, admin).",
+    no_args_is_help=True,
+)
 tokens = typer.Typer(help="API tokens (stored hashed; shown once).", no_args_is_help=True)
 audit = typer.Typer(help="The hash-chained audit log of every change.", no_args_is_help=True)
 
@@ -124,19 +127,71 @@ def list_audit(
 
 
 @audit.command("verify")
-def verify(ctx: typer.Context, as_json: bool = JSON) -> None:
+def verify(
+    ctx: typer.Context,
+    checkpoint: str = typer.Option(
+        None,
+        "--checkpoint",
+        help="also check a signed checkpoint (a file or fsspec URL from `audit checkpoint`): "
+        "the chain must still hold its record",
+    ),
+    as_json: bool = JSON,
+) -> None:
     """Check the hash chain; exits 1 and names the first bad record if it was tampered with."""
-    result = client(ctx).audit.verify()
+    c = client(ctx)
+    signed = None
+    if checkpoint is not None:
+        from modelyard.governance.audit import read_checkpoint
+
+        signed = read_checkpoint(checkpoint, _storage_options(c.settings, checkpoint))
+    result = c.audit.verify(signed) if signed is not None else c.audit.verify()
     if as_json:
         record(result if hasattr(result, "model_dump") else result.__dict__, as_json=True)
     elif result.ok:
         ok(f"audit chain intact: {result.records} records, head {result.head[:16]}")
+    elif result.broken_at is None:
+        console.print(f"[red]checkpoint refused[/red]: {result.reason}", highlight=False)
     else:
         console.print(
-            f"[red]audit chain broken[/red] at record {result.broken_at}: {result.reason}"
+            f"[red]audit chain broken[/red] at record {result.broken_at}: {result.reason}",
+            highlight=False,
         )
+    if result.ok and getattr(result, "checkpoint", ""):
+        ok(result.checkpoint)
     if not result.ok:
         raise typer.Exit(1)
+
+
+@audit.command("checkpoint")
+def checkpoint(
+    ctx: typer.Context,
+    output: str = typer.Option(None, "--output", "-o", help="write it to this file"),
+    to: str = typer.Option(
+        None, "--to", help="write it to an fsspec URL, e.g. s3://bucket/audit/2026-12-07.json"
+    ),
+) -> None:
+    """Sign the chain's end (its newest record) with the signing key; keep it elsewhere
+    (another machine, an object store) and check it later with `audit verify --checkpoint`."""
+    if output and to:
+        raise InvalidInput("give -o FILE or --to URL, not both")
+    c = client(ctx)
+    signed = c.audit.checkpoint()
+    target = output or to
+    if target is None:
+        from modelyard.cli.output import emit_json
+
+        emit_json(signed)
+        return
+    from modelyard.governance.audit import write_checkpoint
+
+    write_checkpoint(signed, target, _storage_options(c.settings, target))
+    ok(f"checkpoint of record {signed.seq} signed with key {signed.key_id}, written to {target}")
+
+
+def _storage_options(settings: Any, url: str) -> dict[str, Any]:
+    if url.startswith("s3://") and settings.s3_endpoint_url:
+        return {"endpoint_url": settings.s3_endpoint_url}
+    return {}
 
 
 approvals = typer.Typer(
@@ -161,11 +216,34 @@ def list_approvals(
     )
 
 
+@approvals.command("request")
+def request(
+    ctx: typer.Context,
+    subject: str = typer.Argument(..., help="what to approve, e.g. models:/fraud/4@champion"),
+    as_json: bool = JSON,
+) -> None:
+    """Ask for an approval (the pending one, if there is one already)."""
+    found = _approvals(ctx).request(subject)
+    if as_json:
+        record(found, as_json=True)
+        return
+    ok(
+        f"{found.subject}: approval {found.id} {found.status}, needs {found.required} "
+        f"approver(s); an approver runs `modelyard approvals approve {found.id}`"
+    )
+
+
 @approvals.command("approve")
 def approve(ctx: typer.Context, approval_id: str, note: str = typer.Option("", "--note")) -> None:
     """Approve a pending request (as yourself; not your own request)."""
     found = _approvals(ctx).approve(approval_id, note=note)
-    ok(f"{found.subject}: approved by {found.decided_by}")
+    if found.status == "approved":
+        ok(f"{found.subject}: approved by {', '.join(found.approved_by) or found.decided_by}")
+    else:
+        ok(
+            f"{found.subject}: {len(found.approved_by)} of {found.required} approvers so far "
+            f"({', '.join(found.approved_by)})"
+        )
 
 
 @approvals.command("reject")
@@ -176,8 +254,9 @@ def reject(ctx: typer.Context, approval_id: str, note: str = typer.Option("", "-
 
 
 def _approvals(ctx: typer.Context) -> Any:
-    ws = client(ctx).workspace
-    if ws is None:
-        raise InvalidInput("approvals work on a workspace (a path or database URL) for now")
-    actor = os.environ.get("USER") or ws.actor
-    return ws.as_actor(actor).approvals
+    """Over HTTP: as the token's user. In-process: as $USER (so that two people on one
+    machine can approve each other's requests)."""
+    c = client(ctx)
+    if c.workspace is None:
+        return c.approvals
+    return c.workspace.as_actor(os.environ.get("USER") or c.workspace.actor).approvals

@@ -71,13 +71,30 @@ COMMANDS: dict[str, CommandRef] = {
         "app",
         "Monitoring: drift, feedback, performance, KPIs and alerts of served models.",
     ),
+    "predictions": CommandRef(
+        "modelyard.cli.monitoring",
+        "predictions",
+        "The prediction log: remove one subject's rows.",
+    ),
     "pipelines": CommandRef(
         "modelyard.cli.pipelines",
         "app",
         "Pipelines: DAGs of typed steps, cached, run locally or on Ray.",
     ),
     "users": CommandRef(
-        "modelyard.cli.governance", "users", "Users and their roles (viewer, editor, admin)."
+        "modelyard.cli.governance",
+        "users",
+        "Users and their workspace roles (viewer, editor, approver, deployer, admin).",
+    ),
+    "roles": CommandRef(
+        "modelyard.cli.access",
+        "roles",
+        "Roles bound to users or groups on the workspace, a project or a model.",
+    ),
+    "policies": CommandRef(
+        "modelyard.cli.access",
+        "policies",
+        "Alias policies: which aliases are protected and what moving one requires.",
     ),
     "tokens": CommandRef(
         "modelyard.cli.governance", "tokens", "API tokens (stored hashed; shown once)."
@@ -85,10 +102,20 @@ COMMANDS: dict[str, CommandRef] = {
     "audit": CommandRef(
         "modelyard.cli.governance", "audit", "The hash-chained audit log of every change."
     ),
+    "keys": CommandRef(
+        "modelyard.cli.keys",
+        "keys",
+        "Signing keys: Ed25519 keys that sign model versions and audit checkpoints.",
+    ),
     "approvals": CommandRef(
         "modelyard.cli.governance",
         "approvals",
         "Approvals: sign-offs a policy requires (e.g. promotion to champion).",
+    ),
+    "limits": CommandRef(
+        "modelyard.cli.limits",
+        "limits",
+        "Rate limits and daily row quotas on predictions, per token and endpoint.",
     ),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -311,12 +312,102 @@ def runtime(
     )
 
 
+@app.command()
+def sign(ctx: typer.Context, name: str, version: int, as_json: bool = JSON) -> None:
+    """Sign version VERSION of NAME with the signing key (again, after a key rotation)."""
+    signed = client(ctx).registry.sign_version(name, version)
+    if as_json:
+        record(signed, as_json=True)
+        return
+    ok(f"models:/{name}/{version} signed with key {signed.key_id} ({signed.key_name})")
+
+
+@app.command()
+def verify(ctx: typer.Context, name: str, version: int, as_json: bool = JSON) -> None:
+    """Check a version's signature and its stored files; exits 1 unless verified."""
+    check = client(ctx).registry.verify_version(name, version)
+    if as_json:
+        record(check, as_json=True)
+    elif check.ok:
+        when = check.signed_at.isoformat(timespec="seconds") if check.signed_at else "?"
+        ok(
+            f"models:/{name}/{version}: ok, signed with key {check.key_id} ({check.key_name}) "
+            f"by {check.signed_by} at {when}"
+        )
+    else:
+        from modelyard.cli.output import console
+
+        console.print(f"[red]{check.status}[/red]: {check.reason}", highlight=False)
+    if not check.ok:
+        raise typer.Exit(1)
+
+
+@app.command("alias-history")
+def alias_history(
+    ctx: typer.Context,
+    name: str,
+    alias: str,
+    as_of: str = typer.Option(
+        None, "--as-of", help="where the alias pointed then: ISO 8601 with a zone (…T10:00Z)"
+    ),
+    limit: int = typer.Option(100, help="at most this many moves"),
+    as_json: bool = JSON,
+) -> None:
+    """The moves of ALIAS of NAME, newest first: when, from and to which version, who, why."""
+    history = client(ctx).registry.alias_history(name, alias, limit, as_of=as_of)
+    if as_json:
+        record(history, as_json=True)
+        return
+    uri = f"models:/{name}@{alias}"
+    if history.as_of is not None:
+        when = _utc(history.as_of)
+        last = history.moves[0] if history.moves else None
+        if last is None:
+            ok(f"at {when}, {uri} did not exist yet")
+        elif last.after is None:
+            ok(f"at {when}, {uri} pointed nowhere: {last.actor} deleted it at {_utc(last.at)}")
+        else:
+            why = f": {last.reason}" if last.reason else ""
+            ok(
+                f"at {when}, {uri} pointed to version {last.after} "
+                f"(moved there at {_utc(last.at)} by {last.actor}{why})"
+            )
+        if not history.moves:
+            return
+    rows = [
+        {
+            "at": _utc(m.at),
+            "change": f"{'new' if m.before is None else m.before} -> "
+            f"{'deleted' if m.after is None else m.after}",
+            "by": m.actor,
+            "reason": m.reason or "",
+            "approvals": ", ".join(m.approvals),
+        }
+        for m in history.moves
+    ]
+    until = f" up to {_utc(history.as_of)}" if history.as_of is not None else ""
+    table(rows, ("at", "change", "by", "reason", "approvals"), as_json=False, title=uri + until)
+    if history.more:
+        ok(f"older moves are not shown; raise --limit (now {limit})")
+
+
+def _utc(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 @alias_app.command("set")
 def alias_set(
-    ctx: typer.Context, name: str, alias: str, version: int, as_json: bool = JSON
+    ctx: typer.Context,
+    name: str,
+    alias: str,
+    version: int,
+    reason: str = typer.Option("", "--reason", help="why; kept in the audit log"),
+    as_json: bool = JSON,
 ) -> None:
-    """Point ALIAS of NAME at VERSION (atomic; serving follows)."""
-    result = client(ctx).registry.set_alias(name, alias, version)
+    """Point ALIAS of NAME at VERSION (atomic; serving follows).
+
+    A protected alias moves only as its policies allow (`modelyard policies list`)."""
+    result = client(ctx).registry.set_alias(name, alias, version, reason=reason)
     if as_json:
         record(result, as_json=True)
     else:
@@ -330,7 +421,12 @@ def alias_get(ctx: typer.Context, name: str, alias: str, as_json: bool = JSON) -
 
 
 @alias_app.command("delete")
-def alias_delete(ctx: typer.Context, name: str, alias: str) -> None:
-    """Remove ALIAS from NAME."""
-    client(ctx).registry.delete_alias(name, alias)
+def alias_delete(
+    ctx: typer.Context,
+    name: str,
+    alias: str,
+    reason: str = typer.Option("", "--reason", help="why; kept in the audit log"),
+) -> None:
+    """Remove ALIAS from NAME (a protected alias: admins of the model only)."""
+    client(ctx).registry.delete_alias(name, alias, reason=reason)
     ok(f"deleted alias {alias} of {name}")

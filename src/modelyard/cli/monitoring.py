@@ -23,6 +23,16 @@ app = typer.Typer(
 )
 rules = typer.Typer(help="Alert rules: conditions on an endpoint's windows.", no_args_is_help=True)
 app.add_typer(rules, name="rules")
+predictions = typer.Typer(
+    help="The prediction log: remove one subject's rows.", no_args_is_help=True
+)
+
+
+@predictions.callback()
+def _predictions() -> None:
+    # A group even with one command: `modelyard predictions forget ...`, not `predictions ...`.
+    pass
+
 
 WINDOW = typer.Option(None, "--window", help="window length in seconds (e.g. 300, 3600, 86400)")
 START = typer.Option(None, "--start", help="range start, ISO 8601 UTC (e.g. 2026-11-23T10:00)")
@@ -384,7 +394,7 @@ def create_rule(
     name: str,
     endpoint: str = typer.Option(..., "--endpoint"),
     kind: str = typer.Option(
-        ..., "--kind", help="drift, performance, kpi, latency, error_rate, volume"
+        ..., "--kind", help="drift, performance, kpi, latency, error_rate, volume, extraction"
     ),
     metric: str = typer.Option(..., "--metric", help="e.g. drift_share, accuracy, latency_p99_ms"),
     op: str = typer.Option(">", "--op", help="one of > >= < <="),
@@ -474,3 +484,30 @@ def _json_scalar(text: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return text  # a bare word is a string label
+
+
+@predictions.command("forget")
+def forget(
+    ctx: typer.Context,
+    endpoint: str,
+    key: str = typer.Option(
+        ..., "--key", help="COLUMN=VALUE: the subject's value of an input column"
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Remove every logged row of ENDPOINT whose input COLUMN is VALUE (audited, not the value).
+
+    A hashed column is searched by the value's HMAC. Profiles of windows closed already are
+    not recomputed.
+    """
+    column, sep, value = key.partition("=")
+    if not sep or not column:
+        raise InvalidInput(f"--key {key!r} must look like COLUMN=VALUE, e.g. customer_id=C123")
+    result = _monitoring(ctx).forget(endpoint, column, value)
+    if as_json:
+        record(result, as_json=True)
+    else:
+        ok(
+            f"removed {result.rows} rows of {result.endpoint} by {result.column} "
+            f"({result.segments} segments rewritten)"
+        )

@@ -125,6 +125,86 @@ def show(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
     record(_service(ctx).get(name), as_json=as_json)
 
 
+@endpoints.command("guard")
+def guard(
+    ctx: typer.Context,
+    name: str,
+    policy: str = typer.Option(
+        None,
+        "--policy",
+        help="log (score to the prediction log), flag (+ response header) "
+        "or reject (422, nothing predicted)",
+    ),
+    threshold: float = typer.Option(
+        None, "--threshold", help="rows scoring at least this (0 to 1] are flagged [0.5]"
+    ),
+    off: bool = typer.Option(False, "--off", help="turn the guard off"),
+    as_json: bool = JSON,
+) -> None:
+    """Score each request's rows against the training data; without options, show the guard.
+
+    Shows per served version whether the guard is active (a version without a reference
+    profile is not guarded).
+    """
+    service = _service(ctx)
+    if off and (policy is not None or threshold is not None):
+        raise InvalidInput("--off cannot be combined with --policy or --threshold")
+    if off:
+        service.update(name, guard={"policy": "off"})
+    elif policy is not None or threshold is not None:
+        current = service.get(name).guard
+        service.update(
+            name,
+            guard={
+                "policy": policy or (current.policy if current.policy != "off" else "log"),
+                "threshold": current.threshold if threshold is None else threshold,
+            },
+        )
+    status = service.guard_status(name)
+    if as_json:
+        record(status, as_json=True)
+        return
+    ok(f"guard of {status.endpoint}: {status.policy} (threshold {status.threshold:g})")
+    for v in status.versions:
+        state = "active" if v.active else v.reason
+        ok(f"  models:/{v.model}/{v.version}: {state}")
+
+
+@endpoints.command("redact")
+def redact(
+    ctx: typer.Context,
+    name: str,
+    drop: list[str] = typer.Option([], "--drop", help="input column left out of the log"),
+    hash_: list[str] = typer.Option(
+        [], "--hash", help="input column logged as its HMAC-SHA256 (MODELYARD_REDACTION_KEY)"
+    ),
+    mask: list[str] = typer.Option([], "--mask", help="input column logged as a length class"),
+    keep: list[str] = typer.Option([], "--keep", help="input column logged as it is again"),
+    clear: bool = typer.Option(False, "--clear", help="log every column as it is"),
+    as_json: bool = JSON,
+) -> None:
+    """Mark input columns personal: dropped, hashed or masked before the prediction log.
+
+    Adds to the endpoint's redaction (--keep and --clear remove); the model still gets the
+    real values. Repeat an option for several columns.
+    """
+    service = _service(ctx)
+    changes = {c: "drop" for c in drop} | {c: "hash" for c in hash_} | {c: "mask" for c in mask}
+    named = [*drop, *hash_, *mask, *keep]
+    twice = sorted({c for c in named if named.count(c) > 1})
+    if twice:
+        raise InvalidInput(f"{', '.join(twice)}: name each column in one option only")
+    current = {} if clear else dict(service.get(name).redact)
+    for column in keep:
+        current.pop(column, None)
+    endpoint = service.update(name, redact=current | changes)
+    if as_json:
+        record(endpoint.redact, as_json=True)
+        return
+    listed = ", ".join(f"{c}: {a}" for c, a in sorted(endpoint.redact.items()))
+    ok(f"redaction of {endpoint.name}: {listed or 'none'}")
+
+
 @endpoints.command("delete")
 def delete(ctx: typer.Context, name: str) -> None:
     """Delete an endpoint; the gateway stops serving it."""

@@ -3,7 +3,8 @@
 ``Client()`` or ``Client("./path")`` or ``Client("postgresql+psycopg://...")`` works
 in-process on a workspace; ``Client("http://host:8080")`` talks to a server. Both expose the
 same services (``client.registry``, ``client.tracking``, ``client.projects``,
-``client.identities``, ``client.audit``) and the conveniences below.
+``client.identities``, ``client.audit``, ``client.access``, ``client.policies``,
+``client.approvals``...) and the conveniences below.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from modelyard.config import Settings
 from modelyard.errors import InvalidInput
 from modelyard.registry import Alias, DatasetLink, ModelVersion
-from modelyard.registry.files import version_dir
 from modelyard.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -55,9 +55,18 @@ class Client:
             self.tracking: Any = http.HttpTracking(transport, self._artifacts)
             self.projects: Any = http.HttpProjects(transport)
             self.identities: Any = http.HttpIdentities(transport)
+            self.limits: Any = http.HttpLimits(transport)
             self.audit: Any = http.HttpAudit(transport)
             self.endpoints: Any = http.HttpEndpoints(transport)
             self.monitoring: Any = http.HttpMonitoring(transport)
+            from modelyard.client import http_governance
+
+            self.access: Any = http_governance.HttpAccess(transport)
+            self.policies: Any = http_governance.HttpPolicies(transport)
+            self.approvals: Any = http_governance.HttpApprovals(transport)
+            from modelyard.client.http_signing import HttpKeys
+
+            self.keys: Any = HttpKeys(transport)
         else:
             ws = Workspace.open(_settings_for(uri, settings))
             self.settings = ws.settings
@@ -66,9 +75,14 @@ class Client:
             self.tracking = ws.tracking
             self.projects = ws.projects
             self.identities = ws.identities
+            self.limits = ws.limits
             self.audit = ws.audit
             self.endpoints = ws.endpoints
             self.monitoring = ws.monitoring
+            self.access = ws.access
+            self.policies = ws.policies
+            self.approvals = ws.approvals
+            self.keys = ws.signing
             self._artifacts = ws.artifacts
         self.workspace = ws  # None over HTTP
 
@@ -176,11 +190,19 @@ class Client:
         return digest
 
     def load_model(self, uri: str | ModelVersion, *, trusted: bool = False) -> Predictor:
-        """Load ``models:/name@alias`` (or ``/3``, ``/latest``) to a predictor, files verified."""
+        """Load ``models:/name@alias`` (or ``/3``, ``/latest``) to a predictor, its signature
+        and files verified (see governance/signing.py; MODELYARD_REQUIRE_SIGNED_MODELS)."""
         from modelyard.formats import load_model
+        from modelyard.governance.signing import verified_dir
 
         version = uri if isinstance(uri, ModelVersion) else self.registry.resolve(uri)
-        path = version_dir(self._artifacts, version, self.settings.cache_dir)
+        path = verified_dir(
+            self._artifacts,
+            version,
+            self.settings.cache_dir,
+            self.registry.get_signature(version.model, version.version),
+            require=self.settings.require_signed_models,
+        )
         return load_model(path, trusted=trusted)
 
     def set_alias(self, name: str, alias: str, version: int) -> Alias:

@@ -22,6 +22,9 @@ from pydantic import BaseModel, TypeAdapter
 from modelyard import errors, jsonio
 from modelyard.artifacts import digest_of_file
 from modelyard.governance import AuditRecord, Identity, IssuedToken, Token, User
+from modelyard.governance.audit import Checkpoint
+from modelyard.governance.limits import PredictionLimit
+from modelyard.governance.signing import ModelSignature, SignatureCheck
 from modelyard.monitoring.alerts import Alert, AlertRule, AlertRuleSpec
 from modelyard.monitoring.config import MonitorConfig
 from modelyard.monitoring.entities import (
@@ -44,7 +47,8 @@ from modelyard.registry import (
     RetentionResult,
     VersionRuntime,
 )
-from modelyard.serving.entities import Endpoint
+from modelyard.registry.history import AliasAt, AliasHistory
+from modelyard.serving.entities import Endpoint, GuardStatus
 from modelyard.tracking.entities import (
     Dataset,
     Experiment,
@@ -62,6 +66,7 @@ if TYPE_CHECKING:  # their modules import numpy and pyarrow: loaded by the calls
         PendingFeedback,
     )
     from modelyard.monitoring.performance import PerformanceReport
+    from modelyard.monitoring.redaction import ForgetResult
 
 M = TypeVar("M", bound=BaseModel)
 API = "/api/v1"
@@ -93,7 +98,14 @@ class HttpTransport:
                 kwargs["content"] = jsonio.dumps(body)
                 kwargs.setdefault("headers", {})["content-type"] = "application/json"
         try:
-            response = self.http.request(method, API + path, **kwargs)
+            try:
+                response = self.http.request(method, API + path, **kwargs)
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+                # A kept-alive connection the server closed as this request went out (it does
+                # after a download it had to abort): a read is safe to send once more.
+                if method not in ("GET", "HEAD"):
+                    raise
+                response = self.http.request(method, API + path, **kwargs)
         except httpx.TransportError as exc:
             raise errors.ModelyardError(
                 f"cannot reach the modelyard server at {self.url} ({exc}); "
@@ -324,16 +336,29 @@ class HttpRegistry:
         body = {"keep_last": keep_last, "min_age_days": min_age_days, "dry_run": dry_run}
         return self.t.send("POST", f"/models/{_q(name)}/retention", RetentionResult, body)
 
-    def set_alias(self, name: str, alias: str, version: int) -> Alias:
-        return self.t.send(
-            "PUT", f"/models/{_q(name)}/aliases/{_q(alias)}", Alias, {"version": version}
-        )
+    def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> Alias:
+        body = {"version": version, "reason": reason}
+        return self.t.send("PUT", f"/models/{_q(name)}/aliases/{_q(alias)}", Alias, body)
 
     def get_alias(self, name: str, alias: str) -> Alias:
         return self.t.get(f"/models/{_q(name)}/aliases/{_q(alias)}", Alias)
 
-    def delete_alias(self, name: str, alias: str) -> None:
-        self.t.request("DELETE", f"/models/{_q(name)}/aliases/{_q(alias)}")
+    def delete_alias(self, name: str, alias: str, *, reason: str = "") -> None:
+        params = {"reason": reason} if reason else {}
+        self.t.request("DELETE", f"/models/{_q(name)}/aliases/{_q(alias)}", params=params)
+
+    def alias_history(
+        self, name: str, alias: str, limit: int = 100, *, as_of: datetime | str | None = None
+    ) -> AliasHistory:
+        return self.t.get(
+            f"/models/{_q(name)}/aliases/{_q(alias)}/history",
+            AliasHistory,
+            limit=limit,
+            as_of=as_of.isoformat() if isinstance(as_of, datetime) else as_of,
+        )
+
+    def alias_at(self, name: str, alias: str, at: datetime | str) -> AliasAt:
+        return AliasAt.of(self.alias_history(name, alias, 1, as_of=at))
 
     def resolve(self, uri: str) -> ModelVersion:
         return self.t.get("/resolve", ModelVersion, uri=str(uri))
@@ -357,6 +382,17 @@ class HttpRegistry:
     def lineage(self, name: str, version: int) -> Lineage:
         return self.t.get(f"/models/{_q(name)}/versions/{version}/lineage", Lineage)
 
+    def sign_version(self, name: str, version: int) -> ModelSignature:
+        path = f"/models/{_q(name)}/versions/{version}/signature"
+        return self.t.send("POST", path, ModelSignature)
+
+    def get_signature(self, name: str, version: int) -> ModelSignature:
+        return self.t.get(f"/models/{_q(name)}/versions/{version}/signature", ModelSignature)
+
+    def verify_version(self, name: str, version: int) -> SignatureCheck:
+        path = f"/models/{_q(name)}/versions/{version}/signature/verify"
+        return self.t.get(path, SignatureCheck)
+
 
 class VerifyReport(BaseModel):
     ok: bool
@@ -364,6 +400,7 @@ class VerifyReport(BaseModel):
     head: str
     broken_at: int | None = None
     reason: str = ""
+    checkpoint: str = ""
 
 
 class HttpIdentities:
@@ -413,6 +450,38 @@ class HttpIdentities:
         return self.t.send("DELETE", f"/tokens/{_q(token_id)}", Token)
 
 
+class HttpLimits:
+    """:class:`~modelyard.governance.limits.LimitService` over HTTP."""
+
+    def __init__(self, t: HttpTransport) -> None:
+        self.t = t
+
+    def set(
+        self,
+        *,
+        endpoint: str | None = None,
+        token: str | None = None,
+        rate: float | int | str | None = None,
+        burst: int | None = None,
+        daily: int | None = None,
+    ) -> PredictionLimit:
+        body = {"endpoint": endpoint, "token": token, "rate": rate, "burst": burst, "daily": daily}
+        return self.t.send("PUT", "/limits", PredictionLimit, body)
+
+    def list(
+        self, *, endpoint: str | None = None, token: str | None = None
+    ) -> list[PredictionLimit]:
+        params = {k: v for k, v in {"endpoint": endpoint, "token": token}.items() if v is not None}
+        response = self.t.request("GET", "/limits", params=params)
+        return TypeAdapter(list[PredictionLimit]).validate_json(response.content)
+
+    def get(self, limit_id: str) -> PredictionLimit:
+        return self.t.get(f"/limits/{_q(limit_id)}", PredictionLimit)
+
+    def delete(self, limit_id: str) -> None:
+        self.t.request("DELETE", f"/limits/{_q(limit_id)}")
+
+
 class HttpAudit:
     """:class:`~modelyard.governance.AuditLog` over HTTP."""
 
@@ -442,8 +511,14 @@ class HttpAudit:
             page_token=encode_token(offset) if offset else None,
         )
 
-    def verify(self) -> VerifyReport:
-        return self.t.get("/audit/verify", VerifyReport)
+    def verify(self, checkpoint: Checkpoint | Mapping[str, Any] | None = None) -> VerifyReport:
+        if checkpoint is None:
+            return self.t.get("/audit/verify", VerifyReport)
+        body = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.parse(checkpoint)
+        return self.t.send("POST", "/audit/verify", VerifyReport, body.model_dump(mode="json"))
+
+    def checkpoint(self) -> Checkpoint:
+        return self.t.send("POST", "/audit/checkpoint", Checkpoint)
 
 
 class HttpTracking:
@@ -720,6 +795,9 @@ class HttpEndpoints:
         }
         return self.t.send("PATCH", f"/endpoints/{_q(name)}", Endpoint, body)
 
+    def guard_status(self, name: str) -> GuardStatus:
+        return self.t.get(f"/endpoints/{_q(name)}/guard", GuardStatus)
+
     def delete(self, name: str) -> None:
         self.t.request("DELETE", f"/endpoints/{_q(name)}")
 
@@ -868,6 +946,14 @@ class HttpMonitoring:
 
     def kpis(self, project: str, **kw: Any) -> list[KpiEvaluation]:
         return self._list("/monitoring/kpis", list[KpiEvaluation], project=project, **kw)
+
+    def forget(self, endpoint: str, key: str, value: str) -> ForgetResult:
+        from modelyard.monitoring.redaction import ForgetResult
+
+        body = {"key": key, "value": str(value)}
+        return self.t.send(
+            "POST", f"/monitoring/endpoints/{_q(endpoint)}/forget", ForgetResult, body
+        )
 
 
 def _param(value: Any) -> Any:

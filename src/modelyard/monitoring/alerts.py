@@ -24,6 +24,10 @@ Every opening, escalation and resolution is (a) audited in the same transaction,
 as JSON to the rule's webhooks after commit, from a background thread with retries (the
 outcome is appended to the alert's ``notifications``), and (c) published to in-process
 subscribers (:meth:`AlertService.subscribe`) as an :class:`AlertEvent`.
+
+An ``extraction`` rule's metrics are not in the monitor's observation: :meth:`AlertService.
+evaluate` adds them (see :mod:`modelyard.monitoring.extraction`) when such a rule watches the
+window, and its alerts' evidence names the suspect callers and why.
 """
 
 from __future__ import annotations
@@ -61,12 +65,14 @@ from modelyard.store.schema import MAX_INTEGER
 from modelyard.store.tables import AlertRow, AlertRuleRow, MonitorConfigRow
 
 if TYPE_CHECKING:
+    from modelyard.monitoring.extraction import ExtractionReport
     from modelyard.workspace import Workspace
 
 log = logging.getLogger("modelyard.monitoring.alerts")
 
 __all__ = [
     "ACTIVE",
+    "EXTRACTION_METRICS",
     "PERFORMANCE_METRICS",
     "VOLUME_METRICS",
     "Alert",
@@ -79,7 +85,7 @@ __all__ = [
     "WebhookPolicy",
 ]
 
-AlertKind = Literal["drift", "performance", "kpi", "latency", "error_rate", "volume"]
+AlertKind = Literal["drift", "performance", "kpi", "latency", "error_rate", "volume", "extraction"]
 Op = Literal[">", ">=", "<", "<="]
 AlertStatus = Literal["open", "escalated", "resolved"]
 EventKind = Literal["opened", "escalated", "resolved"]
@@ -95,6 +101,17 @@ PERFORMANCE_METRICS = frozenset(
 #: Metrics a ``volume`` rule may watch: traffic per window, and ``idle_windows``, the number
 #: of consecutive windows up to this one in which the endpoint answered no request.
 VOLUME_METRICS = frozenset({"requests", "rows", "throughput_rps", "idle_windows"})
+
+#: Metrics an ``extraction`` rule may watch: callers flagged in the window, and the highest
+#: near-duplicate share, grid share and volume ratio of a caller (monitoring/extraction.py).
+EXTRACTION_METRICS = frozenset(
+    {
+        "extraction_suspects",
+        "extraction_near_duplicates",
+        "extraction_grid",
+        "extraction_volume_ratio",
+    }
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: The longest an alert may stay open before it escalates (a year, in seconds).
@@ -117,6 +134,7 @@ _SAMPLES_BY_KIND = {
     "error_rate": "requests",
     "kpi": "samples",
     "volume": "requests",
+    "extraction": "rows",
 }
 # The observation keys kept as an alert's evidence, by kind: (exact names, prefixes).
 _EVIDENCE: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
@@ -129,6 +147,7 @@ _EVIDENCE: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "error_rate": (frozenset({"errors", "requests", "error_rate", "rows"}), ()),
     "kpi": (frozenset({"samples"}), ("kpi.",)),
     "volume": (VOLUME_METRICS | {"errors"}, ()),
+    "extraction": (EXTRACTION_METRICS, ()),
 }
 
 
@@ -207,6 +226,7 @@ METRIC_HELP = {
     "latency": "use a latency_* metric such as latency_p99_ms",
     "error_rate": "use error_rate or errors",
     "volume": "use " + ", ".join(sorted(VOLUME_METRICS)),
+    "extraction": "use " + ", ".join(sorted(EXTRACTION_METRICS)),
 }
 
 
@@ -225,6 +245,8 @@ def metric_fits(kind: str, metric: str) -> bool:
         return metric in ("error_rate", "errors")
     if kind == "volume":
         return metric in VOLUME_METRICS
+    if kind == "extraction":
+        return metric in EXTRACTION_METRICS
     return False
 
 
@@ -463,6 +485,13 @@ class AlertService:
         # Most (endpoint, window) pairs have no rule: find out without taking the write lock.
         if not self.has_rules(endpoint, window, kinds):
             return []
+        details = None  # an extraction rule's evidence: the suspects, named
+        report = self._extraction(endpoint, window, window_start, kinds)
+        if report is not None:
+            observation = {**observation, **report.observation()}
+            if isinstance(samples, Mapping):
+                samples = {**samples, **dict.fromkeys(EXTRACTION_METRICS, report.rows)}
+            details = report.evidence()
         pending = _Pending()
         changed: list[Alert] = []
         with self.store.write(self.ws.actor) as tx:
@@ -484,6 +513,8 @@ class AlertService:
                 if value is None or (spec.kind != "volume" and count < spec.min_samples):
                     continue  # insufficient: neither fires nor resolves
                 check = _Check(rule, spec, window_start, value, count, now, self.ws.actor, late)
+                if spec.kind == "extraction":
+                    check.details = details
                 outcome = check.apply(s, observation)
                 if outcome is None:
                     continue
@@ -496,6 +527,23 @@ class AlertService:
                 changed.append(pending.add(what, row, rule))
         self._publish(pending)
         return changed
+
+    def _extraction(
+        self, endpoint: str, window: int, start: datetime, kinds: Collection[str] | None
+    ) -> ExtractionReport | None:
+        """The window's callers judged, when an extraction rule watches it (None: none, or
+        the log could not be read: the rule then sees an insufficient window)."""
+        if kinds is not None and "extraction" not in kinds:
+            return None
+        if not self.has_rules(endpoint, window, ("extraction",)):
+            return None
+        from modelyard.monitoring.extraction import observe
+
+        try:
+            return observe(self.ws, endpoint, start, window)
+        except Exception:
+            log.exception("extraction analysis of %s from %s failed", endpoint, start)
+            return None
 
     def has_rules(
         self, endpoint: str, window: int | None = None, kinds: Collection[str] | None = None
@@ -685,6 +733,7 @@ class _Check:
     now: datetime
     actor: str
     late: bool = False
+    details: Mapping[str, Any] | None = None  # more evidence (an extraction rule's suspects)
 
     def apply(
         self, s: Session, observation: Mapping[str, float | None]
@@ -753,6 +802,7 @@ class _Check:
                 "latest": latest,
                 "breaching_windows": 1,
                 **({"late_labels": True} if self.late else {}),
+                **(self.details or {}),
             },
             opened_at=self.now,
             escalated_at=None,

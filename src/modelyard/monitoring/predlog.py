@@ -16,7 +16,16 @@ Arrow table with one row per predicted row:
 request, logged by :meth:`PredictionLog.log_error` with no inputs or outputs), then
 ``in__<name>`` per input and ``out__<name>`` per output: a scalar per row for 1-D arrays, a
 fixed-size list per row for 2-D arrays (class probabilities) and nested fixed-size lists for
-more dimensions.
+more dimensions. Rows scored by an endpoint's input guard also have ``guard_score``
+(float32, the row's novelty in [0, 1]; null in rows logged without a guard, and absent from
+segments that hold none, as in those written before guards existed). Rows of requests that
+came with an API token have ``caller`` (string: the token's id, or the user's name for a
+caller without one; null for requests without, and absent from segments that hold none).
+
+An endpoint's personal input columns (:meth:`PredictionLog.set_redaction`, see
+:mod:`modelyard.monitoring.redaction`) are dropped, hashed or masked by the writer thread
+before they become Arrow: the segments never hold their values. The redaction applied is
+the endpoint's when the writer takes the record, a few milliseconds after it was logged.
 
 A group becomes a segment when it reaches ``segment_rows`` rows (longer groups are cut at
 exactly ``segment_rows``; a multi-row request may straddle two segments) or when its oldest
@@ -47,6 +56,7 @@ import pyarrow.parquet as pq
 from ulid import ULID
 
 if TYPE_CHECKING:
+    from modelyard.monitoring.redaction import Redaction
     from modelyard.store.tables import PredictionSegmentRow
     from modelyard.workspace import Workspace
 
@@ -72,6 +82,10 @@ BASE_SCHEMA = pa.schema(
 
 INPUT_PREFIX = "in__"
 OUTPUT_PREFIX = "out__"
+#: Each row's novelty score from the endpoint's input guard (see serving/guard.py).
+GUARD_SCORE = "guard_score"
+#: Who sent each row's request (see :meth:`PredictionLog.log`).
+CALLER = "caller"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_ARRAYS: Mapping[str, Any] = {}
@@ -89,6 +103,8 @@ _LATENCY: Final = 7
 _AT: Final = 8
 _SHADOW: Final = 9
 _STATUS: Final = 10
+_GUARD: Final = 11
+_CALLER: Final = 12
 
 Record = tuple[
     str,
@@ -102,6 +118,8 @@ Record = tuple[
     datetime | float,
     bool,
     int,
+    "np.ndarray | None",
+    str | None,
 ]
 # (name, dtype kind, trailing shape) per column: records with equal signatures share a segment.
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
@@ -201,6 +219,8 @@ class PredictionLog:
         self._flush_cond = threading.Condition()
         self._flush_requested = 0
         self._flush_done = 0
+        #: Endpoint -> what its personal input columns become (read by the writer thread).
+        self._redactions: dict[str, Redaction] = {}
 
     # -- hot path ---------------------------------------------------------------------------
 
@@ -217,11 +237,14 @@ class PredictionLog:
         latency_ms: float,
         at: datetime | None = None,
         shadow: bool = False,
+        guard: np.ndarray | None = None,
+        caller: str | None = None,
     ) -> bool:
         """Queue one answered request of ``rows`` predicted rows; ``False`` if it was dropped.
 
         O(1) and non-blocking: the arrays are kept by reference and converted later by the
-        writer thread. ``at`` defaults to now.
+        writer thread. ``at`` defaults to now; ``guard``: each row's novelty score;
+        ``caller``: who sent it (an API token's id; None: no token).
         """
         # Appending under the lock keeps close() exact: once it has set _closed, nothing
         # more reaches the queue. The lock is held for a check, an add and an append.
@@ -244,6 +267,8 @@ class PredictionLog:
                     time.time() if at is None else at,
                     shadow,
                     200,
+                    guard,
+                    caller,
                 )
             )
         return True
@@ -282,9 +307,18 @@ class PredictionLog:
                     time.time() if at is None else at,
                     False,
                     status,
+                    None,
+                    None,
                 )
             )
         return True
+
+    def set_redaction(self, endpoint: str, redaction: Redaction | None) -> None:
+        """What the writer does to ``endpoint``'s personal input columns from now on."""
+        if redaction is None:
+            self._redactions.pop(endpoint, None)
+        else:
+            self._redactions[endpoint] = redaction
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -406,13 +440,28 @@ class PredictionLog:
                     del self._groups[key]
 
     def _add(self, record: Record) -> None:
-        endpoint, model, version, request_id, raw_in, raw_out, rows, latency, at, shadow, status = (
-            record
-        )
+        (
+            endpoint,
+            model,
+            version,
+            request_id,
+            raw_in,
+            raw_out,
+            rows,
+            latency,
+            at,
+            shadow,
+            status,
+            guard,
+            caller,
+        ) = record
         try:
+            redaction = self._redactions.get(endpoint)
+            if redaction is not None and raw_in:
+                raw_in = redaction.apply(raw_in)
             inputs, in_signature = _prepare(raw_in, rows)
             outputs, out_signature = _prepare(raw_out, rows)
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:  # a record that cannot be redacted is not written raw
             self._invalid_records += 1
             self._lose(rows)
             log.warning(
@@ -438,6 +487,8 @@ class PredictionLog:
                 at,
                 shadow,
                 status,
+                guard,
+                caller,
             )
         )
         group.rows += rows
@@ -510,7 +561,7 @@ class PredictionLog:
     def _write_segment(self, endpoint: str, table: pa.Table) -> None:
         rows = table.num_rows
         try:
-            data = _parquet_bytes(table)
+            data = segment_bytes(table)
             bounds = _compute().min_max(table["at"]).as_py()
             start_at, end_at = bounds["min"], bounds["max"]
         except Exception:
@@ -712,6 +763,17 @@ def _to_table(group: _Group) -> pa.Table:
         "shadow": pa.array(per_row(shadows), pa.bool_()),
         "status": pa.array(per_row(statuses), pa.int16()),
     }
+    if any(r[_GUARD] is not None for r in records):
+        scores = np.concatenate(
+            [
+                np.full(r[_ROWS], np.nan, np.float32) if r[_GUARD] is None else r[_GUARD]
+                for r in records
+            ]
+        ).astype(np.float32, copy=False)
+        columns[GUARD_SCORE] = pa.array(scores, pa.float32(), mask=np.isnan(scores))
+    if any(r[_CALLER] is not None for r in records):
+        callers = np.array([r[_CALLER] for r in records], dtype=object)
+        columns[CALLER] = pa.array(per_row(callers), pa.string())
     found = [getattr(r[_INPUTS], "matrix", None) for r in records]
     matrices: list[np.ndarray] = [m for m in found if m is not None]
     if group.inputs and len(matrices) == n:  # one join, not one per column
@@ -762,7 +824,8 @@ def _compute() -> Any:
     return pc
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def segment_bytes(table: pa.Table) -> bytes:
+    """A segment's Parquet file (zstd), as the log writes them."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return bytes(sink.getvalue().to_pybytes())

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     )
     from modelyard.monitoring.performance import PerformanceReport
     from modelyard.monitoring.profiles import Profile
+    from modelyard.monitoring.redaction import ForgetResult
     from modelyard.monitoring.windows import WindowContent, WindowProfiler
     from modelyard.registry.entities import ModelVersion
     from modelyard.workspace import Workspace
@@ -224,12 +225,11 @@ class MonitoringService:
         from modelyard.formats import load_model
         from modelyard.monitoring.profiles import Profile
         from modelyard.monitoring.windows import OUTPUT_FEATURE_PREFIX
-        from modelyard.registry.files import version_dir
 
         frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(dict(data))
         if frame.empty:
             raise InvalidInput("the reference data has no rows")
-        path = version_dir(self.ws.artifacts, version, self.ws.settings.cache_dir)
+        path = self.ws.registry.local_path(version)  # signature checked, as every load
         predictor = load_model(path, trusted=trusted or self.ws.settings.trust_pickled_models)
         names = [spec.name for spec in predictor.signature.inputs]
         if predictor.signature.kind == "columns":
@@ -568,6 +568,18 @@ class MonitoringService:
             row = tx.session.get(MonitorLeaseRow, LEASE)
             if row is not None and row.owner == self.owner:
                 tx.session.delete(row)
+
+    # -- the prediction log ----------------------------------------------------------------------
+
+    def forget(self, endpoint: str, key: str, value: str) -> ForgetResult:
+        """Remove one subject's rows from ``endpoint``'s prediction log: those whose input
+        ``key`` is ``value`` (or its HMAC, if the column is hashed). Audited without the value;
+        profiles of windows closed already are not recomputed."""
+        from modelyard.monitoring.redaction import forget
+
+        if not key:
+            raise InvalidInput("name the key column, e.g. --key customer_id=C123")
+        return forget(self.ws, self.windows.log, endpoint, key, str(value))
 
     # -- feedback, alerts and KPIs (the domain services, behind one facade) ---------------------
 

@@ -32,6 +32,7 @@ from modelyard.errors import (
     MissingExtra,
     NotFound,
 )
+from modelyard.governance.entities import Permission
 from modelyard.page import Page, check_limit, decode_token
 from modelyard.registry.entities import (
     MAX_RETENTION_DAYS,
@@ -47,7 +48,6 @@ from modelyard.registry.entities import (
     VersionRuntime,
     check_card_sections,
 )
-from modelyard.registry.files import version_dir
 from modelyard.registry.uri import (
     ModelRef,
     check_alias,
@@ -68,7 +68,13 @@ from modelyard.store.tables import (
 
 if TYPE_CHECKING:
     from modelyard.formats import Predictor
+    from modelyard.governance.policies import MoveClearance
+    from modelyard.governance.signing import ModelSignature, SignatureCheck, Signer
+    from modelyard.registry.history import AliasAt, AliasHistory
     from modelyard.workspace import Workspace
+
+#: The longest reason an alias move may give (it goes to the audit record).
+MAX_REASON = 2000
 
 
 def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
@@ -155,6 +161,9 @@ class RegistryService:
         project: str | None = None,
     ) -> RegisteredModel:
         """Register a new model name."""
+        self.ws.access.require(
+            Permission.write, model=name, project=project, action="create models"
+        )
         check_model_name(name)
         checked = _check_tags(tags)
         project_id = self.ws.projects.resolve_id(project) if project else None
@@ -257,6 +266,9 @@ class RegistryService:
         project: str | None = None,
     ) -> RegisteredModel:
         """Change a model's description, tags or project; only what is given changes."""
+        self.ws.access.require(Permission.write, model=name, action="change models")
+        if project:
+            self.ws.access.require(Permission.write, project=project, action="add models")
         checked = _check_tags(tags)
         remove = list(remove_tags)
         project_id = self.ws.projects.resolve_id(project) if project else None
@@ -284,6 +296,7 @@ class RegistryService:
 
     def archive_model(self, name: str, archived: bool = True) -> RegisteredModel:
         """Hide a model from listings (``archived=False`` restores it); its versions stay."""
+        self.ws.access.require(Permission.write, model=name, action="archive models")
         with self.store.write(self.ws.actor) as tx:
             row = self._model_row(tx.session, name)
             tx.record(
@@ -299,6 +312,7 @@ class RegistryService:
 
     def delete_model(self, name: str) -> None:
         """Delete an archived model with all its versions and aliases."""
+        self.ws.access.require(Permission.write, model=name, action="delete models")
         with self.store.write(self.ws.actor) as tx:
             row = self._model_row(tx.session, name)
             if not row.archived:
@@ -327,6 +341,7 @@ class RegistryService:
 
         The model is created first when it does not exist and ``create_model`` is true.
         """
+        self.ws.access.require(Permission.write, model=name, action="register versions")
         check_model_name(name)
         checked = _check_tags(tags)
         manifest = _checked_manifest(self.ws.artifacts, manifest_digest)
@@ -337,6 +352,7 @@ class RegistryService:
             d if isinstance(d, DatasetLink) else DatasetLink.model_validate(d) for d in datasets
         ]
         card = self._generated_card(name, manifest, description, run_id, links)
+        signer = self.ws.signing.signer()  # None: no signing key; signed in the same transaction
         now = datetime.now(UTC)
         # Registrations of one model serialise on its row lock in the database anyway; queueing
         # them here first keeps one transaction per process waiting there instead of every
@@ -354,6 +370,7 @@ class RegistryService:
                 description=description,
                 source=source,
                 now=now,
+                signer=signer,
             )
             try:
                 return insert(create_model=create_model)
@@ -375,6 +392,7 @@ class RegistryService:
         source: str,
         create_model: bool,
         now: datetime,
+        signer: Signer | None = None,
     ) -> ModelVersion:
         # Everything between the counter bump and the commit holds the model row's lock, so
         # it is kept to a few Core statements with every value prepared beforehand.
@@ -429,6 +447,16 @@ class RegistryService:
                     ],
                 )
             tx.record("version.create", "model_version", f"{name}/{number}", after=audit_after)
+            if signer is not None:
+                self.ws.signing.add_signature(
+                    tx,
+                    signer,
+                    version_id=values["id"],
+                    model=name,
+                    version=number,
+                    manifest_digest=manifest_digest,
+                    manifest=manifest,
+                )
         return self._version_entity(ModelVersionRow(**values), name, tags, [], links)
 
     @staticmethod
@@ -501,6 +529,7 @@ class RegistryService:
         remove_tags: Iterable[str] = (),
     ) -> ModelVersion:
         """Change a version's description or tags. Its files and manifest never change."""
+        self.ws.access.require(Permission.write, model=name, action="change versions")
         checked = _check_tags(tags)
         remove = list(remove_tags)
         with self.store.write(self.ws.actor) as tx:
@@ -525,6 +554,7 @@ class RegistryService:
 
     def archive_version(self, name: str, version: int, archived: bool = True) -> ModelVersion:
         """Archive a version (or restore it); an aliased version cannot be archived."""
+        self.ws.access.require(Permission.write, model=name, action="archive versions")
         with self.store.write(self.ws.actor) as tx:
             model = self._model_row(tx.session, name)
             row = self._version_row(tx.session, model, version)
@@ -544,6 +574,7 @@ class RegistryService:
 
     def delete_version(self, name: str, version: int) -> None:
         """Delete a version's record; refused while an alias points at it."""
+        self.ws.access.require(Permission.write, model=name, action="delete versions")
         with self.store.write(self.ws.actor) as tx:
             model = self._model_row(tx.session, name)
             row = self._version_row(tx.session, model, version)
@@ -564,6 +595,7 @@ class RegistryService:
 
         Aliased versions are always kept. ``dry_run`` only reports what would go.
         """
+        self.ws.access.require(Permission.write, model=name, action="delete versions")
         if keep_last < 1:
             raise InvalidInput(
                 "keep_last must be at least 1: a retention rule never deletes every version"
@@ -596,9 +628,19 @@ class RegistryService:
 
     # --- aliases ----------------------------------------------------------------------
 
-    def set_alias(self, name: str, alias: str, version: int) -> Alias:
-        """Point ``alias`` at ``version`` in one atomic step; readers see old or new."""
+    def set_alias(
+        self, name: str, alias: str, version: int, *, reason: str = "", gates_passed: bool = False
+    ) -> Alias:
+        """Point ``alias`` at ``version`` in one atomic step; readers see old or new.
+
+        A protected alias (governance/policies.py) moves only as its policies allow: a 403
+        names the policy and what is missing. ``reason`` goes to the audit record;
+        ``gates_passed`` is for a pipeline promotion whose quality gates all passed.
+        """
         check_alias(alias)
+        if len(reason) > MAX_REASON:
+            raise InvalidInput(f"a reason is at most {MAX_REASON} characters")
+        clearance = self._clear_move(name, alias, version, gates_passed=gates_passed)
         now = datetime.now(UTC)
         with self.store.write(self.ws.actor) as tx:
             model = self._model_row(tx.session, name)
@@ -625,14 +667,35 @@ class RegistryService:
                     set_={"version": version, "updated_at": now},
                 )
             )
+            after: dict[str, Any] = {"version": version}
+            if reason:
+                after["reason"] = reason
+            if clearance.policies:
+                after["policies"] = clearance.policies
+            if clearance.approvals:
+                after["approvals"] = clearance.approvals
+            if gates_passed:
+                after["gates_passed"] = True
             tx.record(
                 "alias.set",
                 "model_alias",
                 f"{name}@{alias}",
                 None if previous is None else {"version": previous},
-                {"version": version},
+                after,
             )
         return Alias(model=name, alias=alias, version=version, updated_at=now)
+
+    def _clear_move(
+        self, name: str, alias: str, version: int | None, *, gates_passed: bool = False
+    ) -> MoveClearance:
+        """Whether the caller may move (None: delete) ``alias``: write on the model, and
+        whatever the alias policies covering it ask (:class:`Forbidden` if not)."""
+        action = "move aliases" if version is not None else "delete aliases"
+        self.ws.access.require(Permission.write, model=name, action=action)
+        project = self.get_model(name).project
+        return self.ws.policies.check_move(
+            name, alias, version, project=project, gates_passed=gates_passed
+        )
 
     def get_alias(self, name: str, alias: str) -> Alias:
         with self.store.read() as s:
@@ -651,8 +714,11 @@ class RegistryService:
                 model=name, alias=alias, version=found.version, updated_at=found.updated_at
             )
 
-    def delete_alias(self, name: str, alias: str) -> None:
+    def delete_alias(self, name: str, alias: str, *, reason: str = "") -> None:
+        """Remove ``alias``; a protected one only by an admin of the model."""
+        self.ws.access.require(Permission.write, model=name, action="delete aliases")
         current = self.get_alias(name, alias)
+        clearance = self._clear_move(name, alias, None)
         with self.store.write(self.ws.actor) as tx:
             model = self._model_row(tx.session, name)
             tx.session.execute(
@@ -660,8 +726,15 @@ class RegistryService:
                     ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias
                 )
             )
+            after: dict[str, Any] = {"reason": reason} if reason else {}
+            if clearance.policies:
+                after["policies"] = clearance.policies
             tx.record(
-                "alias.delete", "model_alias", f"{name}@{alias}", {"version": current.version}, None
+                "alias.delete",
+                "model_alias",
+                f"{name}@{alias}",
+                {"version": current.version},
+                after or None,
             )
 
     def resolve(self, uri: str | ModelRef) -> ModelVersion:
@@ -683,11 +756,27 @@ class RegistryService:
                 raise NotFound(f"model {ref.name!r} has no version yet; register one first")
             return self._versions(s, ref.name, [row])[0]
 
+    def alias_history(
+        self, name: str, alias: str, limit: int = 100, *, as_of: datetime | str | None = None
+    ) -> AliasHistory:
+        """The moves of an alias (who, when, from which version to which, why), newest
+        first, up to ``as_of`` (ISO 8601 with a zone; None: now); see registry/history.py."""
+        from modelyard.registry.history import alias_history
+
+        return alias_history(self.ws, name, alias, limit=limit, as_of=as_of)
+
+    def alias_at(self, name: str, alias: str, at: datetime | str) -> AliasAt:
+        """Where an alias pointed at ``at``, and the move that put it there."""
+        from modelyard.registry.history import alias_at
+
+        return alias_at(self.ws, name, alias, at)
+
     # --- loading ----------------------------------------------------------------------
 
     def local_path(self, version: ModelVersion) -> Path:
-        """A local directory with the version's files, each verified against its digest."""
-        return version_dir(self.ws.artifacts, version, self.ws.settings.cache_dir)
+        """A local directory with the version's files, each verified against its digest, after
+        its signature check (see governance/signing.py)."""
+        return self.ws.signing.local_copy(version)
 
     def load_model(self, uri: str | ModelVersion, *, trusted: bool = False) -> Predictor:
         """Load a version (by URI or entity) into a :class:`~modelyard.formats.Predictor`."""
@@ -695,6 +784,18 @@ class RegistryService:
 
         version = self.resolve(uri) if isinstance(uri, str) else uri
         return load_model(self.local_path(version), trusted=trusted)
+
+    def sign_version(self, name: str, version: int) -> ModelSignature:
+        """Sign an existing version with the signing key (or re-sign it with a new one)."""
+        return self.ws.signing.sign_version(name, version)
+
+    def get_signature(self, name: str, version: int) -> ModelSignature:
+        """A version's signature and its key's standing (``signed`` false: none)."""
+        return self.ws.signing.get_signature(name, version)
+
+    def verify_version(self, name: str, version: int) -> SignatureCheck:
+        """Check a version's signature and its stored files against the signed digests."""
+        return self.ws.signing.verify_version(name, version)
 
     def record_runtime(
         self,
@@ -707,6 +808,7 @@ class RegistryService:
         report: Mapping[str, Any],
     ) -> VersionRuntime:
         """Record how an optimised runtime compared with the version's native predictions."""
+        self.ws.access.require(Permission.write, model=name, action="record runtime checks")
         if artifact_digest is not None and not self.ws.artifacts.exists(artifact_digest):
             raise InvalidInput(f"no artifact {artifact_digest}; upload the runtime's file first")
         now = datetime.now(UTC)
@@ -769,6 +871,7 @@ class RegistryService:
 
     def update_card(self, name: str, version: int, sections: Mapping[str, Any]) -> ModelCard:
         """Replace the given sections of a version's card; others keep their text."""
+        self.ws.access.require(Permission.write, model=name, action="change model cards")
         check_card_sections(sections)
         with self.store.write(self.ws.actor) as tx:
             row = self._version_row(tx.session, self._model_row(tx.session, name), version)

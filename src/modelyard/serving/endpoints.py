@@ -21,6 +21,8 @@ from modelyard.serving.entities import (
     Batching,
     CacheConfig,
     Endpoint,
+    GuardConfig,
+    GuardStatus,
     TrafficPolicy,
 )
 from modelyard.serving.runtime import choose_runtime
@@ -61,10 +63,12 @@ class EndpointService:
         runtime: str = "auto",
         pinned: bool = False,
         timeout_ms: int = 10_000,
+        guard: GuardConfig | Mapping[str, Any] | None = None,
+        redact: Mapping[str, str] | None = None,
     ) -> Endpoint:
         """Create an endpoint serving ``target`` (every URI it names must resolve now)."""
         check_model_name(name)
-        fields = self._checked(target, policy, batching, cache, runtime, timeout_ms)
+        fields = self._checked(target, policy, batching, cache, runtime, timeout_ms, guard, redact)
         now = datetime.now(UTC)
         try:
             with self.store.write(self.ws.actor) as tx:
@@ -113,8 +117,13 @@ class EndpointService:
         runtime: str | None = None,
         pinned: bool | None = None,
         timeout_ms: int | None = None,
+        guard: GuardConfig | Mapping[str, Any] | None = None,
+        redact: Mapping[str, str] | None = None,
     ) -> Endpoint:
-        """Change the fields given; the gateway picks the change up within a second."""
+        """Change the fields given; the gateway picks the change up within a second.
+
+        ``redact`` replaces the endpoint's redaction whole (``{}``: none).
+        """
         current = self.get(name)
         fields = self._checked(
             target or current.target,
@@ -123,6 +132,8 @@ class EndpointService:
             current.cache if cache is None else cache,
             runtime or current.runtime,
             current.timeout_ms if timeout_ms is None else timeout_ms,
+            current.guard if guard is None else guard,
+            current.redact if redact is None else redact,
         )
         with self.store.write(self.ws.actor) as tx:
             row = self._row(tx.session, name)
@@ -144,6 +155,12 @@ class EndpointService:
             )
         self._changed()
         return endpoint
+
+    def guard_status(self, name: str) -> GuardStatus:
+        """The endpoint's input guard, and per version it serves whether it is active."""
+        from modelyard.serving.guard import guard_status
+
+        return guard_status(self.ws, self.get(name))
 
     def delete(self, name: str) -> None:
         with self.store.write(self.ws.actor) as tx:
@@ -169,8 +186,11 @@ class EndpointService:
         cache: Any,
         runtime: str,
         timeout_ms: int,
+        guard: Any = None,
+        redact: Any = None,
     ) -> dict[str, Any]:
         checked_policy = _model(TrafficPolicy, policy, "policy")
+        checked_redact = _redaction(redact, self.ws.settings)
         if runtime not in RUNTIMES:
             raise InvalidInput(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         if not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
@@ -183,6 +203,7 @@ class EndpointService:
             version = self.ws.registry.resolve(uri)  # NotFound names what is missing
             # Settle the runtime now (deploy time), so gateways start without converting.
             choose_runtime(self.ws, runtime, version)
+            _check_columns(checked_redact, version)
         return {
             "target": target,
             "policy": checked_policy.model_dump(mode="json"),
@@ -190,6 +211,8 @@ class EndpointService:
             "cache": _model(CacheConfig, cache, "cache").model_dump(mode="json"),
             "runtime": runtime,
             "timeout_ms": timeout_ms,
+            "guard": _model(GuardConfig, guard, "guard").model_dump(mode="json"),
+            "redact": checked_redact,
         }
 
     @staticmethod
@@ -211,7 +234,58 @@ def _endpoint(row: EndpointRow) -> Endpoint:
         runtime=row.runtime,
         pinned=row.pinned,
         timeout_ms=row.timeout_ms,
+        guard=GuardConfig.model_validate(row.guard or {}),
+        redact=dict(row.redact or {}),
         created_at=row.created_at,
         updated_at=row.updated_at,
         created_by=row.created_by,
     )
+
+
+REDACT_ACTIONS = ("drop", "hash", "mask")
+
+
+def _redaction(redact: Any, settings: Any) -> dict[str, str]:
+    """A checked ``redact`` field: column -> drop | hash | mask; hashing needs the key."""
+    from modelyard.monitoring.redaction import redaction_key
+
+    if redact is None:
+        return {}
+    if not isinstance(redact, Mapping):
+        raise InvalidInput(
+            'redact must map input columns to drop, hash or mask, e.g. {"email": "drop"}'
+        )
+    if len(redact) > 1000:
+        raise InvalidInput("redact names more than 1000 columns")
+    checked: dict[str, str] = {}
+    for column, action in redact.items():
+        if not isinstance(column, str) or not 0 < len(column) <= 256:
+            raise InvalidInput(f"redact: {column!r} is not a column name (1 to 256 characters)")
+        if action not in REDACT_ACTIONS:
+            raise InvalidInput(
+                f"redact: the action for {column!r} must be drop, hash or mask, not {action!r}"
+            )
+        checked[column] = action
+    hashed = sorted(c for c, a in checked.items() if a == "hash")
+    if hashed:
+        redaction_key(
+            settings,
+            required_for=f"hashing {', '.join(hashed)}",
+            otherwise="or --mask / --drop those columns instead",
+        )
+    return checked
+
+
+def _check_columns(redact: Mapping[str, str], version: Any) -> None:
+    """Each redacted column must be an input of ``version`` (a typo would log it raw)."""
+    if not redact:
+        return
+    inputs = [spec.get("name") for spec in (version.signature or {}).get("inputs", [])]
+    if not inputs:
+        return  # no recorded signature: nothing to check against
+    unknown = sorted(set(redact) - set(inputs))
+    if unknown:
+        raise InvalidInput(
+            f"redact: no input {', '.join(map(repr, unknown))} in models:/{version.model}/"
+            f"{version.version} (its inputs: {', '.join(map(str, inputs))}); name its columns"
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -47,6 +47,43 @@ class CacheConfig(BaseModel):
     ttl_seconds: float = Field(default=300.0, gt=0, le=366 * 86_400, allow_inf_nan=False)
 
 
+GuardPolicy = Literal["off", "log", "flag", "reject"]
+RedactAction = Literal["drop", "hash", "mask"]
+ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class GuardConfig(BaseModel):
+    """An input guard: each request's rows scored against the served version's reference.
+
+    ``log`` writes each row's novelty score to the prediction log; ``flag`` also answers with
+    an ``X-Modelyard-Guard`` header naming the rows at or above ``threshold``; ``reject``
+    answers 422 instead of predicting when any row is. See docs/governance.md (input guard).
+    """
+
+    policy: GuardPolicy = "off"
+    threshold: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
+
+
+class GuardVersion(BaseModel):
+    """Whether the guard can score one served version's requests, and why not."""
+
+    model: str
+    version: int
+    active: bool
+    reason: str = ""
+    features: list[str] = Field(default_factory=list)
+
+
+class GuardStatus(BaseModel):
+    """An endpoint's guard as the gateway applies it: its settings, and per version whether
+    it is active (inactive: the version has no reference profile)."""
+
+    endpoint: str
+    policy: GuardPolicy
+    threshold: float
+    versions: list[GuardVersion] = Field(default_factory=list)
+
+
 class Endpoint(BaseModel):
     id: str
     name: str
@@ -57,6 +94,10 @@ class Endpoint(BaseModel):
     runtime: Literal["auto", "native"] = "auto"
     pinned: bool = False
     timeout_ms: int = Field(default=10_000, ge=1, le=MAX_TIMEOUT_MS)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    #: Input columns marked personal: what the prediction log keeps of them (the model
+    #: still gets the real values). See docs/governance.md (redaction).
+    redact: dict[ColumnName, RedactAction] = Field(default_factory=dict, max_length=1000)
     created_at: datetime
     updated_at: datetime
     created_by: str = ""

@@ -34,12 +34,14 @@ from cachetools import TTLCache
 
 from modelyard.errors import BadRequest, ModelyardError, NotFound
 from modelyard.formats import Predictor, load_model, read_manifest
+from modelyard.governance.limits import Admission, LimitBook, LimitExceeded
 from modelyard.monitoring.predlog import PredictionLog
+from modelyard.monitoring.redaction import Redaction
 from modelyard.registry import ModelVersion
-from modelyard.registry.files import version_dir
 from modelyard.serving import plans
 from modelyard.serving.batcher import Overloaded
 from modelyard.serving.entities import Endpoint
+from modelyard.serving.guard import Guard, Inactive, apply_guard, load_guards
 from modelyard.serving.metrics import GatewayMetrics, gateway_families
 from modelyard.serving.plans import Plan, Resolved
 from modelyard.serving.pool import LoadedModel, ModelPool
@@ -96,6 +98,8 @@ class Served:
     cumulative: tuple[float, ...]
     shadow: LoadedModel | None = None
     cache: TTLCache[bytes, tuple[bytes, dict[str, Any]]] | None = None
+    #: With a guard on: each served version's, by (model, version) (see serving/guard.py).
+    guards: Mapping[tuple[str, int], Guard | Inactive] | None = None
 
     def pick(self) -> LoadedModel:
         """A model by weight; a single route costs no random draw."""
@@ -147,8 +151,16 @@ class Gateway:
         self.tokens: TokenCache | None = None
         if settings.auth:  # governance reads the metadata store: imported only when needed
             from modelyard.governance import TokenCache
+            from modelyard.governance.oidc import OidcVerifier
 
-            self.tokens = TokenCache(self.ws.identities, settings.token_cache_seconds)
+            self.tokens = TokenCache(
+                self.ws.identities,
+                settings.token_cache_seconds,
+                oidc=OidcVerifier.from_settings(settings),
+            )
+        #: Rate limits and daily quotas (see governance/limits.py): loaded by :meth:`start`.
+        self.limits = LimitBook()
+        self._limits_keeper: asyncio.Task[None] | None = None
         metrics_address = settings.metrics_host_port
         #: The port of ``--metrics-address``: connections to it get ``/metrics`` only.
         self.metrics_port = metrics_address[1] if metrics_address is not None else None
@@ -209,6 +221,11 @@ class Gateway:
             async with self._sync_lock:
                 await self._apply(cached)
             self._cached = cached
+        # Before the first answer: a restart must not forget what a daily quota has counted.
+        await self.limits.load(self.ws.limits)
+        self._limits_keeper = asyncio.create_task(
+            self.limits.keep(self.ws.limits, self.ws.settings.limits_flush_seconds)
+        )
         self._refresher = asyncio.create_task(self._refresh_forever(verify=cached is not None))
 
     async def stop(self) -> None:
@@ -216,6 +233,10 @@ class Gateway:
         if self._refresher is not None:
             self._refresher.cancel()
         await self.pool.close()
+        if self._limits_keeper is not None:
+            self._limits_keeper.cancel()
+            if self.limits.counting():  # what was answered since the last flush
+                await self.limits.sync(self.ws.limits)
         await asyncio.to_thread(self.log.close)
 
     async def _refresh_forever(self, *, verify: bool = False) -> None:
@@ -258,6 +279,11 @@ class Gateway:
             self._onnx_files.update(plan.onnx_files)
             current = state.served.get(plan.endpoint.name)
             if current is not None and _same(current, plan):
+                if current.guards is not None:  # a reference made or replaced since
+                    try:
+                        await self._refresh_guards(current)
+                    except Exception:  # the guards it has stay; the next sync tries again
+                        log.exception("endpoint %s: reloading its guard failed", plan.endpoint.name)
                 continue
             try:
                 state.served[plan.endpoint.name] = await self._serve(plan, current)
@@ -271,7 +297,11 @@ class Gateway:
                     exc,
                     exc_info=not isinstance(exc, ModelyardError),
                 )
-                state.not_ready[plan.endpoint.name] = f"{type(exc).__name__}: {exc}"
+                reason = f"{type(exc).__name__}: {exc}"
+                if current is not None:  # say what keeps answering meanwhile
+                    kept = ", ".join(str(m.version.version) for m in current.models)
+                    reason = f"still serving version {kept}; the new plan was refused: {reason}"
+                state.not_ready[plan.endpoint.name] = reason
                 state.not_ready_models[plan.endpoint.name] = plan.routes[0][0].model
         for name in list(state.served):
             if name not in wanted:
@@ -311,10 +341,29 @@ class Gateway:
                 if same_cache and current is not None
                 else TTLCache(maxsize=endpoint.cache.max_entries, ttl=endpoint.cache.ttl_seconds)
             )
-        return Served(endpoint, tuple(models), tuple(cumulative), shadow, cache)
+        guards = None
+        if endpoint.guard.policy != "off":
+            versions = [m.version for m in models]
+            guards = await asyncio.to_thread(load_guards, self.ws, versions)
+        self.log.set_redaction(
+            endpoint.name, Redaction.for_endpoint(endpoint.redact, self.ws.settings)
+        )
+        return Served(endpoint, tuple(models), tuple(cumulative), shadow, cache, guards)
+
+    async def _refresh_guards(self, served: Served) -> None:
+        """Swap in the guards of versions whose reference profile appeared or changed."""
+        assert served.guards is not None
+        versions = [m.version for m in served.models]
+        fresh = await asyncio.to_thread(load_guards, self.ws, versions)
+        if any(_stamp(fresh[k]) != _stamp(g) for k, g in served.guards.items()):
+            current = self.state.served.get(served.endpoint.name)
+            if current is served:
+                self.state.served[served.endpoint.name] = replace(served, guards=fresh)
 
     def _load(self, version: ModelVersion, runtime: str) -> Predictor:
-        native = version_dir(self.ws.artifacts, version, self.ws.settings.cache_dir)
+        # Checked once per load, never per request: the signature, then each file against
+        # its signed digest (governance/signing.py); a refusal keeps the old versions serving.
+        native = self.ws.signing.local_copy(version)
         if runtime == "onnx":
             from modelyard.formats.onnx_runtime import load_onnx_predictor
 
@@ -440,6 +489,7 @@ class Gateway:
             if caller is not None:
                 caller.require_predict(target)
             served = self.served(target)
+            admission = self.limits.admit(target, caller)  # 429 over a rate limit or quota
             loaded = served.pick() if version is None else served.by_version(version)
             if loaded is None:
                 versions = ", ".join(str(m.version.version) for m in served.models)
@@ -459,8 +509,8 @@ class Gateway:
                     if body is None:
                         self.metrics.errors.inc(label_name, "client_disconnected")
                         return None
-                payload, tag, request_id = await self._answer(
-                    served, loaded, protocol, body, headers, request_id, start
+                payload, tag, request_id, extra = await self._answer(
+                    served, loaded, protocol, body, headers, request_id, start, admission
                 )
             finally:
                 loaded.exit()
@@ -473,7 +523,7 @@ class Gateway:
         self.metrics.observe(
             label_name, loaded.version_label, protocol, 200, time.perf_counter() - start
         )
-        return Reply(200, payload, JSON, request_id, loaded.tag, tag)
+        return Reply(200, payload, JSON, request_id, loaded.tag, tag, extra)
 
     async def _reload(self, served: Served, evicted: LoadedModel) -> LoadedModel:
         """Load an evicted model on demand and put it back in its endpoint's snapshot."""
@@ -495,11 +545,12 @@ class Gateway:
         headers: Mapping[bytes, bytes],
         request_id: str,
         start: float,
-    ) -> tuple[bytes, bytes, str]:
-        """Decode, predict (or hit the cache), encode and log one request.
+        admission: Admission,
+    ) -> tuple[bytes, bytes, str, tuple[tuple[bytes, bytes], ...]]:
+        """Decode, guard, predict (or hit the cache), encode and log one request.
 
-        Returns the response body, the cache header's value and the request id (an OIP
-        request may carry its own).
+        Returns the response body, the cache header's value, the request id (an OIP
+        request may carry its own) and the guard's headers.
         """
         endpoint = served.endpoint
         model = loaded.version.model
@@ -525,6 +576,11 @@ class Gateway:
                 body, invocations_content_type(headers, model), signature, model=model
             )
             request = None
+        scores = None  # each row's novelty, with a guard
+        extra: tuple[tuple[bytes, bytes], ...] = ()
+        if served.guards is not None:  # before the cache: a rejected row is never answered
+            guard = served.guards.get((model, loaded.version.version))
+            scores, extra = apply_guard(endpoint.guard, guard, inputs, rows)
         # The cache saves the prediction, not the parsing: every answered request, cached or
         # not, is validated and reaches the prediction log that monitoring reads.
         cache = served.cache
@@ -550,6 +606,7 @@ class Gateway:
                 payload = mlflow_protocol.encode_predictions(outputs)
             if cache is not None:
                 cache[key] = (payload, outputs)
+        admission.charge(rows)  # answered: the rows count against its quotas
         self.log.log(
             endpoint=endpoint.name,
             model=model,
@@ -559,12 +616,14 @@ class Gateway:
             outputs=outputs,
             rows=rows,
             latency_ms=(time.perf_counter() - start) * 1000,
+            guard=scores,
+            caller=admission.caller,
         )
         if served.shadow is not None and hit is None:
             self._mirror(served, served.shadow, inputs, rows, request_id)
         if cache is None:
-            return payload, b"", request_id
-        return payload, (b"hit" if hit else b"miss"), request_id
+            return payload, b"", request_id, extra
+        return payload, (b"hit" if hit else b"miss"), request_id, extra
 
     async def _predict(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], rows: int, timeout_ms: int
@@ -717,7 +776,7 @@ class Gateway:
             self.metrics.shed.inc(label, exc.reason)
         version = loaded.version_label if loaded is not None else "-"
         self.metrics.observe(label, version, protocol, exc.status, seconds)
-        refused = exc.status in (401, 403)
+        refused = exc.status in (401, 403, 429)  # a caller's refusal, not the endpoint's
         if not refused and (served is not None or endpoint in self.state.not_ready):
             if loaded is not None:
                 model, number = loaded.version.model, loaded.version.version
@@ -733,7 +792,10 @@ class Gateway:
             )
         tag = loaded.tag if loaded is not None else b""
         body = orjson.dumps(problem)
-        return Reply(exc.status, body, PROBLEM, request_id, tag, b"", extra_headers(exc))
+        extra = extra_headers(exc)
+        if isinstance(exc, LimitExceeded):
+            extra += exc.headers
+        return Reply(exc.status, body, PROBLEM, request_id, tag, b"", extra)
 
     def _model_of(self, endpoint: str, served: Served | None) -> str:
         """The model an endpoint serves (its first route's), for a request that failed before
@@ -764,6 +826,10 @@ def _same(current: Served, plan: Plan) -> bool:
         else (plan.shadow[0].model, plan.shadow[0].version, plan.shadow[1])
     )
     return (current.shadow.key if current.shadow else None) == shadow
+
+
+def _stamp(guard: Guard | Inactive) -> Any:
+    return guard.stamp if isinstance(guard, Guard) else guard.reason
 
 
 def _port(scope: Scope) -> int | None:

@@ -7,7 +7,7 @@ Alembic migrations under ``migrations/versions`` must match these definitions
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -268,10 +268,42 @@ class TokenRow(Base):
     endpoints: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
+class RoleBindingRow(Base):
+    """A role held by a user or a group on the workspace, a project or a model."""
+
+    __tablename__ = "role_bindings"
+    __table_args__ = (UniqueConstraint("subject", "role", "scope", name="uq_role_bindings_grant"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(300), index=True)  # user:NAME | group:NAME
+    role: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(300))  # workspace | project:NAME | model:NAME
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class AliasPolicyRow(Base):
+    """Which aliases of a model (or of every model of a project) are protected, and what
+    moving one requires."""
+
+    __tablename__ = "alias_policies"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    scope: Mapped[str] = mapped_column(String(300), index=True)  # project:NAME | model:NAME
+    aliases: Mapped[list[Any]]  # names or fnmatch patterns
+    role: Mapped[str] = mapped_column(String(16))
+    approvals: Mapped[int] = mapped_column(Integer)
+    gates: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
 class AuditRow(Base):
     """One hash-chained record; ``seq`` orders the chain, ``hash`` covers ``prev_hash``."""
 
     __tablename__ = "audit_log"
+    # one entity's history (an alias's moves) without walking the chain
+    __table_args__ = (Index("ix_audit_log_entity", "entity_type", "entity_id", "seq"),)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     id: Mapped[str] = mapped_column(String(26), unique=True)
     at: Mapped[datetime]
@@ -316,6 +348,9 @@ class EndpointRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(256), default="")
+    # input guard and redaction (0011): {policy, threshold}; {column: drop | hash | mask}
+    guard: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    redact: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 # --- monitoring -------------------------------------------------------------------------
@@ -666,3 +701,69 @@ class ApprovalRow(Base):
     decided_at: Mapped[datetime | None]
     note: Mapped[str] = mapped_column(Text, default="")
     context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # How many distinct approvers it needs (a policy's N), and who approved so far.
+    required: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    approved_by: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+
+
+# --- governance: signing keys and model signatures ------------------------------------------
+
+
+class SigningKeyRow(Base):
+    """A trusted Ed25519 public key; revoked keys stay, so old signatures can be explained."""
+
+    __tablename__ = "signing_keys"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # sha256(raw key)[:16]
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key: Mapped[str] = mapped_column(Text)  # PEM (SubjectPublicKeyInfo)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+    revoked_at: Mapped[datetime | None]
+
+
+class ModelSignatureRow(Base):
+    """The signature of one model version (its name, number and every digest)."""
+
+    __tablename__ = "model_signatures"
+    version_id: Mapped[str] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[str] = mapped_column(String(16), index=True)  # may name an unknown key
+    payload_digest: Mapped[str] = mapped_column(String(80))
+    signature: Mapped[str] = mapped_column(String(128))  # base64 of the 64 signature bytes
+    signed_at: Mapped[datetime]
+    signed_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+# --- governance: prediction limits and their counters ---------------------------------------
+
+
+class PredictionLimitRow(Base):
+    """A rate limit and/or a daily row quota on the predictions of a token, an endpoint, or
+    a token on one endpoint; ``scope`` names which, once."""
+
+    __tablename__ = "prediction_limits"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    # token:ID | endpoint:NAME | token:ID/endpoint:NAME
+    scope: Mapped[str] = mapped_column(String(300), unique=True)
+    endpoint: Mapped[str | None] = mapped_column(String(256))
+    token_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
+    )
+    rate: Mapped[float | None] = mapped_column(Float)  # requests per second
+    burst: Mapped[int | None] = mapped_column(Integer)
+    daily_rows: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class QuotaUsageRow(Base):
+    """Rows and requests answered in a limit's scope on one UTC day: every gateway worker
+    adds what it answered (an upsert adding its delta)."""
+
+    __tablename__ = "prediction_quota_usage"
+    scope: Mapped[str] = mapped_column(String(300), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
