@@ -270,6 +270,23 @@ def test_approval_role_and_rejection(workspace: Workspace) -> None:
     assert run().passed
 
 
+def test_an_approver_bound_on_the_model_counts(workspace: Workspace) -> None:
+    register(workspace, GOOD)
+    register(workspace, GOOD, name="other")
+    workspace.identities.create_user("rita", "viewer")
+    workspace.access.bind("user:rita", "approver", "model:fraud")
+    gate = QualityGate([ApprovalRequired(role="approver")])
+    first = evaluate_candidate(workspace, "models:/fraud/1", CLASSIFIER_HOLDOUT, "label", gate)
+    workspace.as_actor("rita").approvals.approve(first.rules[0].details["approval_id"])
+    assert evaluate_candidate(
+        workspace, "models:/fraud/1", CLASSIFIER_HOLDOUT, "label", gate
+    ).passed
+    # the binding is on fraud only: rita may not decide other's approvals
+    pending = evaluate_candidate(workspace, "models:/other/1", CLASSIFIER_HOLDOUT, "label", gate)
+    with pytest.raises(Forbidden, match="rita may not decide approvals on model other"):
+        workspace.as_actor("rita").approvals.approve(pending.rules[0].details["approval_id"])
+
+
 def test_rollback_is_recorded(workspace: Workspace) -> None:
     register(workspace, GOOD)
     report = evaluate_candidate(

@@ -64,9 +64,10 @@ class ApprovalService:
         """A pending approval of ``subject``: the existing one, or a new one."""
         if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT:
             raise InvalidInput(f"an approval subject is 1 to {MAX_SUBJECT} characters")
-        model = _model_of(subject)
-        if model is not None:
-            self.ws.access.require(Permission.write, model=model, action="request approvals")
+        # on a model: editors of that model may ask; anything else: editors of the workspace
+        self.ws.access.require(
+            Permission.write, model=_model_of(subject), action="request approvals"
+        )
         required = self._required(subject)
         with self.store.write(self.ws.actor) as tx:
             self._lock_subject(tx, subject)

@@ -424,9 +424,12 @@ class ApprovalRequired:
         )
 
     def _role_problem(self, ctx: _Context, approver: str) -> str:
+        """Why ``approver`` does not count (a sentence), or ""; roles bound on the model or
+        its project count as well as the approver's workspace role."""
         if self.role is None:
             return ""
-        from modelyard.governance.entities import Role
+        from modelyard.governance.access import Scope
+        from modelyard.governance.entities import Identity, Role
         from modelyard.governance.identity import LOCAL_USER
 
         if approver == LOCAL_USER.name:
@@ -436,7 +439,12 @@ class ApprovalRequired:
                 role = ctx.ws.identities.get_user(approver).role
             except NotFound:
                 return f"approver {approver} is not a known user; a {self.role} must approve"
-        if not role.allows(Role(self.role)):
+        model = ctx.candidate.model
+        project = ctx.ws.registry.get_model(model).project
+        held = ctx.ws.access.roles(
+            Scope(model=model, project=project), Identity(name=approver, role=role)
+        )
+        if not any(r.allows(Role(self.role)) for r in held):
             return f"approved by {approver}, {_a(role.value)}; {_a(self.role)} must approve"
         return ""
 
