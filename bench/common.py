@@ -6,8 +6,10 @@ section of bench/RESULTS.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import random
 import shlex
 import signal
 import socket
@@ -173,6 +175,62 @@ def md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+async def _keepalive_connection(
+    port: int, requests: list[bytes], until: float, latencies: list[float], failed: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = random.randrange(len(requests))
+    try:
+        while time.monotonic() < until:
+            start = time.perf_counter()
+            writer.write(requests[i % len(requests)])
+            i += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            at = head.find(b"content-length: ") + len(b"content-length: ")
+            await reader.readexactly(int(head[at : head.index(b"\r\n", at)]))
+            latencies.append(time.perf_counter() - start)
+            if head[9:12] != b"200":
+                failed.append(int(head[9:12]))
+    finally:
+        writer.close()
+
+
+def keepalive_load(
+    port: int, requests: list[bytes], seconds: float, connections: int
+) -> dict[str, float]:
+    """Send ``requests`` (whole raw HTTP/1.1 requests, cycled from a random start) to
+    127.0.0.1:``port`` over ``connections`` keep-alive connections for ``seconds``, from an
+    asyncio client in this process (uvloop when installed; wrk is not required).
+
+    Returns the answered requests, the non-200 among them, req/s, and p50/p99 latency in ms.
+    """
+    latencies: list[float] = []
+    failed: list[int] = []
+
+    async def main() -> None:
+        until = time.monotonic() + seconds
+        await asyncio.gather(*(
+            _keepalive_connection(port, requests, until, latencies, failed)
+            for _ in range(connections)
+        ))
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "requests": n,
+        "failed": len(failed),
+        "rps": n / seconds,
+        "p50": latencies[n // 2] * 1000 if n else 0.0,
+        "p99": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0,
+    }
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat.
 
@@ -191,16 +249,26 @@ def tree_cpu(root: int) -> float:
     return sum(cpu for cpu, _ in tree_snapshot(root).values())
 
 
-def write_results(heading: str, section: str) -> None:
-    """Replace (or append) only the ``heading`` section ("## serving"...) of bench/RESULTS.md."""
+def write_results(heading: str, section: str, replaces: tuple[str, ...] = ()) -> None:
+    """Replace (or append) only the ``heading`` section ("## serving"...) of bench/RESULTS.md.
+
+    ``replaces``: headings of older sections this one takes over; they are removed, and the
+    new section goes where the first of them (or ``heading``) was.
+    """
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
     lines = text.splitlines()
-    try:
-        start = next(i for i, ln in enumerate(lines) if ln.strip() == heading)
+    at: int | None = None
+    for old in (heading, *replaces):
+        start = next((i for i, ln in enumerate(lines) if ln.strip() == old), None)
+        if start is None:
+            continue
         end = next((i for i in range(start + 1, len(lines))
                     if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = section.rstrip("\n").splitlines() + [""]
-        text = "\n".join(lines).rstrip("\n") + "\n"
-    except StopIteration:
+        del lines[start:end]
+        at = start if at is None else min(at, start)
+    if at is None:
         text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    else:
+        lines[at:at] = [*section.rstrip("\n").splitlines(), ""]
+        text = "\n".join(lines).rstrip("\n") + "\n"
     RESULTS_MD.write_text(text)
