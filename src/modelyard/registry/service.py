@@ -4,6 +4,10 @@ Version numbers come from a per-model counter incremented under the model row's 
 (``UPDATE ... RETURNING``), so concurrent registrations get 1, 2, 3... with no gap and
 no duplicate. A version is created only after every file its manifest lists is in the
 artifact store, so no version ever points at a missing artifact.
+
+The service is assembled from parts: models, versions and loading here, aliases in
+aliases.py, cards, lineage and runtime records in cards.py, and the row-to-entity
+conversions they all use in rows.py.
 """
 
 from __future__ import annotations
@@ -18,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import Connection, Update, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Update, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from ulid import ULID
 
 from modelyard.artifacts import ArtifactStore, materialize, parse_digest
@@ -34,27 +37,19 @@ from modelyard.errors import (
 )
 from modelyard.governance.entities import Permission
 from modelyard.page import Page, check_limit, decode_token
+from modelyard.registry.aliases import MAX_REASON as MAX_REASON  # re-exported
+from modelyard.registry.aliases import RegistryAliases
+from modelyard.registry.cards import RegistryCards
 from modelyard.registry.entities import (
     MAX_RETENTION_DAYS,
     MAX_TAG_KEY,
     MAX_TAG_VALUE,
-    Alias,
     DatasetLink,
-    Lineage,
-    ModelCard,
     ModelVersion,
     RegisteredModel,
     RetentionResult,
-    VersionRuntime,
-    check_card_sections,
 )
-from modelyard.registry.uri import (
-    ModelRef,
-    check_alias,
-    check_model_name,
-    check_version,
-    parse_model_uri,
-)
+from modelyard.registry.uri import ModelRef, check_model_name, parse_model_uri
 from modelyard.store import Tx
 from modelyard.store.tables import (
     ModelAliasRow,
@@ -63,18 +58,12 @@ from modelyard.store.tables import (
     ModelVersionRow,
     ModelVersionTagRow,
     RegisteredModelRow,
-    VersionRuntimeRow,
 )
 
 if TYPE_CHECKING:
     from modelyard.formats import Predictor
-    from modelyard.governance.policies import MoveClearance
     from modelyard.governance.signing import ModelSignature, SignatureCheck, Signer
-    from modelyard.registry.history import AliasAt, AliasHistory
     from modelyard.workspace import Workspace
-
-#: The longest reason an alias move may give (it goes to the audit record).
-MAX_REASON = 2000
 
 
 def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
@@ -143,7 +132,7 @@ def _validate_files(ws: Workspace, digest: str, manifest: dict[str, Any]) -> Non
         validate_model_dir(path)
 
 
-class RegistryService:
+class RegistryService(RegistryAliases, RegistryCards):
     """Registered models, versions, aliases, model cards and lineage."""
 
     def __init__(self, ws: Workspace) -> None:
@@ -626,117 +615,6 @@ class RegistryService:
         kept = [r.version for r in rows if r.version not in doomed]
         return RetentionResult(model=name, deleted=doomed, kept=kept, dry_run=dry_run)
 
-    # --- aliases ----------------------------------------------------------------------
-
-    def set_alias(
-        self, name: str, alias: str, version: int, *, reason: str = "", gates_passed: bool = False
-    ) -> Alias:
-        """Point ``alias`` at ``version`` in one atomic step; readers see old or new.
-
-        A protected alias (governance/policies.py) moves only as its policies allow: a 403
-        names the policy and what is missing. ``reason`` goes to the audit record;
-        ``gates_passed`` is for a pipeline promotion whose quality gates all passed.
-        """
-        check_alias(alias)
-        if len(reason) > MAX_REASON:
-            raise InvalidInput(f"a reason is at most {MAX_REASON} characters")
-        clearance = self._clear_move(name, alias, version, gates_passed=gates_passed)
-        now = datetime.now(UTC)
-        with self.store.write(self.ws.actor) as tx:
-            model = self._model_row(tx.session, name)
-            row = self._version_row(tx.session, model, version)
-            if row.status != "ready":
-                raise Conflict(
-                    f"{name} v{version} is archived; restore it before giving it an alias"
-                )
-            previous = tx.session.scalar(
-                select(ModelAliasRow.version).where(
-                    ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias
-                )
-            )
-            # (imported here: the PostgreSQL dialect costs ~0.1 s of every start-up on SQLite)
-            from sqlalchemy.dialects import postgresql, sqlite
-
-            dialect = postgresql if tx.session.get_bind().dialect.name == "postgresql" else sqlite
-            stmt = dialect.insert(ModelAliasRow).values(
-                model_id=model.id, alias=alias, version=version, updated_at=now
-            )
-            tx.session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["model_id", "alias"],
-                    set_={"version": version, "updated_at": now},
-                )
-            )
-            after: dict[str, Any] = {"version": version}
-            if reason:
-                after["reason"] = reason
-            if clearance.policies:
-                after["policies"] = clearance.policies
-            if clearance.approvals:
-                after["approvals"] = clearance.approvals
-            if gates_passed:
-                after["gates_passed"] = True
-            tx.record(
-                "alias.set",
-                "model_alias",
-                f"{name}@{alias}",
-                None if previous is None else {"version": previous},
-                after,
-            )
-        return Alias(model=name, alias=alias, version=version, updated_at=now)
-
-    def _clear_move(
-        self, name: str, alias: str, version: int | None, *, gates_passed: bool = False
-    ) -> MoveClearance:
-        """Whether the caller may move (None: delete) ``alias``: write on the model, and
-        whatever the alias policies covering it ask (:class:`Forbidden` if not)."""
-        action = "move aliases" if version is not None else "delete aliases"
-        self.ws.access.require(Permission.write, model=name, action=action)
-        project = self.get_model(name).project
-        return self.ws.policies.check_move(
-            name, alias, version, project=project, gates_passed=gates_passed
-        )
-
-    def get_alias(self, name: str, alias: str) -> Alias:
-        with self.store.read() as s:
-            found = s.execute(
-                select(ModelAliasRow)
-                .join(RegisteredModelRow, RegisteredModelRow.id == ModelAliasRow.model_id)
-                .where(RegisteredModelRow.name == name, ModelAliasRow.alias == alias)
-            ).scalar()
-            if found is None:
-                self._model_row(s, name)  # a missing model is reported as such
-                raise NotFound(
-                    f"model {name!r} has no alias {alias!r}; set it with "
-                    f"`modelyard models alias set {name} {alias} VERSION`"
-                )
-            return Alias(
-                model=name, alias=alias, version=found.version, updated_at=found.updated_at
-            )
-
-    def delete_alias(self, name: str, alias: str, *, reason: str = "") -> None:
-        """Remove ``alias``; a protected one only by an admin of the model."""
-        self.ws.access.require(Permission.write, model=name, action="delete aliases")
-        current = self.get_alias(name, alias)
-        clearance = self._clear_move(name, alias, None)
-        with self.store.write(self.ws.actor) as tx:
-            model = self._model_row(tx.session, name)
-            tx.session.execute(
-                delete(ModelAliasRow).where(
-                    ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias
-                )
-            )
-            after: dict[str, Any] = {"reason": reason} if reason else {}
-            if clearance.policies:
-                after["policies"] = clearance.policies
-            tx.record(
-                "alias.delete",
-                "model_alias",
-                f"{name}@{alias}",
-                {"version": current.version},
-                after or None,
-            )
-
     def resolve(self, uri: str | ModelRef) -> ModelVersion:
         """The version a ``models:/`` URI names."""
         ref = parse_model_uri(uri) if isinstance(uri, str) else uri
@@ -755,21 +633,6 @@ class RegistryService:
             if row is None:
                 raise NotFound(f"model {ref.name!r} has no version yet; register one first")
             return self._versions(s, ref.name, [row])[0]
-
-    def alias_history(
-        self, name: str, alias: str, limit: int = 100, *, as_of: datetime | str | None = None
-    ) -> AliasHistory:
-        """The moves of an alias (who, when, from which version to which, why), newest
-        first, up to ``as_of`` (ISO 8601 with a zone; None: now); see registry/history.py."""
-        from modelyard.registry.history import alias_history
-
-        return alias_history(self.ws, name, alias, limit=limit, as_of=as_of)
-
-    def alias_at(self, name: str, alias: str, at: datetime | str) -> AliasAt:
-        """Where an alias pointed at ``at``, and the move that put it there."""
-        from modelyard.registry.history import alias_at
-
-        return alias_at(self.ws, name, alias, at)
 
     # --- loading ----------------------------------------------------------------------
 
@@ -796,291 +659,3 @@ class RegistryService:
     def verify_version(self, name: str, version: int) -> SignatureCheck:
         """Check a version's signature and its stored files against the signed digests."""
         return self.ws.signing.verify_version(name, version)
-
-    def record_runtime(
-        self,
-        name: str,
-        version: int,
-        runtime: str,
-        *,
-        status: str,
-        artifact_digest: str | None,
-        report: Mapping[str, Any],
-    ) -> VersionRuntime:
-        """Record how an optimised runtime compared with the version's native predictions."""
-        self.ws.access.require(Permission.write, model=name, action="record runtime checks")
-        if artifact_digest is not None and not self.ws.artifacts.exists(artifact_digest):
-            raise InvalidInput(f"no artifact {artifact_digest}; upload the runtime's file first")
-        now = datetime.now(UTC)
-        with self.store.write(self.ws.actor) as tx:
-            row = self._version_row(tx.session, self._model_row(tx.session, name), version)
-            existing = tx.session.get(VersionRuntimeRow, (row.id, runtime))
-            if existing is not None:
-                tx.session.delete(existing)
-                tx.session.flush()
-            tx.session.add(
-                VersionRuntimeRow(
-                    version_id=row.id,
-                    runtime=runtime,
-                    status=status,
-                    artifact_digest=artifact_digest,
-                    report=dict(report),
-                    created_at=now,
-                )
-            )
-            tx.record(
-                "version.runtime",
-                "model_version",
-                f"{name}/{version}",
-                None if existing is None else {"runtime": runtime, "status": existing.status},
-                {"runtime": runtime, "status": status},
-            )
-        return VersionRuntime(
-            model=name,
-            version=version,
-            runtime=runtime,
-            status=status,
-            artifact_digest=artifact_digest,
-            report=dict(report),
-            created_at=now,
-        )
-
-    def get_runtime(self, name: str, version: int, runtime: str) -> VersionRuntime | None:
-        """The recorded check of ``runtime`` for a version, if one was made."""
-        with self.store.read() as s:
-            row = self._version_row(s, self._model_row(s, name), version)
-            found = s.get(VersionRuntimeRow, (row.id, runtime))
-            if found is None:
-                return None
-            return VersionRuntime(
-                model=name,
-                version=version,
-                runtime=runtime,
-                status=found.status,
-                artifact_digest=found.artifact_digest,
-                report=found.report,
-                created_at=found.created_at,
-            )
-
-    # --- cards and lineage ------------------------------------------------------------
-
-    def get_card(self, name: str, version: int) -> ModelCard:
-        with self.store.read() as s:
-            row = self._version_row(s, self._model_row(s, name), version)
-            return ModelCard.model_validate({**row.card, "model": name, "version": version})
-
-    def update_card(self, name: str, version: int, sections: Mapping[str, Any]) -> ModelCard:
-        """Replace the given sections of a version's card; others keep their text."""
-        self.ws.access.require(Permission.write, model=name, action="change model cards")
-        check_card_sections(sections)
-        with self.store.write(self.ws.actor) as tx:
-            row = self._version_row(tx.session, self._model_row(tx.session, name), version)
-            try:
-                card = ModelCard.model_validate(
-                    {**row.card, **sections, "model": name, "version": version}
-                )
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                raise InvalidInput(f"card section {err['loc'][0]!r}: {err['msg']}") from None
-            before = {k: row.card.get(k) for k in sections}
-            row.card = card.model_dump(mode="json")
-            row.updated_at = datetime.now(UTC)
-            tx.record("card.update", "model_version", f"{name}/{version}", before, dict(sections))
-        return card
-
-    def lineage(self, name: str, version: int) -> Lineage:
-        """The run, experiment, datasets, params and code version behind a version."""
-        v = self.get_version(name, version)
-        lineage = Lineage(model=name, version=version, run_id=v.run_id, source=v.source)
-        if v.run_id:
-            run = self.ws.tracking.get_run(v.run_id)
-            lineage.experiment = run.experiment
-            lineage.params = dict(run.params)
-            lineage.code_version = run.tags.get("git.commit") or run.tags.get("code_version")
-        for link in v.datasets:
-            ds = self.ws.tracking.get_dataset_by_id(link.dataset_id)
-            lineage.datasets.append(
-                {
-                    "dataset_id": ds.id,
-                    "name": ds.name,
-                    "version": ds.version,
-                    "digest": ds.digest,
-                    "role": link.role,
-                }
-            )
-        return lineage
-
-    def _generated_card(
-        self,
-        name: str,
-        manifest: dict[str, Any],
-        description: str,
-        run_id: str | None,
-        links: list[DatasetLink],
-    ) -> dict[str, Any]:
-        signature = manifest.get("signature", {})
-        outputs = ", ".join(o["name"] for o in signature.get("outputs", [])) or "its outputs"
-        inputs = signature.get("inputs", [])
-        summary = description or (
-            f"A {manifest['framework']} model ({manifest['format']} format) that predicts "
-            f"{outputs} from {len(inputs)} input{'s' if len(inputs) != 1 else ''}."
-        )
-        card = ModelCard(model=name, version=0, summary=summary, signature=signature)
-        if run_id:
-            run = self.ws.tracking.get_run(run_id)  # NotFound for an unknown run
-            card.metrics = dict(run.metrics)
-            card.lineage = {"run_id": run_id, "experiment": run.experiment}
-            code = run.tags.get("git.commit") or run.tags.get("code_version")
-            if code:
-                card.lineage["code_version"] = code
-        for link in links:
-            ds = self.ws.tracking.get_dataset_by_id(link.dataset_id)  # NotFound if unknown
-            card.data.append(
-                {
-                    "dataset_id": ds.id,
-                    "name": ds.name,
-                    "version": ds.version,
-                    "num_rows": ds.num_rows,
-                    "digest": ds.digest,
-                    "role": link.role,
-                }
-            )
-        return card.model_dump(mode="json")
-
-    # --- rows to entities ---------------------------------------------------------------
-
-    @staticmethod
-    def _model_row(s: Session, name: str) -> RegisteredModelRow:
-        row = s.scalar(select(RegisteredModelRow).where(RegisteredModelRow.name == name))
-        if row is None:
-            raise NotFound(f"no model {name!r}; `modelyard models list` shows the registered ones")
-        return row
-
-    @staticmethod
-    def _version_row(s: Session, model: RegisteredModelRow, version: int) -> ModelVersionRow:
-        check_version(version)  # beyond the column's range the database would refuse it
-        row = s.scalar(
-            select(ModelVersionRow).where(
-                ModelVersionRow.model_id == model.id, ModelVersionRow.version == version
-            )
-        )
-        if row is None:
-            raise NotFound(
-                f"model {model.name!r} has no version {version}; its latest is {model.last_version}"
-                if model.last_version
-                else f"model {model.name!r} has no version yet"
-            )
-        return row
-
-    @staticmethod
-    def _refuse_if_aliased(s: Session, model: RegisteredModelRow, version: int, verb: str) -> None:
-        aliases = s.scalars(
-            select(ModelAliasRow.alias).where(
-                ModelAliasRow.model_id == model.id, ModelAliasRow.version == version
-            )
-        ).all()
-        if aliases:
-            raise Conflict(
-                f"cannot {verb} {model.name} v{version}: alias(es) {', '.join(sorted(aliases))} "
-                "point at it; move or delete them first"
-            )
-
-    @staticmethod
-    def _set_tags(
-        s: Session, table: Any, key_column: str, owner: str, tags: dict[str, str], remove: list[str]
-    ) -> None:
-        column = getattr(table, key_column)
-        if remove:
-            s.execute(delete(table).where(column == owner, table.key.in_(remove)))
-        for key, value in tags.items():
-            existing = s.get(table, (owner, key))
-            if existing is None:
-                s.add(table(**{key_column: owner, "key": key, "value": value}))
-            else:
-                existing.value = value
-
-    def _models(self, s: Session, rows: list[RegisteredModelRow]) -> list[RegisteredModel]:
-        ids = [r.id for r in rows]
-        if not ids:
-            return []
-        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-        for t in s.scalars(select(ModelTagRow).where(ModelTagRow.model_id.in_(ids))):
-            tags[t.model_id][t.key] = t.value
-        aliases: dict[str, dict[str, int]] = {i: {} for i in ids}
-        for a in s.scalars(select(ModelAliasRow).where(ModelAliasRow.model_id.in_(ids))):
-            aliases[a.model_id][a.alias] = a.version
-        latest = dict(
-            s.execute(
-                select(ModelVersionRow.model_id, func.max(ModelVersionRow.version))
-                .where(ModelVersionRow.model_id.in_(ids))
-                .group_by(ModelVersionRow.model_id)
-            ).all()
-        )
-        projects = self.ws.projects.names({r.project_id for r in rows if r.project_id})
-        return [
-            RegisteredModel(
-                id=r.id,
-                name=r.name,
-                description=r.description,
-                tags=tags[r.id],
-                aliases=aliases[r.id],
-                latest_version=latest.get(r.id),
-                project=projects.get(r.project_id) if r.project_id else None,
-                archived=r.archived,
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-                created_by=r.created_by,
-            )
-            for r in rows
-        ]
-
-    def _versions(self, s: Session, name: str, rows: list[ModelVersionRow]) -> list[ModelVersion]:
-        ids = [r.id for r in rows]
-        if not ids:
-            return []
-        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-        for t in s.scalars(
-            select(ModelVersionTagRow).where(ModelVersionTagRow.version_id.in_(ids))
-        ):
-            tags[t.version_id][t.key] = t.value
-        links: dict[str, list[DatasetLink]] = {i: [] for i in ids}
-        for d in s.scalars(
-            select(ModelVersionDatasetRow).where(ModelVersionDatasetRow.version_id.in_(ids))
-        ):
-            links[d.version_id].append(DatasetLink(dataset_id=d.dataset_id, role=d.role))
-        by_version: dict[int, list[str]] = {}
-        for a in s.scalars(select(ModelAliasRow).where(ModelAliasRow.model_id == rows[0].model_id)):
-            by_version.setdefault(a.version, []).append(a.alias)
-        return [
-            self._version_entity(
-                r, name, tags[r.id], sorted(by_version.get(r.version, [])), links[r.id]
-            )
-            for r in rows
-        ]
-
-    @staticmethod
-    def _version_entity(
-        r: ModelVersionRow,
-        name: str,
-        tags: dict[str, str],
-        aliases: list[str],
-        links: list[DatasetLink],
-    ) -> ModelVersion:
-        return ModelVersion(
-            id=r.id,
-            model=name,
-            version=r.version,
-            manifest_digest=r.manifest_digest,
-            format=r.format,
-            signature=r.manifest.get("signature", {}),
-            manifest=r.manifest,
-            description=r.description,
-            tags=tags,
-            aliases=aliases,
-            status=r.status,
-            run_id=r.run_id,
-            datasets=links,
-            source=r.source,
-            created_at=r.created_at,
-            created_by=r.created_by,
-        )
