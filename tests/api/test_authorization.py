@@ -73,6 +73,9 @@ EXPECTED: list[tuple[str, str, Permission, str]] = [
     ("HEAD", r".*", Permission.read, "workspace"),
     ("*", r"/users.*|/tokens.*|/audit/.*|/keys.*|/limits.*", Permission.admin, "workspace"),
     ("POST", r"/models", Permission.write, "workspace"),  # a new model, in no project
+    # fraud has an alias policy: archiving or deleting it would take its aliases away
+    ("POST", r"/models/\{name\}/archive", Permission.admin, "model:fraud"),
+    ("DELETE", r"/models/\{name\}", Permission.admin, "model:fraud"),
     ("*", r"/models/\{name\}.*", Permission.write, "model:fraud"),
     ("*", r"/roles.*|/policies.*", Permission.admin, "model:fraud"),
     ("POST", r"/approvals", Permission.write, "model:fraud"),
@@ -131,7 +134,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         endpoints = ["fraud-ep"] if caller.limited else None
         tokens[caller.name] = ws.identities.create_token(caller.name, endpoints=endpoints).secret
     approval = ws.approvals.request("models:/fraud/2@champion")
-    binding = ws.access.bind("user:nobody", "editor", "model:fraud")
+    ws.identities.create_user("spare", "viewer")  # a binding for DELETE /roles/{id} to remove
+    binding = ws.access.bind("user:spare", "editor", "model:fraud")
     ws.policies.set("matrix", "model:fraud", aliases=["guarded"])
     values = {
         "name": "fraud",

@@ -243,6 +243,13 @@ def test_bindings(ws: Workspace) -> None:
         ws.access.unbind(binding.id)
     with pytest.raises(InvalidInput, match="not a subject"):
         ws.access.bind("team:x", "editor")
+    # no dormant grants: to a user or on a model that does not exist (yet)
+    with pytest.raises(NotFound, match="no user 'nobody'"):
+        ws.access.bind("user:nobody", "editor", "model:fraud")
+    with pytest.raises(NotFound, match="nonexistent"):
+        ws.access.bind("user:vi", "editor", "model:nonexistent")
+    with pytest.raises(NotFound):
+        ws.access.bind("user:vi", "editor", "project:nonexistent")
     with pytest.raises(InvalidInput, match="unknown role"):
         ws.access.bind("user:vi", "owner")
     actions = [r.action for r in ws.audit.list(entity_type="role_binding").items]
@@ -263,3 +270,75 @@ def test_group_bindings_and_approvers_scoped_to_a_model(ws: Workspace) -> None:
         member.approvals.approve(other.id)
     with pytest.raises(Forbidden):
         outsider.approvals.approve(fraud.id)
+
+
+def test_endpoints_of_a_governed_model_route_through_its_protected_alias(ws: Workspace) -> None:
+    """The finding of a trial: an editor pointed the endpoint at any version instead."""
+    ws.policies.set("fraud-prod", "model:fraud")
+    ed, dee = as_(ws, "ed"), as_(ws, "dee")
+    assert ed.endpoints.create("fraud", "models:/fraud@champion").target == "models:/fraud@champion"
+    with pytest.raises(Forbidden, match="send an endpoint's traffic to models:/fraud/2"):
+        ed.endpoints.update("fraud", target="models:/fraud/2")
+    split = {"routes": [{"target": "models:/fraud@champion", "weight": 90}]}
+    split["routes"].append({"target": "models:/fraud/3", "weight": 10})
+    with pytest.raises(Forbidden, match="models:/fraud/3"):
+        ed.endpoints.update("fraud", policy=split)
+    ws.registry.set_alias("fraud", "challenger", 3)
+    with pytest.raises(Forbidden, match="models:/fraud@challenger"):
+        ed.endpoints.create("fraud-b", "models:/fraud@challenger")
+    assert ed.endpoints.update("fraud", timeout_ms=5000).timeout_ms == 5000  # targets unchanged
+    assert dee.endpoints.update("fraud", policy=split).policy.routes[1].weight == 10
+    assert ed.endpoints.update("fraud", timeout_ms=4000).timeout_ms == 4000  # split kept
+    assert ws.endpoints.get("fraud").policy.routes[1].target == "models:/fraud/3"
+
+
+def test_an_approval_clears_one_move(ws: Workspace) -> None:
+    ws.policies.set("fraud-prod", "model:fraud")
+    dee = as_(ws, "dee")
+    pending = dee.approvals.request("models:/fraud/2@champion")
+    as_(ws, "ann").approvals.approve(pending.id)
+    dee.registry.set_alias("fraud", "champion", 2)
+    used = ws.approvals.get(pending.id)
+    assert used.used_by == "dee" and used.used_at is not None
+    ws.registry.delete_alias("fraud", "champion")  # (an admin's) so that moving back is a move
+    with pytest.raises(Forbidden, match=f"approval {pending.id} .* was used by dee"):
+        dee.registry.set_alias("fraud", "champion", 2)
+    again = dee.approvals.request("models:/fraud/2@champion")
+    assert again.id != pending.id and again.status == "pending"
+    as_(ws, "bob").approvals.approve(again.id)
+    assert dee.registry.set_alias("fraud", "champion", 2).version == 2
+    uses = [r.entity_id for r in ws.audit.list(action="approval.use").items]
+    assert uses == [again.id, pending.id]
+
+
+def test_a_governed_model_cannot_leave_its_policies_behind(any_workspace: Workspace) -> None:
+    """Trial findings: an editor moved a model out of its project, or deleted it, to get
+    round the policies on its aliases."""
+    ws = any_workspace
+    versions(ws, "churn", 2, project="retention")
+    ws.projects.create("sandbox")
+    ws.identities.create_user("ed", "editor")
+    ws.registry.set_alias("churn", "champion", 1)
+    ws.policies.set("retention-prod", "project:retention")
+    ed = as_(ws, "ed")
+    with pytest.raises(Forbidden, match="ed may not move models on model churn"):
+        ed.registry.update_model("churn", project="sandbox")
+    assert ws.registry.get_model("churn").project == "retention"
+    assert ed.registry.update_model("churn", description="ok").description == "ok"
+    with pytest.raises(Forbidden, match="may not archive models an alias policy governs"):
+        ed.registry.archive_model("churn")
+    ws.registry.archive_model("churn")  # an admin may
+    with pytest.raises(Forbidden, match="may not delete models an alias policy governs"):
+        ed.registry.delete_model("churn")
+    assert ws.registry.get_alias("churn", "champion").version == 1
+
+
+def test_a_registration_whose_alias_is_refused_says_the_version_exists(ws: Workspace) -> None:
+    ws.policies.set("fraud-prod", "model:fraud")
+    with (
+        Client(settings=ws.settings) as client,
+        pytest.raises(Forbidden, match="registered models:/fraud/4, but @champion did not move"),
+    ):
+        client.registry = ws.as_actor("dee").registry  # the SDK as dee, a deployer
+        client.log_model(MODEL, "fraud", input_example=X.head(3), alias="champion")
+    assert ws.registry.get_version("fraud", 4).version == 4

@@ -34,7 +34,9 @@ def list_users(ctx: typer.Context, as_json: bool = JSON) -> None:
 def create_user(
     ctx: typer.Context,
     name: str,
-    role: str = typer.Option("viewer", help="viewer, editor or admin"),
+    role: str = typer.Option(
+        "viewer", help="viewer, editor, approver, deployer or admin (docs/governance.md)"
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Create a user."""

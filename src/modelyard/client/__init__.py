@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from modelyard.config import Settings
-from modelyard.errors import InvalidInput
+from modelyard.errors import Forbidden, InvalidInput
 from modelyard.registry import Alias, DatasetLink, ModelVersion
 from modelyard.workspace import Workspace
 
@@ -166,7 +166,12 @@ class Client:
             source=source or origin,
         )
         if alias:
-            self.registry.set_alias(name, alias, version.version)
+            try:
+                self.registry.set_alias(name, alias, version.version)
+            except Forbidden as exc:  # registered all the same: say so, not only the refusal
+                raise Forbidden(
+                    f"registered {version.uri}, but @{alias} did not move: {exc.detail}"
+                ) from None
             version.aliases.append(alias)
         return version
 
@@ -205,9 +210,9 @@ class Client:
         )
         return load_model(path, trusted=trusted)
 
-    def set_alias(self, name: str, alias: str, version: int) -> Alias:
-        """Move ``alias`` of model ``name`` to ``version``."""
-        result: Alias = self.registry.set_alias(name, alias, version)
+    def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> Alias:
+        """Move ``alias`` of model ``name`` to ``version`` (as its alias policies allow)."""
+        result: Alias = self.registry.set_alias(name, alias, version, reason=reason)
         return result
 
     def get_version(self, uri: str) -> ModelVersion:

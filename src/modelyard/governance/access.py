@@ -121,10 +121,13 @@ class AccessService:
         if any(role.grants(permission) for role in roles):
             return
         held = ", ".join(sorted(r.value for r in roles)) or "none"
-        needs = ", ".join(r.value for r in Role if r.grants(permission) and r != Role.admin)
+        granting = [r.value for r in Role if r.grants(permission)]
+        needs = (
+            "role admin" if len(granting) == 1 else f"role {', '.join(granting[:-1])} or admin"
+        )
         raise Forbidden(
             f"{who.name} may not {action or permission.value} on {scope.describe()}: "
-            f"that needs the {permission.value} permission (role {needs} or admin) and "
+            f"that needs the {permission.value} permission ({needs}) and "
             f"{who.name} holds {held} there; an admin can grant it with `modelyard roles "
             f"bind user:{who.name} ROLE --scope {scope.names()[-1]}`"
         )
@@ -165,6 +168,7 @@ class AccessService:
         subject, scope = parse_subject(subject), parse_scope(scope)
         role = _role(role)
         self._require_admin_of(scope, "grant roles")
+        self._require_exists(subject, scope)
         with self.ws.store.write(self.ws.actor) as tx:
             exists = tx.session.scalar(
                 select(RoleBindingRow.id).where(
@@ -230,6 +234,19 @@ class AccessService:
             query = query.where(RoleBindingRow.scope == parse_scope(scope))
         with self.ws.store.read() as s:
             return [_binding(r) for r in s.scalars(query)]
+
+    def _require_exists(self, subject: str, scope: str) -> None:
+        """A grant to a user or on a model that does not exist would wait, unseen, for
+        someone to create one of that name: refused. Users of an identity provider (OIDC)
+        are not registered here, so with OIDC on any user name is taken."""
+        kind, _, name = scope.partition(":")
+        if kind == "model":
+            self.ws.registry.get_model(name)  # NotFound says so
+        elif kind == "project":
+            self.ws.projects.get(name)
+        who_kind, _, who = subject.partition(":")
+        if who_kind == "user" and not self.ws.settings.oidc_issuer:
+            self.ws.identities.get_user(who)
 
     def _require_admin_of(self, scope: str, action: str) -> None:
         kind, _, name = scope.partition(":")

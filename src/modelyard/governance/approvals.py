@@ -50,6 +50,9 @@ class Approval(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
     required: int = 1
     approved_by: list[str] = Field(default_factory=list)
+    #: An approval clears one alias move: when and by whom it was used.
+    used_at: datetime | None = None
+    used_by: str = ""
 
 
 class ApprovalService:
@@ -200,6 +203,21 @@ class ApprovalService:
             )
             return _approval(row)
 
+    @staticmethod
+    def consume(tx: Tx, approval_ids: builtins.list[str], by: str) -> None:
+        """Mark approvals used, in the transaction of the change they cleared: each clears
+        one move, so moving the same way again needs a new approval."""
+        for approval_id in approval_ids:
+            row = tx.session.get(ApprovalRow, approval_id, with_for_update=True)
+            if row is None or row.used_at is not None:
+                raise Conflict(
+                    f"approval {approval_id} was used meanwhile by another change; "
+                    "request a new one"
+                )
+            row.used_at = datetime.now(UTC)
+            row.used_by = by
+            tx.record("approval.use", "approval", approval_id, None, {"used_by": by})
+
     def _required(self, subject: str) -> int:
         """Approvers a subject needs: what the alias policies covering it ask, else one."""
         match = _MOVE.match(subject)
@@ -234,6 +252,8 @@ def _approval(row: ApprovalRow) -> Approval:
         context=dict(row.context or {}),
         required=row.required or 1,
         approved_by=list(row.approved_by or []),
+        used_at=row.used_at,
+        used_by=row.used_by or "",
     )
 
 

@@ -188,6 +188,41 @@ class PolicyService:
             ).all()
             return [p for p in map(_policy, rows) if p.covers(alias)]
 
+    def governs(self, model: str, project: str | None = None) -> bool:
+        """Whether any alias policy covers some alias of ``model`` (in ``project``)."""
+        scopes = [f"model:{model}"] + ([f"project:{project}"] if project else [])
+        with self.ws.store.read() as s:
+            found = s.scalar(
+                select(AliasPolicyRow.id).where(AliasPolicyRow.scope.in_(scopes)).limit(1)
+            )
+        return found is not None
+
+    def check_routing(self, uri: str) -> None:
+        """:class:`Forbidden` unless the caller may send an endpoint's traffic to ``uri``.
+
+        On a model an alias policy governs, a protected alias is the way in (its moves are
+        checked); a version number or another alias takes the deploy permission on the
+        model, or traffic would reach a version no approval cleared.
+        """
+        from modelyard.registry.uri import parse_model_uri
+
+        ref = parse_model_uri(uri)
+        try:
+            project = self.ws.registry.get_model(ref.name).project
+        except NotFound:
+            return  # resolving the URI reports it
+        if not self.governs(ref.name, project):
+            return
+        if ref.alias is not None and self.covering(ref.name, ref.alias, project):
+            return
+        self.ws.access.require(
+            Permission.deploy,
+            model=ref.name,
+            project=project,
+            action=f"send an endpoint's traffic to {uri} (alias policies govern {ref.name}: "
+            "point endpoints at a protected alias, or ask a deployer)",
+        )
+
     def approvals_required(self, model: str, alias: str, project: str | None = None) -> int:
         """How many approvers a move of ``alias`` needs: the most any covering policy asks."""
         return max((p.approvals for p in self.covering(model, alias, project)), default=1)
@@ -258,6 +293,12 @@ class PolicyService:
             return None, (
                 f"approval {latest.id} of {subject} is pending ({have} of {latest.required} "
                 f"approvers so far); an approver runs `modelyard approvals approve {latest.id}`"
+            )
+        if latest.status == "approved" and latest.used_at is not None:
+            when = f"{latest.used_at:%Y-%m-%d %H:%M} UTC"
+            return None, (
+                f"approval {latest.id} of {subject} was used by {latest.used_by} at {when} "
+                f"(an approval clears one move); {how}"
             )
         if latest.status == "rejected":
             why = f"was rejected by {latest.decided_by}"

@@ -386,6 +386,8 @@ class ApprovalRequired:
         if ctx.failed_so_far:
             return _result(self, False, "not requested: the candidate fails other rules")
         latest = approvals.latest(ctx.subject)
+        if latest is not None and latest.used_at is not None:
+            latest = None  # it cleared a move already: this one needs its own
         if latest is not None and latest.status == "approved":
             problem = self._role_problem(ctx, latest.decided_by)
             if problem:

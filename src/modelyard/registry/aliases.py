@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from modelyard.errors import Conflict, InvalidInput, NotFound
+from modelyard.governance.approvals import ApprovalService
 from modelyard.governance.entities import Permission
 from modelyard.registry.entities import Alias
 from modelyard.registry.rows import RegistryRows
@@ -82,6 +83,8 @@ class RegistryAliases(RegistryRows):
                 after["policies"] = clearance.policies
             if clearance.approvals:
                 after["approvals"] = clearance.approvals
+                # each approval clears one move: used now, with the move, or not at all
+                ApprovalService.consume(tx, clearance.approvals, self.ws.actor)
             if gates_passed:
                 after["gates_passed"] = True
             tx.record(

@@ -256,7 +256,9 @@ class RegistryService(RegistryAliases, RegistryCards):
     ) -> RegisteredModel:
         """Change a model's description, tags or project; only what is given changes."""
         self.ws.access.require(Permission.write, model=name, action="change models")
-        if project:
+        if project and project != self.get_model(name).project:
+            # a model's project decides which bindings and alias policies hold on it
+            self.ws.access.require(Permission.admin, model=name, action="move models")
             self.ws.access.require(Permission.write, project=project, action="add models")
         checked = _check_tags(tags)
         remove = list(remove_tags)
@@ -286,6 +288,8 @@ class RegistryService(RegistryAliases, RegistryCards):
     def archive_model(self, name: str, archived: bool = True) -> RegisteredModel:
         """Hide a model from listings (``archived=False`` restores it); its versions stay."""
         self.ws.access.require(Permission.write, model=name, action="archive models")
+        if archived:
+            self._require_admin_if_governed(name, "archive models an alias policy governs")
         with self.store.write(self.ws.actor) as tx:
             row = self._model_row(tx.session, name)
             tx.record(
@@ -302,6 +306,7 @@ class RegistryService(RegistryAliases, RegistryCards):
     def delete_model(self, name: str) -> None:
         """Delete an archived model with all its versions and aliases."""
         self.ws.access.require(Permission.write, model=name, action="delete models")
+        self._require_admin_if_governed(name, "delete models an alias policy governs")
         with self.store.write(self.ws.actor) as tx:
             row = self._model_row(tx.session, name)
             if not row.archived:
@@ -311,6 +316,15 @@ class RegistryService(RegistryAliases, RegistryCards):
             ).all()
             tx.session.delete(row)
             tx.record("model.delete", "model", name, {"versions": sorted(versions)}, None)
+
+    def _require_admin_if_governed(self, name: str, action: str) -> None:
+        """Archiving or deleting a model takes its protected aliases with it: an admin's."""
+        try:
+            project = self.get_model(name).project
+        except NotFound:
+            return  # reported by the caller's own lookup
+        if self.ws.policies.governs(name, project):
+            self.ws.access.require(Permission.admin, model=name, project=project, action=action)
 
     # --- versions ---------------------------------------------------------------------
 

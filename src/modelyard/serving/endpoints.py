@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +134,7 @@ class EndpointService:
             current.timeout_ms if timeout_ms is None else timeout_ms,
             current.guard if guard is None else guard,
             current.redact if redact is None else redact,
+            unchanged=current.targets(),
         )
         with self.store.write(self.ws.actor) as tx:
             row = self._row(tx.session, name)
@@ -188,7 +189,11 @@ class EndpointService:
         timeout_ms: int,
         guard: Any = None,
         redact: Any = None,
+        unchanged: Collection[str] = (),
     ) -> dict[str, Any]:
+        """The endpoint's fields as stored; every URI must resolve, and one not in
+        ``unchanged`` (what the endpoint already routes to) must be allowed by the alias
+        policies (governance/policies.py)."""
         checked_policy = _model(TrafficPolicy, policy, "policy")
         checked_redact = _redaction(redact, self.ws.settings)
         if runtime not in RUNTIMES:
@@ -201,6 +206,8 @@ class EndpointService:
         for uri in uris:
             parse_model_uri(uri)
             version = self.ws.registry.resolve(uri)  # NotFound names what is missing
+            if uri not in unchanged:
+                self.ws.policies.check_routing(uri)
             # Settle the runtime now (deploy time), so gateways start without converting.
             choose_runtime(self.ws, runtime, version)
             _check_columns(checked_redact, version)

@@ -160,6 +160,8 @@ class Gateway:
             )
         #: Rate limits and daily quotas (see governance/limits.py): loaded by :meth:`start`.
         self.limits = LimitBook()
+        #: The last load failure logged per endpoint (one line per failure, not per retry).
+        self._refusals: dict[str, str] = {}
         self._limits_keeper: asyncio.Task[None] | None = None
         metrics_address = settings.metrics_host_port
         #: The port of ``--metrics-address``: connections to it get ``/metrics`` only.
@@ -288,16 +290,21 @@ class Gateway:
             try:
                 state.served[plan.endpoint.name] = await self._serve(plan, current)
                 state.not_ready.pop(plan.endpoint.name, None)
+                if self._refusals.pop(plan.endpoint.name, None) is not None:
+                    log.info("endpoint %s: loaded its new plan", plan.endpoint.name)
             except Exception as exc:  # keep serving the old versions
-                # A refusal of ours (untrusted, missing extra) is one line; anything else
-                # is a bug worth its traceback.
-                log.warning(
-                    "endpoint %s: loading failed: %s",
-                    plan.endpoint.name,
-                    exc,
-                    exc_info=not isinstance(exc, ModelyardError),
-                )
                 reason = f"{type(exc).__name__}: {exc}"
+                # A refusal of ours (untrusted, missing extra) is one line; anything else
+                # is a bug worth its traceback. Said once while the reason stays the same:
+                # the load is retried at every refresh.
+                if self._refusals.get(plan.endpoint.name) != reason:
+                    self._refusals[plan.endpoint.name] = reason
+                    log.warning(
+                        "endpoint %s: loading failed (retried at each refresh): %s",
+                        plan.endpoint.name,
+                        exc,
+                        exc_info=not isinstance(exc, ModelyardError),
+                    )
                 if current is not None:  # say what keeps answering meanwhile
                     kept = ", ".join(str(m.version.version) for m in current.models)
                     reason = f"still serving version {kept}; the new plan was refused: {reason}"

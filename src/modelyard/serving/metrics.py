@@ -265,8 +265,16 @@ def gateway_families(gateway: Gateway) -> list[Any]:
         "1 when the endpoint answers predictions, 0 when its models could not be loaded",
         labels=["endpoint"],
     )
+    stale = GaugeMetricFamily(
+        "modelyard_endpoint_stale",
+        "1 when the endpoint answers from versions it had because its new plan (an alias "
+        "move, a new target) was refused (e.g. a signature check); /v2/health/ready says why",
+        labels=["endpoint"],
+    )
     for name in sorted(set(gateway.state.served) | set(gateway.state.not_ready)):
         ready.add_metric([name], 1 if name in gateway.state.served else 0)
+        if name in gateway.state.served:
+            stale.add_metric([name], 1 if name in gateway.state.not_ready else 0)
     fast = GaugeMetricFamily(
         "modelyard_gateway_fast_path",
         "1 when ordinary prediction requests are answered without ASGI; else 0, and "
@@ -276,7 +284,7 @@ def gateway_families(gateway: Gateway) -> list[Any]:
     off = gateway.fast_path_off()
     fast.add_metric([off or ""], 0 if off else 1)
     families = [loaded, load_seconds, queue, batches, batch_rows, calls, sizes, logged]
-    return [*families, cached, ready, fast]
+    return [*families, cached, ready, stale, fast]
 
 
 def _callback(collect: Callable[[], Iterable[Any]]) -> Any:

@@ -69,16 +69,27 @@ class GatewayRoutes:
     async def live(self, _: Request) -> Response:
         return response(b'{"live":true}')
 
-    async def ready(self, _: Request) -> Response:
+    async def ready(self, request: Request) -> Response:
         # The gateway's own readiness: started and in line with the registry. An endpoint
         # that failed to load is not ready on its own route (and in /metrics) only: a load
         # balancer acting on this answer must not pull the healthy endpoints with it.
         gateway = self.gateway
         ready = gateway.state.synced
         body: dict[str, Any] = {"ready": ready}
-        if gateway.tokens is None:  # open route: with auth on, the reasons need a token
+        # An open route; with auth on, the reasons (what failed, which versions) are shown
+        # to a caller whose token is not limited to predicting.
+        if gateway.tokens is None or await self._sees_reasons(request):
             body["not_ready"] = gateway.state.not_ready
         return response(orjson.dumps(body), 200 if ready else 503)
+
+    async def _sees_reasons(self, request: Request) -> bool:
+        if b"authorization" not in dict(request.scope["headers"]):
+            return False
+        try:
+            who = await self.gateway.caller(request)
+        except ModelyardError:
+            return False
+        return who.endpoints is None
 
     async def server_metadata(self, request: Request) -> Response:
         from modelyard import __version__

@@ -704,6 +704,9 @@ class ApprovalRow(Base):
     # How many distinct approvers it needs (a policy's N), and who approved so far.
     required: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     approved_by: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    # An approval clears one move: when and by whom it was used (NULL: not yet).
+    used_at: Mapped[datetime | None]
+    used_by: Mapped[str | None] = mapped_column(String(256))
 
 
 # --- governance: signing keys and model signatures ------------------------------------------

@@ -55,10 +55,14 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("approved_by", sa.JSON(), server_default="[]", nullable=False)
         )
+        batch_op.add_column(sa.Column("used_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("used_by", sa.String(length=256), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.drop_column("used_by")
+        batch_op.drop_column("used_at")
         batch_op.drop_column("approved_by")
         batch_op.drop_column("required")
     with op.batch_alter_table("alias_policies", schema=None) as batch_op:
