@@ -122,8 +122,16 @@ def test_no_token_or_a_bad_one_is_refused_on_every_protected_route(secured: Secu
         assert reader.response()[0] == 200
     for path in OPEN:
         assert httpx.get(url + path).status_code == 200, path
-    # with auth on, the open readiness route does not say why an endpoint is not ready
+    # with auth on, the open readiness route does not say why an endpoint is not ready; a
+    # token not limited to endpoints sees why (a limited or a wrong one does not)
     assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
+    ready = f"{url}/v2/health/ready"
+    assert httpx.get(ready, headers=secured.bearer(secured.anywhere.secret)).json() == {
+        "ready": True,
+        "not_ready": {},
+    }
+    for headers in [secured.bearer(secured.fraud_only.secret), bad_headers[1]]:
+        assert httpx.get(ready, headers=headers).json() == {"ready": True}
 
 
 def test_a_token_scoped_to_one_endpoint_predicts_there_only(secured: Secured) -> None:

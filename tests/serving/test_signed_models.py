@@ -118,10 +118,14 @@ def test_a_tampered_new_version_is_refused_and_the_old_one_keeps_serving(
         time.sleep(1.0)  # it retries at every refresh; requests keep being answered meanwhile
         assert served_version(url, X) == "fraud/1"
         assert httpx.get(f"{url}/v2/models/fraud/ready").status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'modelyard_endpoint_stale{endpoint="fraud"} 1.0' in metrics
+        assert 'modelyard_endpoint_ready{endpoint="fraud"} 1.0' in metrics
 
         path.write_bytes(original)  # restored from a backup: the next retry loads it
         wait_for(lambda: served_version(url, X) == "fraud/2", "v2 was not served once restored")
         assert not_ready(url) == ""
+        assert 'modelyard_endpoint_stale{endpoint="fraud"} 0.0' in httpx.get(f"{url}/metrics").text
     finally:
         results = traffic.finish()
     assert len(results) > 20
