@@ -50,7 +50,9 @@ def table(rows: Iterable[Any], columns: Sequence[str], *, as_json: bool, title: 
         return
     t = Table(title=title or None)
     for c in columns:
-        t.add_column(c)
+        # an id is what the next command needs: whole, never cut to fit the terminal
+        identifier = c == "id" or c.endswith("_id")
+        t.add_column(c, no_wrap=identifier, min_width=26 if identifier else None)
     for item in items:
         t.add_row(*(_cell(item.get(c)) for c in columns))
     console.print(t)
