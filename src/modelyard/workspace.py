@@ -111,6 +111,12 @@ class Workspace:
             self._identity = Identity(name=self.actor, role=role)
         return self._identity
 
+    def act_as(self, identity: Identity) -> None:
+        """Make this workspace, and the services already made from it, act as ``identity``:
+        for a workspace a process made for its own use (a pipeline step's SDK client)."""
+        self.actor = identity.name
+        self._identity = identity
+
     def _view(self, actor: str, identity: Identity | None) -> Workspace:
         view = copy.copy(self)
         view.__dict__ = {k: v for k, v in self.__dict__.items() if k in _SHARED}

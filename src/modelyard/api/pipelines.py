@@ -69,9 +69,9 @@ def get_pipeline(name: str, ws: Workspace = Depends(viewer)) -> RegisteredPipeli
 @router.post("/pipelines/{name}/runs", status_code=202, response_model=RunStarted)
 def start_run(name: str, body: RunCreate, ws: Workspace = Depends(editor)) -> RunStarted:
     """Start a run in its own process; poll ``/pipeline-runs/{run_id}`` for its outcome."""
-    run_id = ws.pipelines.start(
-        name, body.params, executor=body.executor, trigger={"kind": "manual", "by": ws.actor}
-    )
+    who = ws.identity  # the run acts as its starter: their role decides what it may change
+    trigger = {"kind": "manual", "by": who.name, "role": who.role.value, "groups": who.groups}
+    run_id = ws.pipelines.start(name, body.params, executor=body.executor, trigger=trigger)
     return RunStarted(run_id=run_id)
 
 

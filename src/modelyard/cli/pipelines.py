@@ -95,6 +95,13 @@ def run(
     p = ws.pipelines.load(pipeline)
     params = {**_json_object(params_json, "--params-json"), **_params(p, param)}
     trigger = _json_object(trigger_json, "--trigger-json") or {"kind": "manual"}
+    if trigger.get("by") and trigger.get("role"):  # started over the API: act as its caller
+        from modelyard.governance.entities import Identity
+
+        starter = Identity(
+            name=trigger["by"], role=trigger["role"], groups=trigger.get("groups") or []
+        )
+        ws = ws.as_identity(starter)
     columns = (
         TextColumn("{task.description:<24}"),
         BarColumn(bar_width=20),

@@ -666,7 +666,7 @@ class StepContext:
             settings = self.ws.settings.model_copy(update={"uri": None})
             self._client = Client(None, settings=settings)
             if self._client.workspace is not None:
-                self._client.workspace.actor = self.ws.actor
+                self._client.workspace.act_as(self.ws.identity)
         return self._client
 
     def log_dataset(
