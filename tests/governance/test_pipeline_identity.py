@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from tests.conftest import LiveServer
 
 from modelyard.client import Client
 from modelyard.config import Settings
 from modelyard.pipelines import StepContext, pipeline, step
 from modelyard.workspace import Workspace
-from tests.conftest import LiveServer
 
 X = pd.DataFrame(np.random.default_rng(9).normal(size=(30, 2)), columns=["a", "b"])
 
