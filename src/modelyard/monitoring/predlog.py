@@ -691,6 +691,9 @@ def _prepare(arrays: Mapping[str, Any], rows: int) -> tuple[Mapping[str, Any], S
     """
     matrix = getattr(arrays, "matrix", None)
     if matrix is not None:  # the gateway's validated table: one (k, rows) matrix
+        extra = getattr(arrays, "extra", None)
+        if extra:  # and columns beside it (hashed by a redaction)
+            return arrays, _redacted_signature(arrays, matrix, extra, rows)
         return arrays, _matrix_signature(arrays, matrix, rows)
     out: dict[str, np.ndarray] | None = None
     signature = []
@@ -736,6 +739,30 @@ def _matrix_signature(arrays: Any, matrix: np.ndarray, rows: int) -> Signature:
     return signature
 
 
+def _redacted_signature(
+    arrays: Any, matrix: np.ndarray, extra: Mapping[str, np.ndarray], rows: int
+) -> Signature:
+    """The signature of :class:`~modelyard.monitoring.redaction.RedactedColumns`: a matrix
+    (``names``) and other columns (``extra``), in the order of ``order``."""
+    beside = []
+    for name, arr in extra.items():
+        if arr.ndim == 0 or arr.shape[0] != rows:
+            raise ValueError(f"{name!r} has {arr.shape[:1]} rows, the request has {rows}")
+        kind = arr.dtype.kind
+        beside.append((name, "O" if kind == "U" else kind, arr.shape[1:]))
+    key = (arrays.order, tuple(beside), _matrix_signature(arrays, matrix, rows))
+    signature = _REDACTED_SIGNATURES.get(key)
+    if signature is None:
+        if len(_REDACTED_SIGNATURES) >= 1024:
+            _REDACTED_SIGNATURES.clear()
+        by_name = {entry[0]: entry for entry in (*key[2], *beside)}
+        signature = _REDACTED_SIGNATURES[key] = tuple(by_name[name] for name in arrays.order)
+    return signature
+
+
+_REDACTED_SIGNATURES: dict[tuple[Any, ...], Signature] = {}
+
+
 def _to_table(group: _Group) -> pa.Table:
     records = group.records
     n = len(records)
@@ -776,10 +803,22 @@ def _to_table(group: _Group) -> pa.Table:
         columns[CALLER] = pa.array(per_row(callers), pa.string())
     found = [getattr(r[_INPUTS], "matrix", None) for r in records]
     matrices: list[np.ndarray] = [m for m in found if m is not None]
-    if group.inputs and len(matrices) == n:  # one join, not one per column
+    names = getattr(records[0][_INPUTS], "names", None)
+    if (
+        group.inputs
+        and len(matrices) == n
+        and names is not None
+        and all(getattr(r[_INPUTS], "names", None) == names for r in records)
+    ):  # one join, not one per column (and the columns beside the matrix, if any)
         joined = matrices[0] if n == 1 else np.concatenate(matrices, axis=1)
-        for index, name in enumerate(group.inputs):
-            columns[INPUT_PREFIX + name] = pa.array(joined[index])
+        position = {name: i for i, name in enumerate(names)}
+        for name in group.inputs:
+            index = position.get(name)
+            columns[INPUT_PREFIX + name] = (
+                pa.array(joined[index])
+                if index is not None
+                else _arrow_column([r[_INPUTS][name] for r in records])
+            )
     else:
         for name in group.inputs:
             columns[INPUT_PREFIX + name] = _arrow_column([r[_INPUTS][name] for r in records])

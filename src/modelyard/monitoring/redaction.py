@@ -20,11 +20,13 @@ column, rewriting the segments that hold them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +46,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelyard.monitoring.redaction")
 
-__all__ = ["ForgetResult", "Redaction", "forget", "hash_texts", "redaction_key"]
+__all__ = [
+    "ForgetResult",
+    "RedactedColumns",
+    "Redaction",
+    "forget",
+    "hash_texts",
+    "redaction_key",
+]
 
 MIN_KEY_CHARS = 16
+#: Distinct values (of each kind: texts, floats, integers) whose digests a Redaction keeps:
+#: a column repeats its values (customer ids), and a digest costs more than its lookup.
+DIGEST_CACHE = 16_384
 _MASK_LENGTHS = (4, 8, 16, 32, 64)
 
 
@@ -85,12 +97,17 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if value.is_integer() and abs(value) < 2**53:
-            return str(int(value))
-        return repr(value)
+        return _float_text(value)
     return str(value)
+
+
+def _float_text(value: float) -> str | None:
+    """:func:`_text` of a float."""
+    if math.isnan(value):
+        return None
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
 
 
 def hash_texts(key: bytes, texts: list[str]) -> list[str]:
@@ -120,7 +137,9 @@ class Redaction:
 
     Without a key, hashed columns are dropped instead (and said once in the log): the
     server refuses to configure hashing without one, so that only happens to a gateway
-    started without the key the server has.
+    started without the key the server has. The digests of the last ``DIGEST_CACHE``
+    distinct values of each kind are kept (with the values, in this process's memory only):
+    a value seen again costs a dictionary lookup, not a text and an HMAC.
     """
 
     def __init__(self, actions: Mapping[str, str], key: bytes | None) -> None:
@@ -132,6 +151,29 @@ class Redaction:
                 "from the prediction log instead of hashed",
                 sorted(c for c, a in self.actions.items() if a == "hash"),
             )
+        # What becomes of the columns of a matrix with these names (see _MatrixPlan).
+        self._plans: dict[tuple[str, ...], _MatrixPlan | None] = {}
+        self._last: tuple[Any, _MatrixPlan | None] = (None, None)
+        if key is not None:
+            keyed = hmac.new(key, digestmod=hashlib.sha256)
+
+            def digest(text: str) -> str:  # hash_texts of one text, from the keyed state
+                h = keyed.copy()
+                h.update(text.encode())
+                return h.hexdigest()
+
+            def of_float(value: float) -> str:  # never NaN: the caller keeps those missing
+                return digest(_float_text(value) or "")
+
+            def of_int(value: int) -> str:
+                return digest(str(value))
+
+            cached = functools.lru_cache(maxsize=DIGEST_CACHE)
+            # One cache per kind: equal values of different kinds can have different texts
+            # (True and 1, 2.0**53 and 2**53).
+            self._digest_text: Callable[[str], str] = cached(digest)
+            self._digest_float: Callable[[float], str] = cached(of_float)
+            self._digest_int: Callable[[int], str] = cached(of_int)
 
     @classmethod
     def for_endpoint(cls, actions: Mapping[str, str], settings: Settings) -> Redaction | None:
@@ -147,6 +189,10 @@ class Redaction:
 
     def apply(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
         """``inputs`` as the log keeps them (the caller's mapping is not changed)."""
+        matrix = getattr(inputs, "matrix", None)
+        names = getattr(inputs, "names", None)
+        if matrix is not None and names is not None:  # the gateway's validated numbers
+            return self._apply_matrix(inputs, names, matrix)
         touched = [name for name in self.actions if name in inputs]
         if not touched:
             return inputs
@@ -161,14 +207,132 @@ class Redaction:
                 out[name] = mask(np.asarray(out[name]))
         return out
 
+    def _apply_matrix(
+        self, inputs: Mapping[str, Any], names: tuple[str, ...], matrix: np.ndarray
+    ) -> Mapping[str, Any]:
+        """:meth:`apply` of columns that are the rows of one matrix: the numbers that stay
+        (kept or masked) stay one matrix, so the log's writer still joins them at once."""
+        last = self._last
+        if names is last[0]:  # the same signature as the last request
+            plan = last[1]
+        else:
+            if names not in self._plans:
+                if len(self._plans) >= 64:
+                    self._plans.clear()
+                self._plans[names] = self._matrix_plan(names)
+            plan = self._plans[names]
+            self._last = (names, plan)
+        if plan is None:
+            return inputs
+        kept = matrix[plan.rows]  # a copy: the values hashed or dropped are not in it
+        for i in plan.masked:
+            kept[i] = mask(kept[i])
+        extra = {name: self.hash(matrix[row]) for name, row in plan.hashed}
+        return RedactedColumns(plan.names, kept, extra, plan.order)
+
+    def _matrix_plan(self, names: tuple[str, ...]) -> _MatrixPlan | None:
+        if not any(name in self.actions for name in names):
+            return None
+        rows: list[int] = []
+        masked: list[int] = []
+        hashed: list[tuple[str, int]] = []
+        order: list[str] = []
+        for row, name in enumerate(names):
+            action = self.actions.get(name)
+            if action == "drop" or (action == "hash" and self.key is None):
+                continue
+            order.append(name)
+            if action == "hash":
+                hashed.append((name, row))
+                continue
+            if action == "mask":
+                masked.append(len(rows))
+            rows.append(row)
+        return _MatrixPlan(
+            rows=np.array(rows, dtype=np.intp),
+            names=tuple(names[row] for row in rows),
+            masked=masked,
+            hashed=hashed,
+            order=tuple(order),
+        )
+
     def hash(self, values: np.ndarray) -> np.ndarray:
-        key = self.key
-        assert key is not None
+        """Each value's hex HMAC-SHA256 (of its text, see :func:`_text`); missing values
+        (None, NaN) stay None. An object array of ``values``' shape."""
+        assert self.key is not None
+        flat = values.reshape(-1)
+        kind = flat.dtype.kind
+        items = flat.tolist()  # Python objects, as .item() makes them
+        digests: list[str | None]
+        if kind == "f":
+            of_float = self._digest_float
+            digests = [None if v != v else of_float(v) for v in items]  # v != v: NaN
+        elif kind in "iu":
+            digests = list(map(self._digest_int, items))
+        elif kind == "U":
+            digests = list(map(self._digest_text, items))
+        elif kind == "O":  # as _text makes them; None (or NaN) is missing
+            of_text = self._digest_text
+            texts = [v if type(v) is str else _text(v) for v in items]
+            digests = [None if t is None else of_text(t) for t in texts]
+        else:  # booleans, bytes, dates...: never missing (a NaT is hashed as "None")
+            of_text = self._digest_text
+            digests = [of_text("None" if v is None else _text(v) or "") for v in items]
+        out = np.empty(len(digests), dtype=object)
+        out[:] = digests
+        return out.reshape(values.shape)
 
-        def convert(uniques: np.ndarray) -> list[str]:
-            return hash_texts(key, [_text(u) or "" for u in uniques])
 
-        return _by_unique(values, convert)
+@dataclass(frozen=True)
+class _MatrixPlan:
+    """What a redaction does to the columns of a matrix with one set of names."""
+
+    rows: np.ndarray  # the matrix rows that stay numbers (kept or masked), in order
+    names: tuple[str, ...]  # their names
+    masked: list[int]  # which of them are masked (positions in rows)
+    hashed: list[tuple[str, int]]  # (name, matrix row) of each hashed column
+    order: tuple[str, ...]  # every column the log keeps, in the request's order
+
+
+class RedactedColumns(Mapping[str, np.ndarray]):
+    """A matrix of columns after :meth:`Redaction.apply`: the numbers that stay as one
+    (k, n) ``matrix`` (``names`` gives its rows, as in a ``Columns``), the hashed columns
+    in ``extra``; ``order`` is every column, in the request's order."""
+
+    __slots__ = ("_positions", "extra", "matrix", "names", "order")
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        matrix: np.ndarray,
+        extra: dict[str, np.ndarray],
+        order: tuple[str, ...],
+    ) -> None:
+        self.names = names
+        self.matrix = matrix
+        self.extra = extra
+        self.order = order
+        self._positions: dict[str, int] | None = None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        found = self.extra.get(name)
+        if found is not None:
+            return found
+        if self._positions is None:
+            self._positions = {n: i for i, n in enumerate(self.names)}
+        return self.matrix[self._positions[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.extra or name in self.names
+
+    def __repr__(self) -> str:
+        return f"RedactedColumns({list(self.order)!r}, rows={self.matrix.shape[1]})"
 
 
 def mask(values: np.ndarray) -> np.ndarray:

@@ -13,8 +13,10 @@ over the input features the version's reference profile knows, of a per-feature 
 So an ordinary row scores about 0 (a feature of the reference itself scores 0.005 on
 average), a row with every feature beyond the training range 1, and a row with half its
 features out of range 0.5. The tail knots come from the reference's t-digest once, when the
-gateway loads the version; scoring a request is a few numpy operations on the whole batch
-(no loop over its rows).
+gateway loads the version. Scoring a request compares the whole batch with each feature's
+central 99% (two numpy comparisons, no loop over its rows); only the values beyond it (one
+in a hundred of the training data's) are scored further, a few of them in Python floats,
+more of them with numpy, with the same arithmetic either way.
 
 The endpoint's :class:`~modelyard.serving.entities.GuardConfig` decides what a score does:
 ``log`` writes it to the prediction log (``guard_score``), ``flag`` also names the rows at or
@@ -26,6 +28,7 @@ profile is not guarded (:class:`Inactive`); :func:`guard_status` says so.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,23 +82,74 @@ class GuardRejected(InvalidInput):
     title = "Input rejected"
 
 
-@dataclass(eq=False)
 class Verdict:
-    """The guard's scores of one request, with what explains them."""
+    """The guard's scores of one request, with what explains them.
 
-    scores: npt.NDArray[np.float32]  # per row
-    novelty: npt.NDArray[np.float64]  # (features, rows)
-    values: list[npt.NDArray[Any]]  # per feature, the row values scored
-    guard: Guard
+    Only the scores are made for every request; each feature's novelty and the values
+    scored (what :meth:`explain` and a rejection need) are worked out when first asked for.
+    """
+
+    __slots__ = ("_novelty", "_plan", "_texts", "_values", "_x", "clear", "guard", "scores")
+
+    def __init__(
+        self,
+        scores: npt.NDArray[np.float32],
+        guard: Guard,
+        plan: _Plan,
+        x: npt.NDArray[np.float64] | None,
+        novelty: npt.NDArray[np.float64] | None,
+        texts: dict[int, tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]],
+    ) -> None:
+        self.scores = scores  # per row
+        self.guard = guard
+        #: Every feature of every row scored 0 (so every score is 0).
+        self.clear = novelty is None
+        self._novelty = novelty
+        self._plan = plan
+        self._x = x  # the numeric features present, in the plan's order, by rows
+        self._texts = texts  # per category feature: its texts and which are missing
+        self._values: list[npt.NDArray[Any]] | None = None
+
+    @property
+    def novelty(self) -> npt.NDArray[np.float64]:
+        """Each feature's novelty in each row: (features, rows)."""
+        if self._novelty is None:
+            self._novelty = np.zeros((len(self.guard.names), self.scores.size))
+        return self._novelty
+
+    @property
+    def values(self) -> list[npt.NDArray[Any]]:
+        """Per feature, the row values scored (empty for a feature the request lacks)."""
+        if self._values is None:
+            values: list[npt.NDArray[Any]] = [_EMPTY] * len(self.guard.names)
+            if self._x is not None:
+                for row, j in enumerate(self._plan.index.tolist()):
+                    values[j] = self._x[row]
+            for j, (texts, missing) in self._texts.items():
+                values[j] = np.where(missing, "", texts)
+            self._values = values
+        return self._values
 
     def flagged(self, threshold: float) -> npt.NDArray[np.intp]:
+        if self.clear and threshold > 0:
+            return _NONE_FLAGGED
         return np.flatnonzero(self.scores >= np.float32(threshold))
 
     def header(self, threshold: float) -> bytes:
         """``X-Modelyard-Guard``: ``flagged; rows=0,3; score=0.83`` (the highest score of the
         rows named; ``more=N`` counts rows beyond the first 64), or ``ok; score=0.12``."""
+        if self.clear and threshold > 0:
+            return b"ok; score=0.00"
+        if not self.scores.size:
+            return b"ok; score=0.00"
+        top = float(_max(self.scores))
+        if self.scores.size <= MAX_HEADER_ROWS:  # in Python floats: cheaper than numpy calls
+            least = float(np.float32(threshold))  # as flagged() compares
+            hits = [str(i) for i, score in enumerate(self.scores.tolist()) if score >= least]
+            if not hits:
+                return b"ok; score=%.2f" % top
+            return b"flagged; rows=%s; score=%.2f" % (",".join(hits).encode(), top)
         rows = self.flagged(threshold)
-        top = float(self.scores.max()) if self.scores.size else 0.0
         if rows.size == 0:
             return b"ok; score=%.2f" % top
         named = ",".join(map(str, rows[:MAX_HEADER_ROWS].tolist())).encode()
@@ -188,6 +242,9 @@ class Guard:
     known: list[npt.NDArray[np.str_]] = field(default_factory=list)  # per category feature
     complete: list[bool] = field(default_factory=list)  # every category kept (none in other)
     _plans: dict[tuple[bool, tuple[str, ...]], _Plan] = field(default_factory=dict, repr=False)
+    # The plan of the last ``Columns`` names seen (the same tuple for every request of a
+    # signature): found without hashing the names.
+    _last: tuple[Any, Any] = field(default=(None, None), repr=False)
 
     @classmethod
     def build(cls, model: str, version: int, stamp: datetime, profile: Profile) -> Guard:
@@ -228,102 +285,118 @@ class Guard:
     def score(self, inputs: Mapping[str, Any], rows: int) -> Verdict:
         """Score every row of a validated request (its columns, or a ``Columns`` matrix)."""
         plan = self._plan(inputs)
-        values: list[npt.NDArray[Any]] = [_EMPTY] * len(self.names)
-        novelty = np.zeros((len(self.names), rows))
+        x = None
+        novelty = None
         if plan.index.size:
             matrix = getattr(inputs, "matrix", None)
-            if matrix is not None:  # the gateway's validated numbers: one gather
-                x = matrix[plan.rows]
+            if matrix is not None:  # the gateway's validated numbers: as they are, or a gather
+                x = matrix if plan.whole else matrix[plan.rows]
             else:
                 x = np.stack([_numbers(inputs, where, rows) for where in plan.numeric_at])
             # The common case, every value inside its feature's central 99%: two comparisons
-            # (NaN fails both, so a missing value takes the long way).
-            if not _all(_all((x >= plan.inner_lo) & (x <= plan.inner_hi))):
-                novelty[plan.index] = self._numeric(x, plan)
-            for row, j in enumerate(plan.index.tolist()):
-                values[j] = x[row]
+            # and a count (NaN fails both, so a missing value takes the long way).
+            inside = (x >= plan.inner_lo) & (x <= plan.inner_hi)
+            if np.count_nonzero(inside) != inside.size:
+                novelty = np.zeros((len(self.names), rows))
+                self._numeric(x, inside, plan, novelty)
+        texts: dict[int, tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]] = {}
         for j, c, where in plan.categorical_at:
-            texts, missing = _texts(inputs[where], rows)
+            text, missing = texts[j] = _texts(inputs[where], rows)
             known = self.known[c]
             if known.size and self.complete[c]:
-                at = np.minimum(np.searchsorted(known, texts), known.size - 1)
-                novel = (known[at] != texts) & ~missing
+                at = np.minimum(np.searchsorted(known, text), known.size - 1)
+                novel = (known[at] != text) & ~missing
             else:
                 novel = np.zeros(rows, dtype=bool)
             if self.no_missing[j]:
                 novel |= missing
-            novelty[j] = novel
-            values[j] = np.where(missing, "", texts)
-        if plan.count == 0:
-            return Verdict(np.zeros(rows, dtype=np.float32), novelty, values, self)
+            if np.count_nonzero(novel):
+                if novelty is None:
+                    novelty = np.zeros((len(self.names), rows))
+                novelty[j] = novel
+        if novelty is None or plan.count == 0:
+            return Verdict(np.zeros(rows, dtype=np.float32), self, plan, x, novelty, texts)
         scores = (novelty.sum(axis=0) / plan.count).astype(np.float32)
-        return Verdict(scores, novelty, values, self)
+        return Verdict(scores, self, plan, x, novelty, texts)
 
-    def _numeric(self, x: npt.NDArray[np.float64], plan: _Plan) -> npt.NDArray[np.float64]:
-        """Per-feature novelty of numbers ``x`` (the plan's features by rows)."""
-        out = np.zeros(x.shape)
-        outside = (x < plan.lo) | (x > plan.hi)
-        low = (x < plan.inner_lo) & ~outside
-        high = (x > plan.inner_hi) & ~outside
-        tail = low | high
-        if tail.any():  # both tails in one pass: the upper one mirrored (-x, -knots)
-            feature = np.nonzero(tail)[0]
-            upper = high[tail]
-            values = np.where(upper, -x[tail], x[tail])
-            knots = np.where(upper[:, None], plan.upper[feature], plan.lower[feature])
-            out[tail] = _ramp(values, knots)
-        out[outside] = 1.0
-        missing = np.isnan(x)
-        if missing.any():
-            out[missing & plan.no_missing] = 1.0
-        return out
+    def _numeric(
+        self,
+        x: npt.NDArray[np.float64],
+        inside: npt.NDArray[np.bool_],
+        plan: _Plan,
+        novelty: npt.NDArray[np.float64],
+    ) -> None:
+        """Write into ``novelty`` that of the numbers ``x`` (the plan's features by rows) not
+        ``inside`` their feature's central 99%: usually a few, so only those are worked on."""
+        at = np.flatnonzero(~inside)
+        if at.size <= _FEW and _few(x, at.tolist(), plan, novelty):
+            return
+        feature, row = np.divmod(at, x.shape[1])
+        values = x[feature, row]
+        bounds = plan.bounds[feature]  # lo, hi, inner_hi
+        upper = values > bounds[:, 2]
+        knots = plan.knots[feature + upper * plan.index.size]
+        # The ramp of every value, the upper tail mirrored (-x, -knots); those outside the
+        # range or missing get nonsense (maybe a division by 0 or NaN), replaced right after.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = _ramp(np.where(upper, -values, values), knots)
+        out[(values < bounds[:, 0]) | (values > bounds[:, 1])] = 1.0
+        missing = np.isnan(values)
+        if np.count_nonzero(missing):
+            out[missing] = plan.no_missing[feature[missing]]
+        novelty[plan.index[feature], row] = out
 
     def _plan(self, inputs: Mapping[str, Any]) -> _Plan:
         """Where each feature is in requests with these input names, and the bounds of those
         present (cached per name set): numbers as a ``Columns`` matrix row, a 1-D input or a
         column of a 2-D input (``name[i]`` in the profile); categories by input name."""
         names = getattr(inputs, "names", None)
+        last = self._last
+        if names is not None and names is last[0]:  # the same signature as last time
+            return last[1]
         order = tuple(names) if names is not None else tuple(inputs)
         key = (names is not None, order)
         found = self._plans.get(key)
-        if found is not None:
-            return found
+        if found is None:
+            found = self._make_plan(order, names is not None)
+            if len(self._plans) >= 64:
+                self._plans.clear()
+            self._plans[key] = found
+        if names is not None:
+            self._last = (names, found)
+        return found
+
+    def _make_plan(self, order: tuple[str, ...], matrix: bool) -> _Plan:
         position = {name: i for i, name in enumerate(order)}
-        index: list[int] = []
-        numeric_at: list[Any] = []
+        numeric: list[tuple[int, Any]] = []  # (position in names, where in the request)
         for j, name in enumerate(self.names[: self.numeric]):
             match = _COLUMN.match(name)
             if name in position:
-                numeric_at.append(position[name] if names is not None else name)
-            elif match and match.group(1) in position and names is None:
-                numeric_at.append((match.group(1), int(match.group(2))))
-            else:
-                continue
-            index.append(j)
+                numeric.append((j, position[name] if matrix else name))
+            elif match and match.group(1) in position and not matrix:
+                numeric.append((j, (match.group(1), int(match.group(2)))))
+        if matrix:  # in the matrix's order: a matrix of nothing else is scored as it is
+            numeric.sort(key=lambda item: item[1])
         categorical_at = [
             (self.numeric + c, c, name)
             for c, name in enumerate(self.names[self.numeric :])
             if name in position
         ]
-        at = np.array(index, dtype=np.intp)
-        found = _Plan(
+        at = np.array([j for j, _ in numeric], dtype=np.intp)
+        numeric_at = [where for _, where in numeric]
+        return _Plan(
             index=at,
             numeric_at=numeric_at,
-            rows=np.array(numeric_at if names is not None else [], dtype=np.intp),
-            lo=self.lo[at, None],
-            hi=self.hi[at, None],
+            rows=np.array(numeric_at if matrix else [], dtype=np.intp),
+            whole=matrix and len(numeric_at) == len(order),
             inner_lo=self.lower[at, -1:],
             inner_hi=-self.upper[at, -1:],
-            lower=self.lower[at],
-            upper=self.upper[at],
-            no_missing=self.no_missing[at, None],
+            bounds=np.stack([self.lo[at], self.hi[at], -self.upper[at, -1]], axis=1),
+            knots=np.concatenate([self.lower[at], self.upper[at]]),
+            no_missing=self.no_missing[at],
             categorical_at=categorical_at,
-            count=len(index) + len(categorical_at),
+            count=len(numeric) + len(categorical_at),
         )
-        if len(self._plans) >= 64:
-            self._plans.clear()
-        self._plans[key] = found
-        return found
 
 
 @dataclass(eq=False)
@@ -333,33 +406,83 @@ class _Plan:
     index: npt.NDArray[np.intp]  # the numeric features present (positions in Guard.names)
     numeric_at: list[Any]  # where each is: matrix row, input name, or (2-D input, column)
     rows: npt.NDArray[np.intp]  # their rows of a Columns matrix
-    lo: npt.NDArray[np.float64]  # (present, 1) from here on
-    hi: npt.NDArray[np.float64]
-    inner_lo: npt.NDArray[np.float64]
+    whole: bool  # they are every row of the matrix, in order: the matrix is scored as it is
+    inner_lo: npt.NDArray[np.float64]  # (present, 1): the central 99%, for whole batches
     inner_hi: npt.NDArray[np.float64]
-    lower: npt.NDArray[np.float64]  # (present, KNOTS)
-    upper: npt.NDArray[np.float64]
-    no_missing: npt.NDArray[np.bool_]
+    bounds: npt.NDArray[np.float64]  # (present, 3): lo, hi, inner_hi, gathered per value
+    knots: npt.NDArray[np.float64]  # (2 * present, KNOTS): the lower tails', the upper ones'
+    no_missing: npt.NDArray[np.bool_]  # (present,)
     categorical_at: list[tuple[int, int, str]]  # (position in names, category index, input)
     count: int  # features scored
+    # The same as Python lists, for a few values at a time (see _few).
+    index_list: list[int] = field(init=False)
+    bounds_list: list[list[float]] = field(init=False)
+    knots_list: list[list[float]] = field(init=False)
+    no_missing_list: list[bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index_list = self.index.tolist()
+        self.bounds_list = self.bounds.tolist()
+        self.knots_list = self.knots.tolist()
+        self.no_missing_list = self.no_missing.tolist()
 
 
 _EMPTY = np.empty(0)
-_all = np.logical_and.reduce  # the ufunc's own reduction: ndarray.all() wraps it in Python
+_max = np.maximum.reduce  # the ufunc's own: ndarray.max() wraps it in Python
+_FEW = 32  # values beyond an inner edge up to which _few is cheaper than numpy
+_NONE_FLAGGED = np.empty(0, dtype=np.intp)
+_NONE_FLAGGED.flags.writeable = False
 
 
 def _ramp(x: npt.NDArray[np.float64], knots: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Novelty of values in a tail: 1 at ``knots[:, 0]`` (the extreme seen), 0 at
     ``knots[:, -1]`` (the tail's inner edge), linear in tail probability between knots.
 
-    Each value lies in ``[knots[i, 0], knots[i, -1])``: its segment (the last knot at or below
-    it, and the next) has a positive width, and the result is in (0, 1].
+    A value in ``[knots[i, 0], knots[i, -1])`` has a segment (the last knot at or below it,
+    and the next) of positive width, and a result in (0, 1]; any other value gets nonsense
+    (NaN, or a division by 0: silence numpy) that the caller replaces.
     """
     last = knots.shape[1] - 1
-    segment = (x[:, None] >= knots).sum(axis=1) - 1
+    segment = np.add.reduce(x[:, None] >= knots, axis=1) - 1
     rows = np.arange(x.size)
     x0, x1 = knots[rows, segment], knots[rows, segment + 1]
     return np.asarray(1.0 - (segment + (x - x0) / (x1 - x0)) / last)
+
+
+def _few(
+    x: npt.NDArray[np.float64], at: list[int], plan: _Plan, novelty: npt.NDArray[np.float64]
+) -> bool:
+    """:meth:`Guard._numeric` of a few values (positions ``at`` in ``x``), one at a time in
+    Python floats: each numpy call costs more than the arithmetic. The same operations in
+    the same order, so the same results. False (nothing written) for a value outside the
+    knots of its tail, left to numpy."""
+    columns = x.shape[1]
+    bounds, knots_of, no_missing = plan.bounds_list, plan.knots_list, plan.no_missing_list
+    present = len(bounds)
+    found = []
+    for position in at:
+        feature, row = divmod(position, columns)
+        value = x.item(feature, row)
+        lo, hi, inner_hi = bounds[feature]
+        if value != value:  # NaN: missing
+            if no_missing[feature]:
+                found.append((feature, row, 1.0))
+        elif value < lo or value > hi:
+            found.append((feature, row, 1.0))
+        else:  # in a tail, the upper one mirrored, as in _ramp
+            upper = value > inner_hi
+            knots = knots_of[feature + present] if upper else knots_of[feature]
+            value = -value if upper else value
+            segment = bisect_right(knots, value) - 1  # the knots at or below it, as _ramp
+            last = len(knots) - 1
+            if not 0 <= segment < last:
+                return False
+            x0, x1 = knots[segment], knots[segment + 1]
+            found.append((feature, row, 1.0 - (segment + (value - x0) / (x1 - x0)) / last))
+    index = plan.index_list
+    for feature, row, value in found:
+        novelty[index[feature], row] = value
+    return True
 
 
 def _numbers(inputs: Mapping[str, Any], where: Any, rows: int) -> npt.NDArray[np.float64]:
