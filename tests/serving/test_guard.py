@@ -132,14 +132,14 @@ def test_reject_answers_422_naming_rows_features_and_why_and_predicts_nothing(
         assert problem["title"] == "Input rejected"
         assert problem["rows"] == [1, 3]
         assert "2 of 4 rows" in problem["detail"] and "models:/fraud/1" in problem["detail"]
-        assert "f0=50 outside" in problem["detail"]
+        assert "f0=50 above the range seen in training" in problem["detail"]
         first, second = problem["details"]
         assert first["row"] == 1 and first["score"] == 1.0
         assert {f["feature"] for f in first["features"]} == set(FEATURES)
         assert {f["reason"] for f in first["features"]} == {"out_of_range"}
-        lo, hi = first["features"][0]["range"]
-        assert lo == pytest.approx(X[first["features"][0]["feature"]].min())
-        assert hi == pytest.approx(X[first["features"][0]["feature"]].max())
+        # the training range is not told to callers: they could stay just inside it
+        assert all("range" not in f and f["side"] == "above" for f in first["features"])
+        assert str(round(X["f0"].max(), 3)) not in r.text
         assert second["row"] == 3
         assert {f["feature"] for f in second["features"] if f["reason"] == "out_of_range"} == {
             "f0",
@@ -259,8 +259,8 @@ def test_scores_follow_the_reference_tails_and_categories() -> None:
         "feature": "x",
         "novelty": 1.0,
         "reason": "out_of_range",
+        "side": "below",
         "value": lo - 1,
-        "range": [lo, hi],
     }
 
 

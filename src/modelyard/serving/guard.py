@@ -168,14 +168,18 @@ class Verdict:
                 "novelty": round(float(self.novelty[j, row]), 3),
             }
             if j < guard.numeric:
+                # The training range itself is not said: a 422 goes to whoever may predict,
+                # and the bounds would show them how to stay just inside (and the data).
                 lo, hi = float(guard.lo[j]), float(guard.hi[j])
                 number = float(value)
                 if number != number:  # NaN
                     item.update(reason="missing", value=None)
-                elif number < lo or number > hi:
-                    item.update(reason="out_of_range", value=number, range=[lo, hi])
+                elif number < lo:
+                    item.update(reason="out_of_range", side="below", value=number)
+                elif number > hi:
+                    item.update(reason="out_of_range", side="above", value=number)
                 else:
-                    item.update(reason="tail", value=number, range=[lo, hi])
+                    item.update(reason="tail", value=number)
             elif value is None or value == "":
                 item.update(reason="missing", value=None)
             else:
@@ -212,8 +216,7 @@ class Verdict:
 def _why(feature: Mapping[str, Any]) -> str:
     name, reason = feature["feature"], feature["reason"]
     if reason == "out_of_range":
-        lo, hi = feature["range"]
-        return f"{name}={feature['value']:g} outside [{lo:g}, {hi:g}]"
+        return f"{name}={feature['value']:g} {feature['side']} the range seen in training"
     if reason == "tail":
         return f"{name}={feature['value']:g} in the outer {TAIL:.0%} of the reference"
     if reason == "missing":
