@@ -78,6 +78,20 @@ def test_upload_digest_mismatch_and_download(http: httpx.Client, workspace: Work
     assert_problem(http.put("/artifacts/sha256:nothex", content=data), 422, "not a digest")
 
 
+
+def test_a_damaged_blob_is_a_clean_problem_not_a_cut_connection(
+    http: httpx.Client, workspace: Workspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = b"weights" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert http.put(f"/artifacts/{digest}", content=data).status_code == 201
+    Path(workspace.artifacts._path(digest)).write_bytes(data[:-1] + b"X")  # damaged on disk
+    body = assert_problem(http.get(f"/artifacts/{digest}"), 500, "does not match its digest")
+    assert body["title"] == "Artifact corrupted"
+    assert http.head(f"/artifacts/{digest}").status_code == 200  # the connection serves on
+    assert "Traceback" not in caplog.text and "response already started" not in caplog.text
+
+
 def test_oversized_upload_is_413_and_stores_nothing(tmp_path: Path) -> None:
     from modelyard.api.app import create_app
 
