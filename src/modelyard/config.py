@@ -179,6 +179,12 @@ class Settings(BaseSettings):
         description="refuse to load a model version that is not signed by a trusted key "
         "(unsigned, or signed by a key that is unknown or revoked)",
     )
+    trusted_key_ids: str = Field(
+        default="",
+        description="comma-separated signing key ids to trust, whatever the metadata store "
+        "says (someone who can write to the database could add a key of their own); empty: "
+        "the keys trusted in the store",
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
     uri: str | None = Field(
         default=None, description="server URL for the CLI and SDK; unset means work in-process"
@@ -196,6 +202,11 @@ class Settings(BaseSettings):
                 "the identity provider issues modelyard's tokens for"
             )
         return value
+
+    @property
+    def pinned_key_ids(self) -> frozenset[str]:
+        """:attr:`trusted_key_ids` as a set (empty: not pinned)."""
+        return frozenset(k.strip() for k in self.trusted_key_ids.split(",") if k.strip())
 
     @field_validator("oidc_jwks_url")
     @classmethod

@@ -78,7 +78,6 @@ def test_upload_digest_mismatch_and_download(http: httpx.Client, workspace: Work
     assert_problem(http.put("/artifacts/sha256:nothex", content=data), 422, "not a digest")
 
 
-
 def test_a_damaged_blob_is_a_clean_problem_not_a_cut_connection(
     http: httpx.Client, workspace: Workspace, caplog: pytest.LogCaptureFixture
 ) -> None:

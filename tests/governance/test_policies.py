@@ -324,6 +324,10 @@ def test_a_governed_model_cannot_leave_its_policies_behind(any_workspace: Worksp
     with pytest.raises(Forbidden, match="ed may not move models on model churn"):
         ed.registry.update_model("churn", project="sandbox")
     assert ws.registry.get_model("churn").project == "retention"
+    ws.access.bind("user:ed", "admin", "model:churn")  # an admin of the model, not the project
+    with pytest.raises(Forbidden, match="ed may not move models out of it on project retention"):
+        ed.registry.update_model("churn", project="sandbox")
+    ws.access.unbind(ws.access.list(subject="user:ed")[0].id)
     assert ed.registry.update_model("churn", description="ok").description == "ok"
     with pytest.raises(Forbidden, match="may not archive models an alias policy governs"):
         ed.registry.archive_model("churn")
@@ -342,3 +346,15 @@ def test_a_registration_whose_alias_is_refused_says_the_version_exists(ws: Works
         client.registry = ws.as_actor("dee").registry  # the SDK as dee, a deployer
         client.log_model(MODEL, "fraud", input_example=X.head(3), alias="champion")
     assert ws.registry.get_version("fraud", 4).version == 4
+
+
+def test_grants_on_a_model_go_with_it(ws: Workspace) -> None:
+    ws.identities.create_user("vi", "viewer")
+    versions(ws, "tmp", 1)
+    ws.access.bind("user:vi", "admin", "model:tmp")
+    ws.registry.archive_model("tmp")
+    ws.registry.delete_model("tmp")
+    assert ws.access.list(scope="model:tmp") == []
+    versions(ws, "tmp", 1)  # another team's model of the same name
+    with pytest.raises(Forbidden):
+        as_(ws, "vi").registry.update_model("tmp", description="mine now")

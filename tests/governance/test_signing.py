@@ -336,3 +336,47 @@ def test_signing_and_keys_need_their_permissions(any_workspace: Workspace, model
     with pytest.raises(Forbidden):
         viewer.signing.revoke_key(ws.signing.list_keys()[0].id)
     assert viewer.registry.verify_version("fraud", 1).ok  # reading is open to viewers
+
+
+def test_a_swapped_key_record_and_pinned_key_ids(any_workspace: Workspace, model_dir: Path) -> None:
+    """Someone with write access to the database swaps a trusted key's public key for their
+    own (and re-signs): the key id no longer matches the key. Pinning key ids in the settings
+    keeps keys added to the store out."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from modelyard.governance.signing import public_pem
+    from modelyard.store.tables import SigningKeyRow
+
+    ws = any_workspace
+    key = ws.signing.create_key()
+    register(ws, model_dir)
+    assert ws.registry.verify_version("fraud", 1).ok
+    ws.settings.trusted_key_ids = "0123456789abcdef"  # pinned: not this workspace's key
+    check = ws.registry.verify_version("fraud", 1)
+    assert (check.ok, check.status) == (False, "untrusted_key")
+    assert "MODELYARD_TRUSTED_KEY_IDS" in check.reason
+    ws.settings.trusted_key_ids = key.id
+    assert ws.registry.verify_version("fraud", 1).ok
+    forged = public_pem(Ed25519PrivateKey.generate().public_key())
+    with ws.store.write("mallory") as tx:
+        tx.session.get(SigningKeyRow, key.id).public_key = forged
+    check = ws.registry.verify_version("fraud", 1)
+    assert (check.ok, check.status) == (False, "invalid")
+    assert "the key record was altered" in check.reason
+
+
+def test_re_signing_what_no_longer_verifies_takes_an_admin(
+    any_workspace: Workspace, model_dir: Path
+) -> None:
+    ws = any_workspace
+    ws.signing.create_key()
+    v = register(ws, model_dir)
+    ws.identities.create_user("ed", "editor")
+    ed = ws.as_actor("ed")
+    assert ed.registry.sign_version("fraud", 1).signed  # still verifies: a rotation's re-sign
+    original = tamper(ws, model_file(v)[1])
+    with pytest.raises(Forbidden, match="ed may not re-sign a version that does not verify"):
+        ed.registry.sign_version("fraud", 1)
+    assert ws.registry.verify_version("fraud", 1).status == "tampered"
+    blob_path(ws, model_file(v)[1]).write_bytes(original)
+    assert ed.registry.sign_version("fraud", 1).signed

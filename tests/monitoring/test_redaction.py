@@ -274,3 +274,17 @@ def test_forget_and_redact_through_sdk_api_and_cli(
         "email": "drop",
         "amount": "mask",
     }
+
+
+def test_forget_by_a_kept_text_column_matches_the_text_as_sent(keyed: Workspace) -> None:
+    """ "007" is another customer than "7" (a review found forget took both)."""
+    keyed.endpoints.update("shop", redact={"phone": "mask"})  # customer_id kept as sent
+    log_customers(keyed, ["7", "007", "7", "1e3", "1000"], segment_rows=10)
+    assert keyed.monitoring.forget("shop", "customer_id", "007").rows == 1
+    assert keyed.monitoring.forget("shop", "customer_id", "1e3").rows == 1
+    (_, data) = segments(keyed)[0]
+    assert pq.read_table(pa.BufferReader(data))["in__customer_id"].to_pylist() == [
+        "7",
+        "7",
+        "1000",
+    ]

@@ -514,3 +514,27 @@ def test_loop_polls_under_a_lease(sqlite_ws: Workspace, launcher: Launcher) -> N
     loop.start()
     loop.stop()
     assert launcher.events == ["dataset:fresh/1"]
+
+
+def test_a_triggers_runs_act_as_whoever_set_it_up(sqlite_ws: Workspace, launcher: Launcher) -> None:
+    """Not as the local operator: an editor's trigger must not get an admin's run."""
+    from modelyard.governance import Identity, Role
+
+    ws = sqlite_ws
+    editor = ws.as_identity(Identity(name="ed", role=Role.editor, groups=["ml"]))
+    TriggerService(editor, launcher).create(schedule())
+    local = TriggerService(ws, launcher)
+    local.create(schedule(name="ops"))
+    first = ticks(local, "nightly", 1)[0]
+    local.poll(first + timedelta(minutes=1))
+    acting = {t["trigger"]: (t["by"], t.get("role"), t.get("groups")) for _, _, t in launcher.calls}
+    assert acting == {
+        "nightly": ("ed", "editor", ["ml"]),
+        "ops": ("trigger:ops", None, None),  # the local operator's trigger: as before
+    }
+    # whoever changes it answers for it from then on
+    admin = ws.as_identity(Identity(name="ada", role=Role.admin))
+    TriggerService(admin, launcher).update("nightly", params={"epochs": 2})
+    launcher.calls.clear()
+    local.poll(ticks(local, "nightly", 2)[1] + timedelta(minutes=1))
+    assert {t["by"] for _, _, t in launcher.calls if t["trigger"] == "nightly"} == {"ada"}

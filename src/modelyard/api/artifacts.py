@@ -93,7 +93,7 @@ def exists(digest: Digest, ws: Workspace = Depends(viewer)) -> Response:
 #: Blobs up to this size are read and checked whole before the answer starts, so that a
 #: damaged one gets a clean problem (500, "Artifact corrupted") instead of a connection cut
 #: mid-stream; larger ones are checked as they stream.
-VERIFY_FIRST_BYTES = 64 * 1024 * 1024
+VERIFY_FIRST_BYTES = 16 * 1024 * 1024
 
 
 @router.get("/artifacts/{digest}", response_class=OctetStreamResponse)

@@ -207,6 +207,7 @@ class Client:
             self.settings.cache_dir,
             self.registry.get_signature(version.model, version.version),
             require=self.settings.require_signed_models,
+            pinned=self.settings.pinned_key_ids,
         )
         return load_model(path, trusted=trusted)
 

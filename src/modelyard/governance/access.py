@@ -28,6 +28,7 @@ from modelyard.governance.entities import Identity, Permission, Role
 from modelyard.store.tables import RoleBindingRow
 
 if TYPE_CHECKING:
+    from modelyard.store import Tx
     from modelyard.workspace import Workspace
 
 __all__ = ["AccessService", "RoleBinding", "Scope", "parse_scope", "parse_subject"]
@@ -122,9 +123,7 @@ class AccessService:
             return
         held = ", ".join(sorted(r.value for r in roles)) or "none"
         granting = [r.value for r in Role if r.grants(permission)]
-        needs = (
-            "role admin" if len(granting) == 1 else f"role {', '.join(granting[:-1])} or admin"
-        )
+        needs = "role admin" if len(granting) == 1 else f"role {', '.join(granting[:-1])} or admin"
         raise Forbidden(
             f"{who.name} may not {action or permission.value} on {scope.describe()}: "
             f"that needs the {permission.value} permission ({needs}) and "
@@ -234,6 +233,21 @@ class AccessService:
             query = query.where(RoleBindingRow.scope == parse_scope(scope))
         with self.ws.store.read() as s:
             return [_binding(r) for r in s.scalars(query)]
+
+    @staticmethod
+    def drop_scope(tx: Tx, scope: str) -> None:
+        """Remove every binding on ``scope``, in the transaction that deletes what it names
+        (each removal an audit record)."""
+        rows = tx.session.scalars(select(RoleBindingRow).where(RoleBindingRow.scope == scope))
+        for row in rows.all():
+            tx.session.delete(row)
+            tx.record(
+                "role.unbind",
+                "role_binding",
+                row.id,
+                {"subject": row.subject, "role": row.role, "scope": row.scope},
+                None,
+            )
 
     def _require_exists(self, subject: str, scope: str) -> None:
         """A grant to a user or on a model that does not exist would wait, unseen, for

@@ -344,6 +344,13 @@ class OidcVerifier:
             jwks_uri = document.get("jwks_uri") if isinstance(document, dict) else None
             if not isinstance(jwks_uri, str) or not _is_url(jwks_uri):
                 raise ValueError(f"{url} names no jwks_uri; set MODELYARD_OIDC_JWKS_URL")
+            host = urlsplit(jwks_uri).hostname or ""
+            if jwks_uri.startswith("http://") and host not in ("127.0.0.1", "::1", "localhost"):
+                # keys fetched in clear could be swapped in transit: as for the settings
+                raise ValueError(
+                    f"{url} names a plain-http jwks_uri {jwks_uri!r}; the keys must come "
+                    "over https (or set MODELYARD_OIDC_JWKS_URL)"
+                )
             self._discovered = jwks_uri
         return self._discovered
 

@@ -197,6 +197,14 @@ class PolicyService:
             )
         return found is not None
 
+    def governs_project(self, project: str) -> bool:
+        """Whether an alias policy sits on ``project`` (and so on every model in it)."""
+        with self.ws.store.read() as s:
+            found = s.scalar(
+                select(AliasPolicyRow.id).where(AliasPolicyRow.scope == f"project:{project}")
+            )
+        return found is not None
+
     def check_routing(self, uri: str) -> None:
         """:class:`Forbidden` unless the caller may send an endpoint's traffic to ``uri``.
 

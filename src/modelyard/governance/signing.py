@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,6 +219,13 @@ def _read_private(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def _key_id_of_pem(public_key_pem: str) -> str | None:
+    try:
+        return key_id_of(parse_public_key(public_key_pem))
+    except (ValueError, InvalidInput):
+        return None
+
+
 def _verify(public_key_pem: str, data: bytes, signature_b64: str) -> bool:
     from cryptography.exceptions import InvalidSignature
 
@@ -232,8 +240,11 @@ def _verify(public_key_pem: str, data: bytes, signature_b64: str) -> bool:
 # --- checking a version (no store: the same code serves both SDK transports) -------------------
 
 
-def check_signature(version: ModelVersion, record: ModelSignature | None) -> SignatureCheck:
-    """Check ``record`` (the stored signature, with its key) against ``version``'s record."""
+def check_signature(
+    version: ModelVersion, record: ModelSignature | None, pinned: Collection[str] = ()
+) -> SignatureCheck:
+    """Check ``record`` (the stored signature, with its key) against ``version``'s record;
+    with ``pinned`` key ids (settings, outside the store), only those keys are trusted."""
     uri = version.uri
     found = {"model": version.model, "version": version.version}
     if record is None or not record.signed or record.key_id is None:
@@ -258,6 +269,23 @@ def check_signature(version: ModelVersion, record: ModelSignature | None) -> Sig
             status="invalid",
             reason=f"{uri}'s manifest or file digests are not the ones {key} signed: the "
             "version's record was changed after it was signed",
+        )
+    if pinned and record.key_id not in pinned:
+        return SignatureCheck(
+            **found,
+            **about,
+            ok=False,
+            status="untrusted_key",
+            reason=f"{uri} is signed by {key}, which is not among MODELYARD_TRUSTED_KEY_IDS",
+        )
+    if record.public_key is not None and _key_id_of_pem(record.public_key) != record.key_id:
+        return SignatureCheck(
+            **found,
+            **about,
+            ok=False,
+            status="invalid",
+            reason=f"{uri}: the public key stored as {key} is not that key (its id is the "
+            "key's own digest): the key record was altered",
         )
     if record.key_status == "unknown" or record.public_key is None:
         return SignatureCheck(
@@ -347,6 +375,7 @@ def verified_dir(
     record: ModelSignature | None,
     *,
     require: bool,
+    pinned: Collection[str] = (),
 ) -> Path:
     """The version's files on local disk, after the checks of the module doc (1 to 3).
 
@@ -355,7 +384,7 @@ def verified_dir(
     from modelyard.formats import MANIFEST_NAME
     from modelyard.registry.files import version_dir
 
-    refused = refusal(check_signature(version, record), require=require)
+    refused = refusal(check_signature(version, record, pinned), require=require)
     if refused is not None:
         raise refused
     if record is None or not record.signed:
@@ -675,6 +704,15 @@ class SigningService:
         self.ws.access.require(Permission.write, model=name, action="sign versions")
         v = self.ws.registry.get_version(name, version)
         signer = self.require_signer()
+        check = self.verify_version(name, version)
+        if check.status in ("invalid", "tampered"):
+            # Signing what was altered would make it pass: that is an admin's call, after
+            # they have looked at why (a rotation re-signs versions that still verify).
+            self.ws.access.require(
+                Permission.admin,
+                model=name,
+                action=f"re-sign a version that does not verify ({check.reason})",
+            )
         with self.ws.store.write(self.ws.actor) as tx:
             signed = self.add_signature(
                 tx,
@@ -745,7 +783,7 @@ class SigningService:
         """Check a version's signature and every stored file against its signed digest
         (reads each blob from the artifact store once)."""
         v = self.ws.registry.get_version(name, version)
-        check = check_signature(v, self.signature_of(v))
+        check = check_signature(v, self.signature_of(v), self.ws.settings.pinned_key_ids)
         if check.status == "invalid":
             return check
         named = _NamedBlobs(self.ws.artifacts, v)
@@ -774,6 +812,7 @@ class SigningService:
             settings.cache_dir,
             self.signature_of(version),
             require=settings.require_signed_models,
+            pinned=settings.pinned_key_ids,
         )
 
 

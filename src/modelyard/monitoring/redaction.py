@@ -402,13 +402,15 @@ def forget(
         ws.settings,
         required_for=f"finding the rows of hashed column {column!r}" if action == "hash" else None,
     )
+    # A kept text column holds the value as sent: only it matches ("007" is not "7"). A
+    # hashed column holds the HMAC of the value's text, and a number was hashed as its
+    # shortest text: both forms are looked for among the digests (which no id can equal).
     texts = {value}
     number = _number(value)
-    if number is not None:
-        texts.add(_text(number) or value)
     hashed = key is not None
     if key is not None:  # the column may be hashed now, or may have been once
-        texts |= set(hash_texts(key, sorted(texts)))
+        forms = {value} | ({_text(number) or value} if number is not None else set())
+        texts |= set(hash_texts(key, sorted(forms)))
     name = INPUT_PREFIX + column
     changes: list[tuple[str, str, tuple[str, int, datetime, datetime] | None]] = []
     removed = 0

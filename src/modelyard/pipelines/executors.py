@@ -486,10 +486,12 @@ def _child_main(attempt: Attempt, ws: Workspace, write_fd: int, log_fd: int) -> 
 _WORKER_WORKSPACES: dict[str, Workspace] = {}
 
 
-def _ray_attempt(payload: bytes, settings: Settings, actor: str) -> AttemptResult:
-    """The Ray task: open (once per worker) the workspace and run the attempt here."""
+def _ray_attempt(payload: bytes, settings: Settings, identity: dict[str, Any]) -> AttemptResult:
+    """The Ray task: open (once per worker) the workspace and run the attempt here, acting
+    as the run does (``identity``: its name, role and groups)."""
     import cloudpickle
 
+    from modelyard.governance.entities import Identity
     from modelyard.workspace import Workspace
 
     key = settings.model_dump_json()
@@ -499,7 +501,7 @@ def _ray_attempt(payload: bytes, settings: Settings, actor: str) -> AttemptResul
     attempt: Attempt = cloudpickle.loads(payload)
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        result = run_attempt(attempt, ws.as_actor(actor))
+        result = run_attempt(attempt, ws.as_identity(Identity(**identity)))
     result.log = _tail(out.getvalue().encode())
     return result
 
@@ -540,7 +542,7 @@ class RayExecutor(Executor):
         payload = _pickle_attempt(attempt)
         ref = self._remote.options(
             num_cpus=self.num_cpus, max_retries=0, name=f"{attempt.pipeline}.{attempt.step}"
-        ).remote(payload, self._ws.settings, self._ws.actor)
+        ).remote(payload, self._ws.settings, self._ws.identity.model_dump())
         deadline = time.monotonic() + attempt.timeout if attempt.timeout else None
         self._pending[ref] = (attempt, time.time(), deadline)
 

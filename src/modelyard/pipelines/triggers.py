@@ -274,6 +274,13 @@ class TriggerService:
 
     # triggers ---------------------------------------------------------------------------
 
+    def _acts_as(self) -> dict[str, Any] | None:
+        """Who the trigger's runs will act as: the caller, unless the local operator."""
+        who = self.ws.identity
+        if who.name == "local":
+            return None
+        return {"name": who.name, "role": who.role.value, "groups": list(who.groups)}
+
     def create(self, spec: TriggerSpec | Mapping[str, Any]) -> Trigger:
         """Create a trigger; it sees events from now on. :class:`AlreadyExists` if named so."""
         spec = _spec(spec if isinstance(spec, TriggerSpec) else dict(spec))
@@ -296,6 +303,7 @@ class TriggerService:
                 created_at=now,
                 updated_at=now,
                 created_by=self.ws.actor,
+                acts_as=self._acts_as(),
             )
             s.add(row)
             try:
@@ -345,6 +353,7 @@ class TriggerService:
             before, after = current.model_dump(), spec.model_dump()
             row.pipeline, row.enabled, row.spec = spec.pipeline, spec.enabled, _stored(spec)
             row.updated_at = now
+            row.acts_as = self._acts_as()  # who changed it answers for what it does now
             tx.record_change("trigger.update", "pipeline_trigger", name, before, after)
             return _trigger(row)
 
@@ -545,7 +554,7 @@ class TriggerService:
         event = reserved.found
         if event.outcome != "launching":
             return _event_of(reserved, row, event.outcome, None, event.detail)
-        info = {
+        info: dict[str, Any] = {
             "kind": spec.kind,
             "trigger": spec.name,
             "trigger_id": row.id,
@@ -553,6 +562,9 @@ class TriggerService:
             "event_at": event.at.isoformat(),
             "by": f"trigger:{spec.name}",
         }
+        if row.acts_as:  # its runs act as whoever set it up, not as the local operator
+            info.update(by=row.acts_as["name"], role=row.acts_as["role"])
+            info["groups"] = row.acts_as.get("groups") or []
         params = {**spec.params, "trigger": {"name": spec.name, "event": event.key, **event.about}}
         run_id: str | None = None
         try:

@@ -256,10 +256,16 @@ class RegistryService(RegistryAliases, RegistryCards):
     ) -> RegisteredModel:
         """Change a model's description, tags or project; only what is given changes."""
         self.ws.access.require(Permission.write, model=name, action="change models")
-        if project and project != self.get_model(name).project:
+        current = self.get_model(name).project
+        if project and project != current:
             # a model's project decides which bindings and alias policies hold on it
             self.ws.access.require(Permission.admin, model=name, action="move models")
             self.ws.access.require(Permission.write, project=project, action="add models")
+            if current and self.ws.policies.governs_project(current):
+                # leaving a project's policies behind is for that project's admins
+                self.ws.access.require(
+                    Permission.admin, project=current, action="move models out of it"
+                )
         checked = _check_tags(tags)
         remove = list(remove_tags)
         project_id = self.ws.projects.resolve_id(project) if project else None
@@ -316,6 +322,8 @@ class RegistryService(RegistryAliases, RegistryCards):
             ).all()
             tx.session.delete(row)
             tx.record("model.delete", "model", name, {"versions": sorted(versions)}, None)
+            # a model registered later under this name is another model: no grants carry over
+            self.ws.access.drop_scope(tx, f"model:{name}")
 
     def _require_admin_if_governed(self, name: str, action: str) -> None:
         """Archiving or deleting a model takes its protected aliases with it: an admin's."""

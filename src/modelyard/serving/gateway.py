@@ -87,6 +87,9 @@ log = logging.getLogger("modelyard.gateway")
 UNKNOWN = "unknown"
 MAX_SHADOW_IN_FLIGHT = 64
 FULL_SYNC_EVERY = 60  # refreshes skipped as unchanged before one resolves everything anyway
+#: How often a guarded endpoint's reference profiles are read again, to pick up one made
+#: or replaced since it was loaded (a sync can come twice a second).
+GUARD_RECHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class Gateway:
             )
         #: Rate limits and daily quotas (see governance/limits.py): loaded by :meth:`start`.
         self.limits = LimitBook()
+        #: When each guarded endpoint's reference profiles were last looked at.
+        self._guards_checked: dict[str, float] = {}
         #: The last load failure logged per endpoint (one line per failure, not per retry).
         self._refusals: dict[str, str] = {}
         self._limits_keeper: asyncio.Task[None] | None = None
@@ -281,7 +286,11 @@ class Gateway:
             self._onnx_files.update(plan.onnx_files)
             current = state.served.get(plan.endpoint.name)
             if current is not None and _same(current, plan):
-                if current.guards is not None:  # a reference made or replaced since
+                name = plan.endpoint.name
+                due = self._guards_checked.get(name, 0.0) + GUARD_RECHECK_SECONDS
+                if current.guards is not None and time.monotonic() >= due:
+                    # a reference made or replaced since (a sync may come twice a second)
+                    self._guards_checked[name] = time.monotonic()
                     try:
                         await self._refresh_guards(current)
                     except Exception:  # the guards it has stay; the next sync tries again

@@ -650,6 +650,9 @@ class TriggerRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(256), default="")
+    # Who its runs act as: whoever created or last changed it ({name, role, groups}); NULL
+    # (older triggers): the local operator.
+    acts_as: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class TriggerEventRow(Base):

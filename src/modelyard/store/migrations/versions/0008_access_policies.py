@@ -50,6 +50,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("alias_policies", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_alias_policies_scope"), ["scope"], unique=False)
+    with op.batch_alter_table("pipeline_triggers", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("acts_as", sa.JSON(), nullable=True))
     with op.batch_alter_table("approvals", schema=None) as batch_op:
         batch_op.add_column(sa.Column("required", sa.Integer(), server_default="1", nullable=False))
         batch_op.add_column(
@@ -60,6 +62,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pipeline_triggers", schema=None) as batch_op:
+        batch_op.drop_column("acts_as")
     with op.batch_alter_table("approvals", schema=None) as batch_op:
         batch_op.drop_column("used_by")
         batch_op.drop_column("used_at")
