@@ -172,7 +172,9 @@ def list_bindings(
     return ws.access.list(subject=subject, scope=scope)
 
 
-@router.post("/roles", status_code=201, response_model=RoleBinding, responses=problems(403, 409))
+@router.post(
+    "/roles", status_code=201, response_model=RoleBinding, responses=problems(403, 404, 409)
+)
 def bind_role(body: BindingCreate, ws: Workspace = Depends(member)) -> RoleBinding:
     """Grant a role on a scope (admins of that scope)."""
     return ws.access.bind(body.subject, body.role, body.scope)
