@@ -114,12 +114,22 @@ class World:
     values: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """A server with auth on, on SQLite and on PostgreSQL."""
     from modelyard.api.app import create_app
 
     home = tmp_path_factory.mktemp("authz") / "home"
-    ws = Workspace.open(Settings(home=home, auth=True))
+    database = None
+    if request.param == "postgres":
+        databases = request.getfixturevalue("pg_databases")
+        database = databases.create()
+    url = databases.url(database) if database else None
+    ws = Workspace.open(Settings(home=home, auth=True, database_url=url))
     ws.projects.create("payments")
     ws.registry.create_model("fraud", project="payments")
     with Client(settings=ws.settings) as client:
@@ -152,6 +162,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         server.stop()
         ws.close()
+        if database:
+            databases.drop(database)
 
 
 def routes(url: str) -> list[tuple[str, str]]:

@@ -4,7 +4,9 @@ the gateway's paths (answered directly, and through ASGI), under each policy."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ from tests.serving.conftest import FEATURES, GatewayServer
 from tests.serving.test_http_protocol import spy_on_paths
 
 from modelyard.client import Client
+from modelyard.config import Settings
 from modelyard.errors import InvalidInput
 from modelyard.monitoring.predlog import GUARD_SCORE, PredictionLog
 from modelyard.monitoring.profiles import Profile
@@ -50,6 +53,15 @@ def post(url: str, body: dict[str, Any], *, asgi: bool) -> httpx.Response:
     # A query string is out of the ordinary: the request takes uvicorn's ASGI path.
     path = f"{url}/endpoints/fraud/invocations" + ("?via=asgi" if asgi else "")
     return httpx.post(path, json=body, timeout=30)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def gateway_ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+    """The gateway's workspace on SQLite and on PostgreSQL (its reference profiles)."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    ws = Workspace.open(Settings(home=tmp_path / "home", database_url=url))
+    yield ws
+    ws.close()
 
 
 @pytest.fixture
