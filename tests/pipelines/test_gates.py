@@ -326,3 +326,17 @@ def test_bad_input(workspace: Workspace) -> None:
         rule_from_dict({"rule": "vibes"})
     with pytest.raises(InvalidInput, match="gate rule metric_threshold"):
         rule_from_dict({"rule": "metric_threshold", "metric": "f1", "treshold": 1})
+
+
+def test_an_approver_signed_in_with_an_identity_provider_counts(workspace: Workspace) -> None:
+    """Not a registered user: what their token said when they decided is what counts."""
+    from modelyard.governance import Identity, Role
+
+    register(workspace, GOOD)
+    workspace.access.bind("group:risk", "approver", "model:fraud")
+    gate = QualityGate([ApprovalRequired(role="approver")])
+    first = evaluate_candidate(workspace, "models:/fraud/1", CLASSIFIER_HOLDOUT, "label", gate)
+    oidc = workspace.as_identity(Identity(name="olga", role=Role.viewer, groups=["risk"]))
+    oidc.approvals.approve(first.rules[0].details["approval_id"])
+    report = evaluate_candidate(workspace, "models:/fraud/1", CLASSIFIER_HOLDOUT, "label", gate)
+    assert report.passed, report.rules[0].message

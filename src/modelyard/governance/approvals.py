@@ -188,6 +188,12 @@ class ApprovalService:
                 row.decided_by = actor
                 row.decided_at = datetime.now(UTC)
             row.note = note
+            # who decided, as they were then: a gate asking for a role checks this (an OIDC
+            # decider is no registered user to look up later)
+            who = self.ws.identity
+            deciders = dict((row.context or {}).get("deciders") or {})
+            deciders[actor] = {"role": who.role.value, "groups": list(who.groups)}
+            row.context = {**(row.context or {}), "deciders": deciders}
             tx.record(
                 f"approval.{'approve' if status == 'approved' else 'reject'}",
                 "approval",

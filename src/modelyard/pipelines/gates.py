@@ -389,7 +389,8 @@ class ApprovalRequired:
         if latest is not None and latest.used_at is not None:
             latest = None  # it cleared a move already: this one needs its own
         if latest is not None and latest.status == "approved":
-            problem = self._role_problem(ctx, latest.decided_by)
+            decider = (latest.context.get("deciders") or {}).get(latest.decided_by)
+            problem = self._role_problem(ctx, latest.decided_by, decider)
             if problem:
                 return _result(self, False, problem, value=latest.decided_by)
             return _result(
@@ -425,7 +426,9 @@ class ApprovalRequired:
             details={"approval_id": pending.id},
         )
 
-    def _role_problem(self, ctx: _Context, approver: str) -> str:
+    def _role_problem(
+        self, ctx: _Context, approver: str, decider: dict[str, Any] | None = None
+    ) -> str:
         """Why ``approver`` does not count (a sentence), or ""; roles bound on the model or
         its project count as well as the approver's workspace role."""
         if self.role is None:
@@ -434,17 +437,21 @@ class ApprovalRequired:
         from modelyard.governance.entities import Identity, Role
         from modelyard.governance.identity import LOCAL_USER
 
+        groups: list[str] = []
         if approver == LOCAL_USER.name:
             role = LOCAL_USER.role
         else:
-            try:
+            try:  # a registered user: as they are now (a role taken away no longer counts)
                 role = ctx.ws.identities.get_user(approver).role
             except NotFound:
-                return f"approver {approver} is not a known user; a {self.role} must approve"
+                if decider is None:
+                    return f"approver {approver} is not a known user; a {self.role} must approve"
+                # signed in with an identity provider: as their token said when they decided
+                role, groups = Role(decider["role"]), list(decider.get("groups") or [])
         model = ctx.candidate.model
         project = ctx.ws.registry.get_model(model).project
         held = ctx.ws.access.roles(
-            Scope(model=model, project=project), Identity(name=approver, role=role)
+            Scope(model=model, project=project), Identity(name=approver, role=role, groups=groups)
         )
         if not any(r.allows(Role(self.role)) for r in held):
             return f"approved by {approver}, {_a(role.value)}; {_a(self.role)} must approve"
