@@ -163,6 +163,13 @@ class Settings(BaseSettings):
         "and its trigger poller starts due pipeline runs; 0 turns both off (run `modelyard "
         "monitor run` and `modelyard pipelines triggers poll` instead)",
     )
+    rollout_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="how often the server's rollout controller looks at running rollouts "
+        "(analyses fall due every plan's interval_seconds; between them it looks for "
+        "overwhelming errors); 0 turns it off (run `modelyard rollouts run` instead)",
+    )
     redaction_key: SecretStr | None = Field(
         default=None,
         description="the key of the HMAC-SHA256 that replaces input columns an endpoint "

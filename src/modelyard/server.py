@@ -181,7 +181,7 @@ def _run_loops(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())
     service = _Loops(Workspace.open(settings, migrate=False))
-    service.start_later(min(5.0, settings.monitor_interval_seconds))
+    service.start_later(_loops_delay(settings))
     try:
         stop.wait()
     finally:
@@ -286,7 +286,7 @@ def run_worker(
         if lazy is not None:
             lazy.load()
         if service is not None:
-            service.start_later(min(5.0, settings.monitor_interval_seconds))
+            service.start_later(_loops_delay(settings))
         if gateway is not None:
             _freeze_when_settled(gateway, lazy)
 
@@ -319,8 +319,15 @@ def _say_whether_fast(config: uvicorn.Config) -> None:
         log.warning("gateway fast path off, every request goes through ASGI: %s", reason)
 
 
+def _loops_delay(settings: Settings) -> float:
+    """Seconds after serving begins before the loops start: nothing on the way to a first
+    answer (a shorter interval, as tests set, starts them sooner)."""
+    interval = settings.monitor_interval_seconds or settings.rollout_interval_seconds
+    return min(5.0, interval)
+
+
 class _Loops:
-    """The monitor and the trigger poller, in background threads.
+    """The monitor, the trigger poller and the rollout controller, in background threads.
 
     With several workers a process of their own runs them (:func:`_run_loops`), at a lower
     CPU priority: a monitor pass is seconds of Python (profiles, drift), which in a gateway
@@ -332,7 +339,9 @@ class _Loops:
 
     @staticmethod
     def wanted(settings: Settings, role: Role) -> bool:
-        return role != "gateway" and settings.monitor_interval_seconds > 0
+        return role != "gateway" and (
+            settings.monitor_interval_seconds > 0 or settings.rollout_interval_seconds > 0
+        )
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
@@ -347,13 +356,21 @@ class _Loops:
     def _start(self) -> None:
         from modelyard.monitoring.loop import MonitorLoop
         from modelyard.pipelines.triggers import TriggerLoop
+        from modelyard.rollouts.service import RolloutLoop
 
-        interval = self.ws.settings.monitor_interval_seconds
-        monitor = MonitorLoop(self.ws.monitoring, interval)
-        triggers = TriggerLoop(self.ws.pipelines.triggers, interval)
-        self._stops = [self.ws.pipelines.triggers.subscribe_alerts(), monitor.stop, triggers.stop]
-        monitor.start()
-        triggers.start()
+        settings = self.ws.settings
+        if settings.monitor_interval_seconds > 0:
+            interval = settings.monitor_interval_seconds
+            monitor = MonitorLoop(self.ws.monitoring, interval)
+            triggers = TriggerLoop(self.ws.pipelines.triggers, interval)
+            self._stops += [self.ws.pipelines.triggers.subscribe_alerts(), monitor.stop]
+            self._stops.append(triggers.stop)
+            monitor.start()
+            triggers.start()
+        if settings.rollout_interval_seconds > 0:
+            rollouts = RolloutLoop(self.ws.rollouts, settings.rollout_interval_seconds)
+            self._stops.append(rollouts.stop)
+            rollouts.start()
 
     def stop(self) -> None:
         if self._timer is not None:

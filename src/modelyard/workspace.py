@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from modelyard.pipelines.service import PipelineService
     from modelyard.projects.service import ProjectService
     from modelyard.registry.service import RegistryService
+    from modelyard.rollouts.service import RolloutService
     from modelyard.serving.endpoints import EndpointService
     from modelyard.store import Store
     from modelyard.tracking.service import TrackingService
@@ -147,6 +148,12 @@ class Workspace:
         from modelyard.serving.endpoints import EndpointService
 
         return EndpointService(self)
+
+    @cached_property
+    def rollouts(self) -> RolloutService:
+        from modelyard.rollouts.service import RolloutService
+
+        return RolloutService(self)
 
     @cached_property
     def monitoring(self) -> MonitoringService:

@@ -134,8 +134,6 @@ class _Delivery:
             log.exception("could not record the webhook outcome of alert %s", self.event.alert.id)
 
     def _post(self) -> int:
-        import httpx
-
         body = jsonio.dumps(
             {"event": f"alert.{self.event.kind}", **self.event.model_dump(mode="json")}
         )
@@ -146,24 +144,10 @@ class _Delivery:
             # Stable across retries, so a receiver can drop a repeat it already handled.
             "x-modelyard-delivery": f"{self.event.alert.id}:{self.event.kind}",
         }
-        retrying = Retrying(
-            stop=stop_after_attempt(self.policy.attempts),
-            wait=wait_exponential(multiplier=self.policy.backoff, max=self.policy.max_backoff),
-            retry=retry_if_exception_type(_Retryable),
-            reraise=True,
-        )
-        with httpx.Client(timeout=self.policy.timeout, follow_redirects=False) as client:
-            for attempt in retrying:
-                with attempt:
-                    self.attempts += 1
-                    try:
-                        response = client.post(self.url, content=body, headers=headers)
-                    except httpx.TransportError as exc:
-                        raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
-                    if response.status_code >= 500 or response.status_code in (408, 429):
-                        raise _Retryable(f"HTTP {response.status_code}")
-                    return response.status_code
-        raise AssertionError("unreachable: tenacity re-raises the last failure")
+        return post_webhook(self.url, body, headers, self.policy, on_attempt=self._attempted)
+
+    def _attempted(self) -> None:
+        self.attempts += 1
 
     def _record(self, outcome: dict[str, Any]) -> None:
         with self.store.write("system") as tx:
@@ -172,3 +156,37 @@ class _Delivery:
             )
             if row is not None:  # gone if its rule was deleted meanwhile
                 row.notifications = [*row.notifications, outcome]
+
+
+def post_webhook(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    policy: WebhookPolicy,
+    *,
+    on_attempt: Callable[[], object] | None = None,
+) -> int:
+    """POST ``body`` to ``url``, retrying connection errors, timeouts, 5xx, 408 and 429 with
+    exponential backoff; the final status (the last failure is raised). ``on_attempt`` is
+    called before each attempt."""
+    import httpx
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_exponential(multiplier=policy.backoff, max=policy.max_backoff),
+        retry=retry_if_exception_type(_Retryable),
+        reraise=True,
+    )
+    with httpx.Client(timeout=policy.timeout, follow_redirects=False) as client:
+        for attempt in retrying:
+            with attempt:
+                if on_attempt is not None:
+                    on_attempt()
+                try:
+                    response = client.post(url, content=body, headers=headers)
+                except httpx.TransportError as exc:
+                    raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+                if response.status_code >= 500 or response.status_code in (408, 429):
+                    raise _Retryable(f"HTTP {response.status_code}")
+                return response.status_code
+    raise AssertionError("unreachable: tenacity re-raises the last failure")

@@ -13,8 +13,6 @@ act at a time, windows are rebuilt whole, and an alert rule fires once per incid
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -43,11 +41,11 @@ from modelyard.monitoring.kpis import (
     kpi_observation,
     kpi_samples,
 )
+from modelyard.store.leases import Lease, process_owner
 from modelyard.store.tables import (
     AlertRow,
     FeedbackRow,
     MonitorConfigRow,
-    MonitorLeaseRow,
     ReferenceProfileRow,
 )
 
@@ -91,7 +89,7 @@ class MonitoringService:
         self.ws = ws
         # Monitors of one process share the lease: the lease keeps processes apart, and
         # passes are safe to overlap (windows are rebuilt whole, a rule fires once).
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = owner or process_owner()
         self._reference_failures: set[tuple[str, int]] = set()
 
     @cached_property
@@ -548,26 +546,17 @@ class MonitoringService:
             busy = floor_time(self.ws.endpoints.get(endpoint).created_at, granularity) - step
         return max(1, (window_start - busy) // step)
 
+    @cached_property
+    def _lease(self) -> Lease:
+        return Lease(self.ws.store, LEASE, self.owner)
+
     def _take_lease(self, now: datetime, seconds: float) -> bool:
         """Hold (or renew) the monitor lease; False while another live monitor holds it."""
-        with self.ws.store.write(self.ws.actor) as tx:
-            query = select(MonitorLeaseRow).where(MonitorLeaseRow.name == LEASE)
-            row = tx.session.scalars(query.with_for_update()).one_or_none()
-            until = now + timedelta(seconds=seconds)
-            if row is None:
-                tx.session.add(MonitorLeaseRow(name=LEASE, owner=self.owner, expires_at=until))
-                return True
-            if row.owner != self.owner and row.expires_at > now:
-                return False
-            row.owner, row.expires_at = self.owner, until
-            return True
+        return self._lease.take(now, seconds)
 
     def release_lease(self) -> None:
         """Give the lease up (at shutdown), so another monitor can take over at once."""
-        with self.ws.store.write(self.ws.actor) as tx:
-            row = tx.session.get(MonitorLeaseRow, LEASE)
-            if row is not None and row.owner == self.owner:
-                tx.session.delete(row)
+        self._lease.release()
 
     # -- the prediction log ----------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from modelyard.formats import Predictor
     from modelyard.pipelines.validation import ValidationReport
     from modelyard.registry.entities import ModelVersion
+    from modelyard.rollouts.entities import Rollout, RolloutPlan
     from modelyard.workspace import Workspace
 
 __all__ = [
@@ -154,6 +155,9 @@ class Promotion(BaseModel):
     decided_at: datetime
     decided_by: str = ""
     rolled_back_at: datetime | None = None
+    #: The rollout releasing the candidate (``promote(..., rollout=...)``): ``promoted``
+    #: turns true when it succeeds.
+    rollout_id: str | None = None
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -626,11 +630,19 @@ def promote(
     alias: str = "champion",
     pipeline_run_id: str | None = None,
     triggered_at: datetime | None = None,
+    rollout: RolloutPlan | Mapping[str, Any] | None = None,
+    endpoint: str | None = None,
 ) -> Promotion:
     """Move ``alias`` to the report's candidate if every rule passed; record the decision.
 
     The alias does not move either when it changed since the report's evaluation (when
     ``alias`` is the one the candidate was compared with) or when the registry refuses.
+
+    With ``rollout`` (a :class:`~modelyard.rollouts.RolloutPlan`), a candidate that passed
+    is released by a rollout on ``endpoint`` (default: the one endpoint that serves
+    ``models:/<model>@<alias>``) instead of at once: the alias moves when the rollout
+    succeeds, and the promotion is ``promoted`` from then on. With no endpoint following
+    the alias (no champion yet, say) the alias moves at once.
     """
     reasons = report.reasons()
     previous = _alias_version(ws, report.model, alias)
@@ -639,8 +651,25 @@ def promote(
             f"@{alias} moved from {_v(report.champion_version)} to {_v(previous)} since the "
             "gate was evaluated; evaluate the candidate again"
         )
+    promotion_id = _new_id()
+    rollout_id = None
+    if not reasons and rollout is not None:
+        try:
+            where = endpoint or _following(ws, report.model, alias)
+            if where is not None:
+                plan = dict(rollout.model_dump() if hasattr(rollout, "model_dump") else rollout)
+                plan.update(finish="alias", alias=alias)
+                started = ws.rollouts.start(
+                    where,
+                    f"models:/{report.model}/{report.version}",
+                    plan,
+                    promotion_id=promotion_id,
+                )
+                rollout_id = started.id
+        except ModelyardError as exc:
+            reasons.append(f"could not start a rollout: {exc.detail}")
     promoted = False
-    if not reasons:
+    if not reasons and rollout_id is None:
         try:
             ws.registry.set_alias(
                 report.model,
@@ -654,7 +683,7 @@ def promote(
             reasons.append(f"the registry refused to move @{alias}: {exc.detail}")
     now = datetime.now(UTC)
     row = PromotionRow(
-        id=_new_id(),
+        id=promotion_id,
         model=report.model,
         version=report.version,
         alias=alias,
@@ -666,6 +695,7 @@ def promote(
         decided_at=now,
         decided_by=ws.actor,
         rolled_back_at=None,
+        rollout_id=rollout_id,
     )
     with ws.store.write(ws.actor) as tx:
         tx.session.add(row)
@@ -676,16 +706,61 @@ def promote(
             "promoted": promoted,
             "pipeline_run_id": pipeline_run_id,
         }
-        if not promoted:
+        if rollout_id is not None:
+            after["rollout"] = rollout_id
+        if reasons:
             after["reasons"] = reasons
+        action = "pipeline.promote" if promoted else "pipeline.gate_failed"
+        if rollout_id is not None:
+            action = "pipeline.release"
+        tx.record(action, "promotion", row.id, {"version": previous}, after)
+    return _promotion(row)
+
+
+def _following(ws: Workspace, model: str, alias: str) -> str | None:
+    """The one endpoint that serves ``models:/<model>@<alias>`` (None: none, or several:
+    name one)."""
+    uri = f"models:/{model}@{alias}"
+    found = [e.name for e in ws.endpoints.list() if e.target == uri]
+    if len(found) > 1:
+        raise InvalidInput(
+            f"endpoints {', '.join(found)} all serve {uri}; name the one to roll out on "
+            "(promote(..., endpoint=NAME))"
+        )
+    return found[0] if found else None
+
+
+def record_rollout(ws: Workspace, promotion_id: str, rollout: Rollout) -> Promotion:
+    """Record how the rollout releasing a promotion ended: promoted when it succeeded,
+    else the reason it did not."""
+    with ws.store.write(ws.actor) as tx:
+        row = tx.session.get(PromotionRow, promotion_id, with_for_update=True)
+        if row is None:
+            raise NotFound(f"no promotion {promotion_id!r}")
+        if rollout.phase == "succeeded":
+            row.promoted = True
+            row.decided_at = rollout.ended_at or datetime.now(UTC)  # when it went live
+            action = "pipeline.promote"
+        else:
+            reason = f"rollout {rollout.id} {rollout.phase.replace('_', ' ')}: {rollout.reason}"
+            report = dict(row.report)
+            report["reasons"] = [*report.get("reasons", []), reason]
+            row.report = report
+            action = "pipeline.gate_failed"
         tx.record(
-            "pipeline.promote" if promoted else "pipeline.gate_failed",
+            action,
             "promotion",
             row.id,
-            {"version": previous},
-            after,
+            {"version": row.previous_version},
+            {
+                "model": row.model,
+                "version": row.version,
+                "alias": row.alias,
+                "promoted": row.promoted,
+                "rollout": rollout.id,
+            },
         )
-    return _promotion(row)
+        return _promotion(row)
 
 
 def get_promotion(ws: Workspace, promotion_id: str) -> Promotion:
@@ -754,6 +829,7 @@ def _promotion(row: PromotionRow) -> Promotion:
         decided_at=row.decided_at,
         decided_by=row.decided_by,
         rolled_back_at=row.rolled_back_at,
+        rollout_id=row.rollout_id,
     )
 
 

@@ -31,14 +31,13 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from croniter import croniter
@@ -59,7 +58,8 @@ from modelyard.errors import AlreadyExists, InvalidInput, NotFound
 from modelyard.jsonio import NotABoolean
 from modelyard.loops import PassLoop
 from modelyard.monitoring.alerts import AlertEvent, AlertKind
-from modelyard.store.tables import MonitorLeaseRow, PipelineRow, TriggerEventRow, TriggerRow
+from modelyard.store.leases import Lease, process_owner
+from modelyard.store.tables import PipelineRow, TriggerEventRow, TriggerRow
 
 if TYPE_CHECKING:
     from modelyard.workspace import Workspace
@@ -270,7 +270,7 @@ class TriggerService:
         self.store = ws.store
         self.launch = launch
         # Services of one process share the lease; the lease keeps processes apart.
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = owner or process_owner()
 
     # triggers ---------------------------------------------------------------------------
 
@@ -691,30 +691,17 @@ class TriggerService:
 
     # the lease --------------------------------------------------------------------------
 
+    @cached_property
+    def _lease(self) -> Lease:
+        return Lease(self.store, LEASE, self.owner)
+
     def _take_lease(self, now: datetime, seconds: float) -> bool:
         """Hold (or renew) the trigger lease; False while another live process holds it."""
-        try:
-            with self.store.write(self.ws.actor) as tx:
-                query = select(MonitorLeaseRow).where(MonitorLeaseRow.name == LEASE)
-                row = tx.session.scalars(query.with_for_update()).one_or_none()
-                until = now + timedelta(seconds=seconds)
-                if row is None:
-                    tx.session.add(MonitorLeaseRow(name=LEASE, owner=self.owner, expires_at=until))
-                    tx.session.flush()
-                    return True
-                if row.owner != self.owner and row.expires_at > now:
-                    return False
-                row.owner, row.expires_at = self.owner, until
-                return True
-        except IntegrityError:  # another process took it first
-            return False
+        return self._lease.take(now, seconds)
 
     def release_lease(self) -> None:
         """Give the lease up (at shutdown), so another process can take over at once."""
-        with self.store.write(self.ws.actor) as tx:
-            row = tx.session.get(MonitorLeaseRow, LEASE)
-            if row is not None and row.owner == self.owner:
-                tx.session.delete(row)
+        self._lease.release()
 
     # listing (last: the method name shadows the builtin in the class body) -------------
 

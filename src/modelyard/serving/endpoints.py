@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from ulid import ULID
 
-from modelyard.errors import AlreadyExists, InvalidInput, NotFound
+from modelyard.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from modelyard.registry.uri import check_model_name, parse_model_uri
 from modelyard.serving import plans
 from modelyard.serving.entities import (
@@ -29,6 +29,7 @@ from modelyard.serving.runtime import choose_runtime
 from modelyard.store.tables import EndpointRow
 
 if TYPE_CHECKING:
+    from modelyard.store.db import Tx
     from modelyard.workspace import Workspace
 
 log = logging.getLogger("modelyard.serving")
@@ -68,6 +69,7 @@ class EndpointService:
     ) -> Endpoint:
         """Create an endpoint serving ``target`` (every URI it names must resolve now)."""
         check_model_name(name)
+        _no_rollout(policy)
         fields = self._checked(target, policy, batching, cache, runtime, timeout_ms, guard, redact)
         now = datetime.now(UTC)
         try:
@@ -125,6 +127,13 @@ class EndpointService:
         ``redact`` replaces the endpoint's redaction whole (``{}``: none).
         """
         current = self.get(name)
+        _no_rollout(policy)
+        running = current.policy.rollout
+        if running is not None and (target is not None or policy is not None):
+            raise Conflict(
+                f"endpoint {name!r} is under rollout {running}: its target and routes change "
+                f"only through it; `modelyard rollouts abort {name}` (or promote) first"
+            )
         fields = self._checked(
             target or current.target,
             current.policy if policy is None else policy,
@@ -166,8 +175,33 @@ class EndpointService:
     def delete(self, name: str) -> None:
         with self.store.write(self.ws.actor) as tx:
             row = self._row(tx.session, name)
+            running = (row.policy or {}).get("rollout")
+            if running:
+                raise Conflict(
+                    f"endpoint {name!r} is under rollout {running}; `modelyard rollouts abort "
+                    f"{name}` first, then delete it"
+                )
             tx.session.delete(row)
             tx.record("endpoint.delete", "endpoint", name, {"target": row.target}, None)
+        self._changed()
+
+    def set_rollout_policy(
+        self, tx: Tx, name: str, policy: TrafficPolicy, *, target: str | None = None
+    ) -> None:
+        """Set the endpoint's policy (and ``target``) in ``tx``, for the rollout driving it
+        (modelyard.rollouts): its URIs were checked when the rollout started. Call
+        :meth:`changed` once ``tx`` has committed."""
+        row = self._row(tx.session, name)
+        before = _endpoint(row).model_dump(mode="json", include={"target", "policy"})
+        row.policy = policy.model_dump(mode="json")
+        if target is not None:
+            row.target = target
+        row.updated_at = datetime.now(UTC)
+        after = _endpoint(row).model_dump(mode="json", include={"target", "policy"})
+        tx.record("endpoint.update", "endpoint", name, before, after)
+
+    def changed(self) -> None:
+        """Refresh the gateway's plan cache after a committed change of the endpoints."""
         self._changed()
 
     def _changed(self) -> None:
@@ -228,6 +262,20 @@ class EndpointService:
         if row is None:
             raise NotFound(f"no endpoint {name!r}; `modelyard endpoints list` shows them")
         return row
+
+
+def _no_rollout(policy: Any) -> None:
+    rollout = (
+        policy.rollout
+        if isinstance(policy, TrafficPolicy)
+        else policy.get("rollout")
+        if isinstance(policy, Mapping)
+        else None
+    )
+    if rollout:
+        raise InvalidInput(
+            "policy.rollout is set by `modelyard rollouts start`, not by hand; leave it out"
+        )
 
 
 def _endpoint(row: EndpointRow) -> Endpoint:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 #: The longest an endpoint may take to give a prediction.
 MAX_TIMEOUT_MS = 600_000
@@ -20,16 +20,42 @@ class Route(BaseModel):
     )
 
 
+HeaderName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9-]+$")]
+
+
+class StickyKey(BaseModel):
+    """Where a request's user key comes from: a header or an input field (the first row's
+    value). The same key always goes to the same route while the weights allow it: a user
+    sees one version during a rollout.
+
+    The header is matched case-insensitively."""
+
+    header: HeaderName | None = None
+    field: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StickyKey:
+        if (self.header is None) == (self.field is None):
+            raise ValueError("name either a header or a field as the sticky key, not both")
+        return self
+
+
 class TrafficPolicy(BaseModel):
     """How an endpoint picks the version that answers.
 
     With no routes, the endpoint's target answers everything. With routes, each request
-    goes to one route chosen by weight (A/B split, canary). A shadow target receives a
-    copy of every request; its answers are logged, never returned.
+    goes to one route chosen by weight (A/B split, canary), at random or, with ``sticky``,
+    by a hash of the request's user key. A shadow target receives a copy of every request;
+    its answers are logged, never returned.
     """
 
     routes: list[Route] = Field(default_factory=list)
     shadow: str | None = None
+    #: Route by a hash of a user key instead of at random (see :class:`StickyKey`).
+    sticky: StickyKey | None = None
+    #: The id of the rollout that drives these routes (see modelyard.rollouts); while it
+    #: runs, the endpoint's target and policy change only through it.
+    rollout: str | None = None
 
 
 class Batching(BaseModel):

@@ -689,6 +689,8 @@ class PromotionRow(Base):
     decided_at: Mapped[datetime]
     decided_by: Mapped[str] = mapped_column(String(256), default="")
     rolled_back_at: Mapped[datetime | None]
+    #: The rollout that releases the candidate instead of an instant alias move (0012).
+    rollout_id: Mapped[str | None] = mapped_column(String(26), default=None)
 
 
 class ApprovalRow(Base):
@@ -773,3 +775,61 @@ class QuotaUsageRow(Base):
     day: Mapped[date] = mapped_column(primary_key=True)
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# --- rollouts -------------------------------------------------------------------------------
+
+
+class RolloutRow(Base):
+    """A new version's way into an endpoint's traffic, step by step, under analysis."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_endpoint_started", "endpoint", "started_at"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(256))
+    #: The endpoint's name while the rollout runs, NULL once it ended: unique, so an
+    #: endpoint has one running rollout at most (NULLs do not collide).
+    active_endpoint: Mapped[str | None] = mapped_column(String(256), unique=True)
+    model: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(1024))
+    baseline: Mapped[str] = mapped_column(String(1024))
+    plan: Mapped[dict[str, Any]]
+    phase: Mapped[str] = mapped_column(String(16))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[float] = mapped_column(Float)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    inconclusive: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime]
+    started_by: Mapped[str] = mapped_column(String(256), default="")
+    acts_as: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    step_started_at: Mapped[datetime]
+    #: At 100 % the baseline serves nothing: the canary is compared with the baseline's
+    #: rows since this time (the previous step's start) and before ``step_started_at``.
+    reference_at: Mapped[datetime | None]
+    next_analysis_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    promotion_id: Mapped[str | None] = mapped_column(String(26))
+    #: The endpoint's policy before the rollout, put back when it ends.
+    endpoint_policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    events: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class RolloutAnalysisRow(Base):
+    """One analysis of a rollout step: every check's verdict and figures."""
+
+    __tablename__ = "rollout_analyses"
+    __table_args__ = (Index("ix_rollout_analyses_rollout_at", "rollout_id", "at"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    rollout_id: Mapped[str] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    phase: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(16))
+    early: Mapped[bool] = mapped_column(Boolean, default=False)
+    baseline_requests: Mapped[int] = mapped_column(Integer)
+    canary_requests: Mapped[int] = mapped_column(Integer)
+    checks: Mapped[list[Any]]
