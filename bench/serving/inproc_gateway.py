@@ -80,6 +80,12 @@ class _NoLog:
     def log_error(self, **_: Any) -> bool:
         return True
 
+    def set_redaction(self, endpoint: str, redaction: Any) -> None:
+        pass
+
+    def set_flush(self, endpoint: str, seconds: float | None) -> None:
+        pass
+
     def start(self) -> None:
         pass
 

@@ -80,6 +80,10 @@ EXPECTED: list[tuple[str, str, Permission, str]] = [
     ("*", r"/roles.*|/policies.*", Permission.admin, "model:fraud"),
     ("POST", r"/approvals", Permission.write, "model:fraud"),
     ("POST", r"/approvals/\{approval_id\}/.*", Permission.approve, "model:fraud"),
+    # rollouts: an editor at the route; on a model alias policies govern, starting one also
+    # takes the deploy permission there (tests/rollouts/test_rollouts_api.py); other-ep's
+    # model is not governed
+    ("*", r"/rollouts.*|/rollout-passes", Permission.write, "workspace"),
     ("*", r".*", Permission.write, "workspace"),
 ]
 
@@ -97,6 +101,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/approvals"): {"subject": "models:/fraud/2@champion"},
     ("POST", "/approvals/{approval_id}/approve"): {"note": ""},
     ("POST", "/approvals/{approval_id}/reject"): {"note": ""},
+    ("POST", "/rollouts"): {"endpoint": "other-ep", "to": "models:/other/2"},
 }
 
 
@@ -134,8 +139,10 @@ def world(
     ws.registry.create_model("fraud", project="payments")
     with Client(settings=ws.settings) as client:
         v1 = client.log_model(MODEL, "fraud", input_example=X.head(3))
-        client.log_model(MODEL, "other", input_example=X.head(3))
+        other = client.log_model(MODEL, "other", input_example=X.head(3))
     ws.registry.create_version("fraud", v1.manifest_digest)
+    ws.registry.create_version("other", other.manifest_digest)  # a version to roll out
+    ws.endpoints.create("other-ep", "models:/other/1")
     tokens = {}
     for caller in CALLERS:
         ws.identities.create_user(caller.name, caller.role)
@@ -155,6 +162,7 @@ def world(
         "binding_id": binding.id,
         "key_id": "0" * 16,
         "digest": v1.manifest_digest.removeprefix("sha256:"),
+        "ref": "other-ep",  # the rollout POST /rollouts starts, then pause, resume, abort
     }
     server = LiveServer(create_app(workspace=ws))
     try:

@@ -124,6 +124,10 @@ _NOT_IN_A_SCHEMA = {
     # columns must be inputs of the model
     "POST /api/v1/endpoints": "state",
     "PATCH /api/v1/endpoints/{name}": "state",
+    # steps must increase; a sticky key is a header or a field; the endpoint must serve
+    # another version, follow an alias of the same model for finish=alias, have no rollout
+    # running and no hand-made split
+    "POST /api/v1/rollouts": "cross-field, state",
 }
 _ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
@@ -148,7 +152,7 @@ def _config(*, examples: int, coverage: bool) -> SchemathesisConfig:
             "parameters": {
                 **{
                     f"path.{name}": {"dictionary": "names", "probability": 0.5}
-                    for name in ("name", "endpoint", "name_or_id")
+                    for name in ("name", "endpoint", "name_or_id", "ref")
                 },
                 "path.version": {"dictionary": "versions", "probability": 0.5},
                 "path.alias": {"dictionary": "aliases", "probability": 0.5},

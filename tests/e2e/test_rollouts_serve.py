@@ -32,6 +32,7 @@ from modelyard.client import Client
 from modelyard.config import Settings
 from modelyard.rollouts import Rollout
 from modelyard.workspace import Workspace
+from tests.rollouts.conftest import passing_report
 
 pytestmark = pytest.mark.slow
 
@@ -85,13 +86,19 @@ def _models() -> dict[str, object]:
             frame = pd.DataFrame({k: np.asarray(v) for k, v in inputs.items()})
             return self.inner.predict(frame[FEATURES])
 
-    shifted = LogisticRegression().fit(X, y)
-    shifted.intercept_ = shifted.intercept_ + 2.5  # most answers become class 1
+    class Leaning(Flaky):
+        """Answers class 1 whenever f2 > -1 (84 % of rows): about 9 answers in 10 become 1,
+        where the baseline says 1 to fewer than half."""
+
+        def predict(self, inputs):  # type: ignore[no-untyped-def]
+            frame = pd.DataFrame({k: np.asarray(v) for k, v in inputs.items()})
+            return np.where(frame.f2 > -1.0, 1, self.inner.predict(frame[FEATURES]))
+
     return {
         "base": Same(base),
         "flaky": Flaky(base),
         "slow": Slow(base),
-        "shifted": Same(shifted),
+        "shifted": Leaning(base),
         "good": Same(LogisticRegression(C=0.5).fit(X, y)),
     }
 
@@ -282,9 +289,10 @@ def test_a_bad_canary_is_rolled_back(served: Served, ws: Workspace, kind: str, c
 def test_a_good_canary_is_promoted(served: Served, ws: Workspace) -> None:
     ended, load, _ = _roll(served, ws, "good")
     assert ended.phase == "succeeded", ended
-    assert ended.step == len(PLAN["steps"]) - 1 and all(
-        a.verdict == "pass" for a in ended.analyses if not a.early
-    )
+    assert ended.step == len(PLAN["steps"]) - 1
+    # an analysis that came before min_requests is inconclusive; none may fail
+    assert [a.verdict for a in ended.analyses].count("pass") == len(PLAN["steps"])
+    assert "fail" not in [a.verdict for a in ended.analyses]
     assert ws.registry.get_alias("fraud", "champion").version == ended.version
     assert load.statuses[500] == 0
     time.sleep(1.0)
@@ -313,28 +321,12 @@ def test_a_restarted_serve_carries_the_rollout_on(served: Served, ws: Workspace)
 
 
 def test_a_pipeline_promotion_releases_through_serve(served: Served, ws: Workspace) -> None:
-    from datetime import UTC, datetime
-
-    from modelyard.pipelines.gates import GateReport, get_promotion, promote
+    from modelyard.pipelines.gates import get_promotion, promote
     from modelyard.rollouts import RolloutPlan
 
     champion = ws.registry.get_alias("fraud", "champion").version
     version = served.register("good")
-    report = GateReport(
-        candidate=f"models:/fraud/{version}",
-        model="fraud",
-        version=version,
-        alias="champion",
-        subject=f"models:/fraud/{version}@champion",
-        champion_version=champion,
-        task="classification",
-        holdout_rows=100,
-        candidate_metrics={"accuracy": 0.9},
-        champion_metrics={"accuracy": 0.9},
-        rules=[],
-        passed=True,
-        evaluated_at=datetime.now(UTC),
-    )
+    report = passing_report(ws, candidate=version, champion=champion)
     load = Load(served.url, served.rows)
     load.start()
     promotion = promote(ws, report, rollout=RolloutPlan.model_validate(PLAN))

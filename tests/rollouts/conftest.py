@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from modelyard.client import Client
 from modelyard.monitoring.predlog import PredictionLog
+from modelyard.pipelines.gates import GateReport
 from modelyard.workspace import Workspace
 
 FEATURES = ["f0", "f1", "f2"]
@@ -143,3 +144,23 @@ def send(
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "home"
+
+
+def passing_report(ws: Workspace, candidate: int = 2, champion: int = 1) -> GateReport:
+    """A gate report in which every rule passed: ``candidate`` may replace ``champion``."""
+    return GateReport(
+        candidate=f"models:/fraud/{candidate}",
+        model="fraud",
+        version=candidate,
+        alias="champion",
+        subject=f"models:/fraud/{candidate}@champion",
+        champion_version=champion,
+        task="classification",
+        holdout_rows=100,
+        candidate_metrics={"accuracy": 0.9},
+        champion_metrics={"accuracy": 0.8},
+        rules=[],
+        passed=True,
+        evaluated_at=datetime.now(UTC),
+        evaluated_by="test",
+    )

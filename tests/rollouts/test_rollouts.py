@@ -13,7 +13,7 @@ import pytest
 from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound
 from modelyard.rollouts import Rollout, RolloutPlan
 from modelyard.workspace import Workspace
-from tests.rollouts.conftest import Traffic, send
+from tests.rollouts.conftest import Traffic, passing_report, send
 
 FAST = {"interval_seconds": 10, "min_requests": 50}
 
@@ -289,7 +289,7 @@ def test_a_pipeline_promotion_releases_through_a_rollout(fraud_sqlite: Workspace
     from modelyard.pipelines.gates import get_promotion, promote
 
     ws = fraud_sqlite
-    report = _passing_report(ws)
+    report = passing_report(ws)
     promotion = promote(ws, report, rollout=RolloutPlan(**FAST, steps=[50, 100]))
     assert not promotion.promoted and promotion.rollout_id is not None
     rollout = ws.rollouts.get(promotion.rollout_id)
@@ -305,7 +305,7 @@ def test_a_pipeline_promotion_releases_through_a_rollout(fraud_sqlite: Workspace
     assert get_promotion(ws, promotion.id).promoted
     assert ws.registry.get_alias("fraud", "champion").version == 2
     # a rolled-back release is a refused promotion, with the reason
-    report = _passing_report(ws, candidate=1, champion=2)
+    report = passing_report(ws, candidate=1, champion=2)
     promotion = promote(ws, report, rollout={**FAST})
     feed(
         ws,
@@ -317,29 +317,6 @@ def test_a_pipeline_promotion_releases_through_a_rollout(fraud_sqlite: Workspace
     due(ws, ws.rollouts.get(str(promotion.rollout_id)))
     refused = get_promotion(ws, promotion.id)
     assert not refused.promoted and any("rolled back" in r for r in refused.reasons)
-
-
-def _passing_report(ws: Workspace, candidate: int = 2, champion: int = 1):  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
-    from modelyard.pipelines.gates import GateReport
-
-    return GateReport(
-        candidate=f"models:/fraud/{candidate}",
-        model="fraud",
-        version=candidate,
-        alias="champion",
-        subject=f"models:/fraud/{candidate}@champion",
-        champion_version=champion,
-        task="classification",
-        holdout_rows=100,
-        candidate_metrics={"accuracy": 0.9},
-        champion_metrics={"accuracy": 0.8},
-        rules=[],
-        passed=True,
-        evaluated_at=datetime.now(UTC),
-        evaluated_by="test",
-    )
 
 
 def test_forbidden_callers_cannot_start(fraud_sqlite: Workspace) -> None:

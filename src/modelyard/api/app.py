@@ -18,6 +18,7 @@ from modelyard.api import (
     problems,
     projects,
     registry,
+    rollouts,
     serving,
     tracking,
 )
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
         tracking,
         projects,
         serving,
+        rollouts,
         monitoring,
         pipelines,
         governance,

@@ -66,6 +66,11 @@ COMMANDS: dict[str, CommandRef] = {
     "endpoints": CommandRef(
         "modelyard.cli.serving", "endpoints", "Endpoints: what the gateway serves, and how."
     ),
+    "rollouts": CommandRef(
+        "modelyard.cli.rollouts",
+        "app",
+        "Rollouts: canary steps under analysis; automatic promotion or rollback.",
+    ),
     "monitor": CommandRef(
         "modelyard.cli.monitoring",
         "app",

@@ -77,6 +77,9 @@ def quickstart(
         help="where to write the demo data (train.parquet, payments.csv, labels.csv); "
         "default ./NAME-data",
     ),
+    alias: str = typer.Option(
+        "champion", help="the alias to point at the new version (challenger: leave champion)"
+    ),
 ) -> None:
     """Train a small fraud model on generated data, register it and make it champion.
 
@@ -133,14 +136,14 @@ def quickstart(
                 description="Logistic regression on card payment features.",
             )
         c.registry.update_model(name, project="fraud-detection")
-        c.set_alias(name, "champion", version.version)
+        c.set_alias(name, alias, version.version)
         status.update("writing the demo data")
         files = write_demo_files(data_dir or Path(f"{name}-data"), train, rng)
 
     console.print(
         f"[green]registered[/green] models:/{name}/{version.version} (run {run.id}), "
         f"roc_auc {metrics['roc_auc']:.3f}, accuracy {metrics['accuracy']:.3f}; "
-        f"alias champion -> {version.version}",
+        f"alias {alias} -> {version.version}",
         highlight=False,
     )
     console.print(f"[green]wrote[/green] {', '.join(str(f) for f in files)}", highlight=False)

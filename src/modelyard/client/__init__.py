@@ -4,12 +4,13 @@
 in-process on a workspace; ``Client("http://host:8080")`` talks to a server. Both expose the
 same services (``client.registry``, ``client.tracking``, ``client.projects``,
 ``client.identities``, ``client.audit``, ``client.access``, ``client.policies``,
-``client.approvals``...) and the conveniences below.
+``client.approvals``, ``client.rollouts``...) and the conveniences below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from modelyard.registry import Alias, DatasetLink, ModelVersion
 from modelyard.workspace import Workspace
 
 if TYPE_CHECKING:
+    from modelyard.client.http_rollouts import Rollouts
     from modelyard.formats import Predictor, Signature
     from modelyard.tracking.entities import Dataset, Run
 
@@ -50,6 +52,7 @@ class Client:
 
             transport = http.HttpTransport(uri, token=token or settings.token)
             self._close = transport.close
+            self._transport: http.HttpTransport | None = transport
             self._artifacts: Any = http.HttpArtifacts(transport)
             self.registry: Any = http.HttpRegistry(transport)
             self.tracking: Any = http.HttpTracking(transport, self._artifacts)
@@ -71,6 +74,7 @@ class Client:
             ws = Workspace.open(_settings_for(uri, settings))
             self.settings = ws.settings
             self._close = ws.close
+            self._transport = None
             self.registry = ws.registry
             self.tracking = ws.tracking
             self.projects = ws.projects
@@ -85,6 +89,16 @@ class Client:
             self.keys = ws.signing
             self._artifacts = ws.artifacts
         self.workspace = ws  # None over HTTP
+
+    @cached_property
+    def rollouts(self) -> Rollouts:
+        """Rollouts (made on first use: the controller's analysis imports pyarrow)."""
+        if self._transport is None:
+            assert self.workspace is not None
+            return self.workspace.rollouts
+        from modelyard.client.http_rollouts import HttpRollouts
+
+        return HttpRollouts(self._transport)
 
     # --- models -------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ and are raised again as the same :class:`~modelyard.errors.ModelyardError` subcl
 
 Here: artifacts, the registry, projects and endpoints. The transport is in
 http_transport.py, the other proxies beside it (http_identity.py, http_tracking.py,
-http_monitoring.py, http_governance.py, http_signing.py); the first three are importable
-from here too.
+http_monitoring.py, http_governance.py, http_signing.py, http_rollouts.py); the first three
+are importable from here too.
 """
 
 from __future__ import annotations

@@ -29,9 +29,11 @@ the endpoint's when the writer takes the record, a few milliseconds after it was
 
 A group becomes a segment when it reaches ``segment_rows`` rows (longer groups are cut at
 exactly ``segment_rows``; a multi-row request may straddle two segments) or when its oldest
-record has waited ``flush_seconds``. A segment is written as zstd Parquet to the artifact
-store and indexed by a :class:`~modelyard.store.tables.PredictionSegmentRow` (``start_at`` and
-``end_at`` are the smallest and largest ``at`` it holds). Segment rows are data, not audited
+record has waited ``flush_seconds``, or the endpoint's own interval where one is set
+(:meth:`PredictionLog.set_flush`: a rollout's analysis wants its rows within a second). A
+segment is written as zstd Parquet to the artifact store and indexed by a
+:class:`~modelyard.store.tables.PredictionSegmentRow` (``start_at`` and ``end_at`` are the
+smallest and largest ``at`` it holds). Segment rows are data, not audited
 changes, so no audit record is made for them. A failed write is retried with exponential
 backoff; when every attempt fails the rows are dropped, counted in ``write_errors`` and
 ``dropped_rows`` and the error is logged, and the writer carries on.
@@ -193,6 +195,7 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self.retries = max(0, retries)
         self.retry_backoff = retry_backoff
+        self._poll_seconds = poll_seconds
         self.poll_seconds = min(poll_seconds, flush_seconds) if flush_seconds > 0 else poll_seconds
 
         self._queue: collections.deque[Record] = collections.deque()
@@ -221,6 +224,8 @@ class PredictionLog:
         self._flush_done = 0
         #: Endpoint -> what its personal input columns become (read by the writer thread).
         self._redactions: dict[str, Redaction] = {}
+        #: Endpoint -> its flush interval, where it is not ``flush_seconds``.
+        self._flushes: dict[str, float] = {}
 
     # -- hot path ---------------------------------------------------------------------------
 
@@ -319,6 +324,20 @@ class PredictionLog:
             self._redactions.pop(endpoint, None)
         else:
             self._redactions[endpoint] = redaction
+
+    def set_flush(self, endpoint: str, seconds: float | None) -> None:
+        """Write ``endpoint``'s rows once the oldest has waited ``seconds`` (None: back to
+        ``flush_seconds``). Shorter intervals make more, smaller segments."""
+        if seconds is None:
+            self._flushes.pop(endpoint, None)
+        elif seconds > 0:
+            self._flushes[endpoint] = seconds
+        else:
+            raise ValueError(f"a flush interval must be positive, got {seconds}")
+        # the writer wakes often enough for the shortest interval (read at each wait)
+        shortest = min(self._flushes.values(), default=self.flush_seconds)
+        poll = self._poll_seconds
+        self.poll_seconds = min(poll, shortest) if shortest > 0 else poll
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -429,9 +448,11 @@ class PredictionLog:
                 break
             add(record)
         now = time.monotonic()
+        flushes = self._flushes
         for key in list(self._groups):
             group = self._groups[key]
-            if force or now - group.since >= self.flush_seconds:
+            due = flushes.get(group.endpoint, self.flush_seconds) if flushes else self.flush_seconds
+            if force or now - group.since >= due:
                 self._write_group(group, final=True)
                 del self._groups[key]
             elif group.rows >= self.segment_rows:

@@ -6,7 +6,7 @@ import itertools
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelyard.serving.entities import StickyKey
 
@@ -27,6 +27,8 @@ class Thresholds(BaseModel):
     p-value below ``alpha``) and larger than its margin here: a significant but negligible
     difference passes, a large difference on too little data is inconclusive.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     #: 0.001, not 0.01: a rollout tests each step at least once, and at 0.01 about one good
     #: canary in a hundred would fail an analysis at low traffic; the bad canaries the
@@ -57,6 +59,8 @@ class Thresholds(BaseModel):
 
 class RolloutPlan(BaseModel):
     """How a rollout proceeds. Every field has a default; see docs/rollouts.md."""
+
+    model_config = ConfigDict(extra="forbid")
 
     steps: list[Annotated[float, Field(gt=0, le=100)]] = Field(
         default_factory=lambda: [5.0, 25.0, 50.0, 100.0],
@@ -102,6 +106,17 @@ class RolloutPlan(BaseModel):
     sticky: StickyKey | None = None
     thresholds: Thresholds = Field(default_factory=Thresholds)
     webhooks: list[Url] = Field(default_factory=list, max_length=10)
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, alias: str | None) -> str | None:
+        from modelyard.errors import InvalidInput
+        from modelyard.registry.uri import check_alias
+
+        try:
+            return None if alias is None else check_alias(alias)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from None
 
     @field_validator("steps")
     @classmethod

@@ -40,12 +40,12 @@ from modelyard.rollouts.entities import (
     RolloutEvent,
     RolloutPlan,
 )
-from modelyard.rollouts.window import StepWindow
 from modelyard.serving.entities import Route, TrafficPolicy
 from modelyard.store.leases import Lease, process_owner
 from modelyard.store.tables import RolloutAnalysisRow, RolloutRow
 
 if TYPE_CHECKING:
+    from modelyard.rollouts.window import StepWindow
     from modelyard.store.db import Tx
     from modelyard.workspace import Workspace
 
@@ -109,8 +109,8 @@ class RolloutService:
             raise Conflict(
                 f"endpoint {endpoint!r} splits its traffic by hand "
                 f"({', '.join(r.target for r in current.policy.routes)}); a rollout starts "
-                f"from one target: `modelyard endpoints update {endpoint} --target URI "
-                "--no-routes` first"
+                f"from one target: `modelyard endpoints update {endpoint} --model URI "
+                "--clear-policy` first"
             )
         ref = parse_model_uri(to)
         version = self.ws.registry.resolve(ref)
@@ -297,7 +297,7 @@ class RolloutService:
         with self.ws.store.write(self.ws.actor) as tx:
             row = self._running(tx.session, ref, "abort")
             why = f"aborted by {self.ws.actor}" + (f": {reason}" if reason else "")
-            self._end(tx, row, "aborted", why)
+            self._end(tx, row, "aborted", why, by=self.ws.actor)
         self._after_end(row)
         return self.get(row.id)
 
@@ -389,6 +389,9 @@ class RolloutService:
         return self._judge(row, plan, analysis, now)
 
     def _window(self, row: RolloutRow, baseline_version: int) -> StepWindow:
+        # (imported here: pyarrow and numpy are not needed to list or change rollouts)
+        from modelyard.rollouts.window import StepWindow
+
         key = (row.phase, row.step, row.step_started_at, baseline_version)
         with self._lock:
             window = self._windows.get(row.id)
@@ -535,7 +538,7 @@ class RolloutService:
                 if plan.finish == "alias"
                 else (f"the endpoint now serves {row.target}")
             )
-            self._end(tx, current, "succeeded", f"promoted by {by}: {what}")
+            self._end(tx, current, "succeeded", f"promoted by {by}: {what}", by=by)
         self._after_end(row)
         return f"succeeded: {what}"
 
@@ -562,7 +565,7 @@ class RolloutService:
         self._after_end(row)
         return f"{phase.replace('_', ' ')}: {why}"
 
-    def _end(self, tx: Tx, row: RolloutRow, phase: str, why: str) -> None:
+    def _end(self, tx: Tx, row: RolloutRow, phase: str, why: str, by: str = "rollouts") -> None:
         """End the rollout in ``tx``: the endpoint back on its own policy (and, after a
         success with finish=endpoint, on the canary's version)."""
         now = datetime.now(UTC)
@@ -571,7 +574,7 @@ class RolloutService:
         row.phase, row.reason, row.ended_at, row.active_endpoint = phase, why, now, None
         row.weight = 100.0 if phase == "succeeded" else 0.0
         row.paused = False
-        _event(row, now, phase, self.ws.actor, why)
+        _event(row, now, phase, by, why)
         target = row.target if phase == "succeeded" and plan.finish == "endpoint" else None
         policy = TrafficPolicy.model_validate(row.endpoint_policy)
         self.ws.endpoints.set_rollout_policy(tx, row.endpoint, policy, target=target)
@@ -642,7 +645,8 @@ def _checked_plan(plan: RolloutPlan | Mapping[str, Any] | None) -> RolloutPlan:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in ("plan", *err["loc"]))
-        raise InvalidInput(f"{where}: {err['msg']}") from None
+        # a check's own message says what to fix; pydantic puts "Value error, " before it
+        raise InvalidInput(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def _plan(row: RolloutRow) -> RolloutPlan:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: The longest an endpoint may take to give a prediction.
 MAX_TIMEOUT_MS = 600_000
@@ -29,6 +29,8 @@ class StickyKey(BaseModel):
     sees one version during a rollout.
 
     The header is matched case-insensitively."""
+
+    model_config = ConfigDict(extra="forbid")
 
     header: HeaderName | None = None
     field: Annotated[str, Field(min_length=1, max_length=256)] | None = None

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 from cachetools import TTLCache
 
@@ -40,9 +41,9 @@ from modelyard.monitoring.redaction import Redaction
 from modelyard.registry import ModelVersion
 from modelyard.serving import plans
 from modelyard.serving.batcher import Overloaded
-from modelyard.serving.entities import Endpoint
+from modelyard.serving.entities import Endpoint, StickyKey
 from modelyard.serving.guard import Guard, Inactive, apply_guard, load_guards
-from modelyard.serving.metrics import GatewayMetrics, gateway_families
+from modelyard.serving.metrics import GatewayMetrics, gateway_families, rollout_families
 from modelyard.serving.plans import Plan, Resolved
 from modelyard.serving.pool import LoadedModel, ModelPool
 from modelyard.serving.protocols import mlflow as mlflow_protocol
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
     from starlette.routing import Router
 
     from modelyard.governance import Identity, TokenCache
+    from modelyard.rollouts.entities import Rollout
 
 log = logging.getLogger("modelyard.gateway")
 
@@ -90,6 +92,14 @@ FULL_SYNC_EVERY = 60  # refreshes skipped as unchanged before one resolves every
 #: How often a guarded endpoint's reference profiles are read again, to pick up one made
 #: or replaced since it was loaded (a sync can come twice a second).
 GUARD_RECHECK_SECONDS = 5.0
+#: How soon an endpoint under a rollout has its predictions readable in the log (the
+#: rollout's analysis reads them), instead of the log's usual flush interval.
+ROLLOUT_FLUSH_SECONDS = 1.0
+#: How often the active rollouts are read again for ``/metrics`` (while an endpoint has one).
+ROLLOUT_METRICS_SECONDS = 2.0
+
+#: A request's parsed body: its inputs, row count, OIP request (None: MLflow) and request id.
+Parsed = tuple[Mapping[str, Any], int, oip.InferRequest | None, str]
 
 
 @dataclass(frozen=True)
@@ -103,13 +113,31 @@ class Served:
     cache: TTLCache[bytes, tuple[bytes, dict[str, Any]]] | None = None
     #: With a guard on: each served version's, by (model, version) (see serving/guard.py).
     guards: Mapping[tuple[str, int], Guard | Inactive] | None = None
+    #: With ``policy.sticky`` and several routes: where a request's key comes from (None:
+    #: routes are drawn at random, and a single route looks at nothing).
+    sticky: StickyKey | None = None
+    #: The sticky header's name as the request headers have it (lower case), if a header.
+    sticky_header: bytes | None = None
+    #: With a sticky field: per route, whether its signature is the first route's (a body
+    #: parsed with the first route's signature to read the key then serves it as well).
+    same_signature: tuple[bool, ...] = ()
 
-    def pick(self) -> LoadedModel:
-        """A model by weight; a single route costs no random draw."""
+    def pick(self, key: bytes | None = None) -> LoadedModel:
+        """A model by weight: at random, or where a sticky ``key`` falls (see
+        :func:`sticky_point`). A single route costs no draw.
+
+        With the routes in their order, the same key stays on the last route (a rollout's
+        canary) while that route's share grows, and on the first while it shrinks.
+        """
         if len(self.models) == 1:
             return self.models[0]
-        draw = random.random() * self.cumulative[-1]
-        return self.models[bisect.bisect_right(self.cumulative, draw)]
+        point = random.random() if key is None else sticky_point(key)
+        return self.models[bisect.bisect_right(self.cumulative, point * self.cumulative[-1])]
+
+    def route_of(self, key: bytes | None) -> int:
+        """The index of the route :meth:`pick` chooses for ``key``."""
+        point = random.random() if key is None else sticky_point(key)
+        return bisect.bisect_right(self.cumulative, point * self.cumulative[-1])
 
     def by_version(self, version: int) -> LoadedModel | None:
         for m in self.models:
@@ -204,7 +232,12 @@ class Gateway:
         #: Set by the first :meth:`sync` (it reads the metadata store and loads what it
         #: serves): at start, or at the first refresh of a start from the plan cache.
         self.settled = threading.Event()
+        #: The active rollouts, as last read for ``/metrics`` (see :meth:`_refresh_rollouts`).
+        self.rollouts: list[Rollout] = []
+        self._rollouts_read = -ROLLOUT_METRICS_SECONDS  # monotonic time of the last read
+        self._rollouts_failing = False  # the last read failed (said once, not per refresh)
         self.metrics.add_collector(partial(gateway_families, self))
+        self.metrics.add_collector(lambda: rollout_families(self.rollouts))
 
     @cached_property
     def router(self) -> Router:
@@ -258,12 +291,35 @@ class Gateway:
             try:
                 if self.state.not_ready or skipped >= FULL_SYNC_EVERY:
                     skipped = 0
+                    await self.sync()
                 elif await asyncio.to_thread(self.ws.audit.last_seq) == self._stamp:
                     skipped += 1
-                    continue
-                await self.sync()
+                else:
+                    await self.sync()
             except Exception:  # a registry hiccup must not stop the gateway
                 log.exception("refreshing endpoints failed; serving what was loaded")
+            await self._refresh_rollouts()
+
+    async def _refresh_rollouts(self) -> None:
+        """Read the active rollouts again for ``/metrics``: at most every
+        :data:`ROLLOUT_METRICS_SECONDS`, and only while a served endpoint has one (the
+        scrape renders this list; it never reads the store). A failed read keeps the last
+        list and is logged once until a read succeeds."""
+        if not any(s.endpoint.policy.rollout for s in self.state.served.values()):
+            self.rollouts = []
+            return
+        now = time.monotonic()
+        if now - self._rollouts_read < ROLLOUT_METRICS_SECONDS:
+            return
+        self._rollouts_read = now
+        try:
+            self.rollouts = await asyncio.to_thread(_active_rollouts, self.ws)
+        except Exception as exc:
+            if not self._rollouts_failing:
+                self._rollouts_failing = True
+                log.warning("could not read the active rollouts for /metrics: %r", exc)
+        else:
+            self._rollouts_failing = False
 
     async def sync(self) -> None:
         """Bring what is served in line with the registry (new, changed, removed endpoints)."""
@@ -322,6 +378,7 @@ class Gateway:
         for name in list(state.served):
             if name not in wanted:
                 del state.served[name]
+                self.log.set_flush(name, None)
         for name in list(state.not_ready):
             if name not in wanted:
                 del state.not_ready[name]
@@ -364,7 +421,28 @@ class Gateway:
         self.log.set_redaction(
             endpoint.name, Redaction.for_endpoint(endpoint.redact, self.ws.settings)
         )
-        return Served(endpoint, tuple(models), tuple(cumulative), shadow, cache, guards)
+        # a rollout's analysis reads this endpoint's log: rows within a second, not five
+        flush = ROLLOUT_FLUSH_SECONDS if endpoint.policy.rollout else None
+        self.log.set_flush(endpoint.name, flush)
+        sticky = endpoint.policy.sticky if len(models) > 1 else None
+        header = None
+        same: tuple[bool, ...] = ()
+        if sticky is not None and sticky.header is not None:
+            header = sticky.header.lower().encode("ascii")
+        elif sticky is not None:  # compared once here: signatures are large pydantic models
+            first = models[0].predictor.signature
+            same = tuple(m.predictor.signature == first for m in models)
+        return Served(
+            endpoint,
+            tuple(models),
+            tuple(cumulative),
+            shadow,
+            cache,
+            guards,
+            sticky,
+            header,
+            same,
+        )
 
     async def _refresh_guards(self, served: Served) -> None:
         """Swap in the guards of versions whose reference profile appeared or changed."""
@@ -506,7 +584,20 @@ class Gateway:
                 caller.require_predict(target)
             served = self.served(target)
             admission = self.limits.admit(target, caller)  # 429 over a rate limit or quota
-            loaded = served.pick() if version is None else served.by_version(version)
+            parsed = None
+            if version is not None:
+                loaded = served.by_version(version)
+            elif served.sticky is None:
+                loaded = served.pick()
+            else:
+                if body is None and served.sticky_header is None:  # a field: body first
+                    assert receive is not None
+                    body = await read_body(receive, self.max_body, headers)
+                    if body is None:
+                        self.metrics.errors.inc(label_name, "client_disconnected")
+                        return None
+                    served = self.served(target)  # it may have been replaced meanwhile
+                loaded, parsed = self._pick_sticky(served, protocol, headers, body, request_id)
             if loaded is None:
                 versions = ", ".join(str(m.version.version) for m in served.models)
                 raise NotFound(
@@ -526,7 +617,7 @@ class Gateway:
                         self.metrics.errors.inc(label_name, "client_disconnected")
                         return None
                 payload, tag, request_id, extra = await self._answer(
-                    served, loaded, protocol, body, headers, request_id, start, admission
+                    served, loaded, protocol, body, headers, request_id, start, admission, parsed
                 )
             finally:
                 loaded.exit()
@@ -562,36 +653,19 @@ class Gateway:
         request_id: str,
         start: float,
         admission: Admission,
+        parsed: Parsed | None = None,
     ) -> tuple[bytes, bytes, str, tuple[tuple[bytes, bytes], ...]]:
-        """Decode, guard, predict (or hit the cache), encode and log one request.
+        """Decode (unless ``parsed`` already), guard, predict (or hit the cache), encode and
+        log one request.
 
         Returns the response body, the cache header's value, the request id (an OIP
         request may carry its own) and the guard's headers.
         """
         endpoint = served.endpoint
         model = loaded.version.model
-        signature = loaded.predictor.signature
-        if protocol == "v2":
-            binary = headers.get(b"inference-header-content-length")
-            if binary is None:
-                require_json(headers, model)
-            request = oip.parse_infer_request(
-                body,
-                signature,
-                model=model,
-                header_length=None if binary is None else binary_header_length(binary, model),
-            )
-            if request.id and not valid_request_id(request.id):
-                raise BadRequest(
-                    f"{model}: 'id' must be at most 128 printable ASCII characters (it comes "
-                    "back in the X-Request-Id header); leave it out and the gateway makes one"
-                )
-            inputs, rows, request_id = request.inputs, request.rows, request.id or request_id
-        else:
-            inputs, rows = mlflow_protocol.parse_invocations(
-                body, invocations_content_type(headers, model), signature, model=model
-            )
-            request = None
+        if parsed is None:
+            parsed = self._parse(loaded, protocol, body, headers, request_id)
+        inputs, rows, request, request_id = parsed
         scores = None  # each row's novelty, with a guard
         extra: tuple[tuple[bytes, bytes], ...] = ()
         if served.guards is not None:  # before the cache: a rejected row is never answered
@@ -640,6 +714,67 @@ class Gateway:
         if cache is None:
             return payload, b"", request_id, extra
         return payload, (b"hit" if hit else b"miss"), request_id, extra
+
+    @staticmethod
+    def _parse(
+        loaded: LoadedModel,
+        protocol: str,
+        body: bytes,
+        headers: Mapping[bytes, bytes],
+        request_id: str,
+    ) -> Parsed:
+        """Decode and validate a request body against ``loaded``'s signature."""
+        model = loaded.version.model
+        signature = loaded.predictor.signature
+        if protocol != "v2":
+            inputs, rows = mlflow_protocol.parse_invocations(
+                body, invocations_content_type(headers, model), signature, model=model
+            )
+            return inputs, rows, None, request_id
+        binary = headers.get(b"inference-header-content-length")
+        if binary is None:
+            require_json(headers, model)
+        request = oip.parse_infer_request(
+            body,
+            signature,
+            model=model,
+            header_length=None if binary is None else binary_header_length(binary, model),
+        )
+        if request.id and not valid_request_id(request.id):
+            raise BadRequest(
+                f"{model}: 'id' must be at most 128 printable ASCII characters (it comes "
+                "back in the X-Request-Id header); leave it out and the gateway makes one"
+            )
+        return request.inputs, request.rows, request, request.id or request_id
+
+    def _pick_sticky(
+        self,
+        served: Served,
+        protocol: str,
+        headers: Mapping[bytes, bytes],
+        body: bytes | None,
+        request_id: str,
+    ) -> tuple[LoadedModel, Parsed | None]:
+        """The route a request's sticky key falls on (see :class:`StickyKey`).
+
+        A request without the key (no such header, an empty one, no such input, a
+        non-scalar value, or a body that does not parse) gets a random pick. A field's key
+        is read from the body parsed with the first route's signature; that parse is kept
+        when the chosen version has the same signature, else the body is parsed again.
+        """
+        sticky = served.sticky
+        if sticky is None:  # the endpoint changed while its body was read
+            return served.pick(), None
+        if served.sticky_header is not None:
+            return served.pick(headers.get(served.sticky_header) or None), None
+        assert body is not None and sticky.field is not None
+        first = served.models[0]
+        try:
+            parsed = self._parse(first, protocol, body, headers, request_id)
+        except ModelyardError:  # the chosen version's own parse says what is wrong
+            return served.pick(), None
+        route = served.route_of(sticky_value(parsed[0], sticky.field))
+        return served.models[route], (parsed if served.same_signature[route] else None)
 
     async def _predict(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], rows: int, timeout_ms: int
@@ -828,6 +963,43 @@ class Gateway:
         from modelyard.serving.http_protocol import fast_path_off
 
         return fast_path_off(self.http_config)
+
+
+def sticky_point(key: bytes) -> float:
+    """Where a sticky key falls in [0, 1): the first 8 bytes of its BLAKE2b digest (64-byte
+    digest) as a big-endian integer over 2**64, cut to the 53 bits a float holds so that it
+    stays below 1. The same in every worker, process, restart and machine (Python's
+    ``hash`` of bytes is salted per process)."""
+    return (int.from_bytes(hashlib.blake2b(key).digest()[:8], "big") >> 11) * 2.0**-53
+
+
+def sticky_value(inputs: Mapping[str, Any], name: str) -> bytes | None:
+    """Input ``name``'s value in the first row, as a sticky key; None when there is no such
+    input or the value is empty or not a scalar. Numbers are written as their shortest
+    decimal, a whole float as an integer (42.0 and "42" are the same user)."""
+    try:
+        column = inputs[name]
+        first = column[0] if getattr(column, "ndim", 1) else column
+    except (KeyError, IndexError):
+        return None
+    if isinstance(first, np.ndarray):
+        if first.size != 1:
+            return None
+        first = first.reshape(-1)[0]
+    value = first.item() if isinstance(first, np.generic) else first
+    if isinstance(value, bytes):
+        return value or None
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value)
+    return text.encode() if text else None
+
+
+def _active_rollouts(ws: Workspace) -> list[Rollout]:
+    """The running rollouts, each with its latest analysis (blocking: reads the store)."""
+    return ws.rollouts.active()
 
 
 def _same(current: Served, plan: Plan) -> bool:

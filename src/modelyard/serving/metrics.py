@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import CounterMetricFamily
 
+    from modelyard.rollouts.entities import Rollout
     from modelyard.serving.gateway import Gateway
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -285,6 +286,70 @@ def gateway_families(gateway: Gateway) -> list[Any]:
     fast.add_metric([off or ""], 0 if off else 1)
     families = [loaded, load_seconds, queue, batches, batch_rows, calls, sizes, logged]
     return [*families, cached, ready, stale, fast]
+
+
+def rollout_families(rollouts: list[Rollout]) -> list[Any]:
+    """The gauges of ``rollouts`` (the active ones; each with at most its latest analysis).
+
+    - ``modelyard_rollout_canary_weight{endpoint, rollout}``: the canary's share, in percent;
+    - ``modelyard_rollout_phase{endpoint, rollout, phase}``: 1 for the current phase, 0 for
+      the others;
+    - ``modelyard_rollout_step{endpoint, rollout}``: the index of the current canary step
+      (-1: the shadow phase);
+    - ``modelyard_rollout_checks{endpoint, rollout, check, verdict}``: per check of the
+      latest analysis, 1 for its verdict, 0 for the others;
+    - ``modelyard_rollout_failures{endpoint, rollout}``: consecutive failed analyses.
+
+    The labels are bounded: one rollout per endpoint at a time, the phases and verdicts are
+    fixed, and the checks are those an endpoint's plan and KPIs define.
+    """
+    from typing import get_args
+
+    from prometheus_client.core import GaugeMetricFamily
+
+    from modelyard.rollouts.entities import Phase, Verdict
+
+    labels = ["endpoint", "rollout"]
+    weight = GaugeMetricFamily(
+        "modelyard_rollout_canary_weight",
+        "The rollout's canary share of the endpoint's traffic, in percent",
+        labels=labels,
+    )
+    phase = GaugeMetricFamily(
+        "modelyard_rollout_phase",
+        "1 for the rollout's current phase (shadow, canary, promoting, ...), 0 for the others",
+        labels=[*labels, "phase"],
+    )
+    step = GaugeMetricFamily(
+        "modelyard_rollout_step",
+        "The index of the rollout's current canary step (-1: the shadow phase)",
+        labels=labels,
+    )
+    checks = GaugeMetricFamily(
+        "modelyard_rollout_checks",
+        "1 for each check's verdict in the rollout's latest analysis, 0 for the others",
+        labels=[*labels, "check", "verdict"],
+    )
+    failures = GaugeMetricFamily(
+        "modelyard_rollout_failures",
+        "Consecutive failed analyses of the rollout",
+        labels=labels,
+    )
+    phases, verdicts = get_args(Phase), get_args(Verdict)
+    for rollout in rollouts:
+        names = [rollout.endpoint, rollout.id]
+        weight.add_metric(names, rollout.weight)
+        for name in phases:
+            phase.add_metric([*names, name], 1 if rollout.phase == name else 0)
+        step.add_metric(names, rollout.step)
+        failures.add_metric(names, rollout.failures)
+        if rollout.analyses:
+            for check in rollout.analyses[-1].checks:
+                for verdict in verdicts:
+                    checks.add_metric(
+                        [*names, check.name, verdict], 1 if check.verdict == verdict else 0
+                    )
+    return [weight, phase, step, checks, failures]
 
 
 def _callback(collect: Callable[[], Iterable[Any]]) -> Any:
