@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import orjson
 import pytest
@@ -18,7 +19,7 @@ from tests.rollouts.conftest import Traffic, passing_report, send
 FAST = {"interval_seconds": 10, "min_requests": 50}
 
 
-def feed(ws: Workspace, rollout: Rollout, traffic: Traffic, **where: int) -> None:
+def feed(ws: Workspace, rollout: Rollout, traffic: Traffic, **where: Any) -> None:
     """Traffic in the rollout's current step (the gateway logs it after the step began)."""
     send(ws, traffic, at=ws.rollouts.get(rollout.id).step_started_at, **where)
 
@@ -327,3 +328,49 @@ def test_forbidden_callers_cannot_start(fraud_sqlite: Workspace) -> None:
     viewer = ws.as_identity(Identity(name="vera", role=Role.editor))
     with pytest.raises(Forbidden):
         viewer.rollouts.start("fraud", "models:/fraud/2")
+
+
+def test_a_shadow_phase_compares_answers_before_any_traffic_moves(fraud_sqlite: Workspace) -> None:
+    ws = fraud_sqlite
+    rollout = ws.rollouts.start("fraud", "models:/fraud/2", {**FAST, "shadow_requests": 200})
+    assert (rollout.phase, rollout.step, rollout.weight) == ("shadow", -1, 0.0)
+    policy = ws.endpoints.get("fraud").policy
+    assert policy.shadow == "models:/fraud/2" and policy.routes == []
+    feed(ws, rollout, Traffic(requests=100), shadow=True)
+    assert due(ws, rollout) == ""  # 100 mirrored of 200: inconclusive, still shadowing
+    assert ws.rollouts.get(rollout.id).analyses[-1].verdict == "inconclusive"
+    feed(ws, rollout, Traffic(requests=300, seed=1), shadow=True)
+    assert "canary at 5" in due(ws, rollout)
+    stepped = ws.endpoints.get("fraud").policy
+    assert stepped.shadow is None and [r.weight for r in stepped.routes] == [95.0, 5.0]
+    # a shadow that answers otherwise never gets traffic
+    ws.rollouts.abort(rollout.id)
+    time.sleep(0.5)  # past the first rollout's rows
+    second = ws.rollouts.start("fraud", "models:/fraud/2", {**FAST, "shadow_requests": 200})
+    feed(ws, second, Traffic(requests=400, canary_errors=0.3, seed=2), shadow=True)
+    done = due(ws, second)
+    assert done.startswith("rolled back") and "disagreement" in done, done
+    assert ws.endpoints.get("fraud").policy.shadow is None
+
+
+def test_feedback_fails_a_canary_whose_answers_are_wrong(fraud_sqlite: Workspace) -> None:
+    from modelyard.monitoring.predlog import PredictionLog
+
+    ws = fraud_sqlite
+    rollout = ws.rollouts.start("fraud", "models:/fraud/2", {**FAST, "steps": [50, 100]})
+    # the same spread of answers on both sides: only the labels tell them apart
+    feed(ws, rollout, Traffic(requests=400, share=0.5, seed=50))
+    logged = PredictionLog(ws).read("fraud").to_pylist()
+    labels = []
+    for i, row in enumerate(logged):
+        predicted = int(row["out__label"])
+        wrong = row["version"] == 2 and i % 2 == 0  # the canary is right half the time
+        labels.append(
+            {"request_id": row["request_id"], "label": 1 - predicted if wrong else predicted}
+        )
+    ws.monitoring.submit_feedback("fraud", labels)
+    done = due(ws, rollout)
+    assert done.startswith("rolled back"), done
+    failed = [c for c in ws.rollouts.get(rollout.id).analyses[-1].checks if c.verdict == "fail"]
+    assert [c.name for c in failed] == ["metric:accuracy"]
+    assert failed[0].figures["baseline"] > 0.95 > 0.6 > failed[0].figures["canary"]
