@@ -10,11 +10,13 @@ from typing import Any
 
 import orjson
 import pytest
+from sklearn.linear_model import LogisticRegression
 
+from modelyard.client import Client
 from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound
 from modelyard.rollouts import Rollout, RolloutPlan
 from modelyard.workspace import Workspace
-from tests.rollouts.conftest import Traffic, passing_report, send
+from tests.rollouts.conftest import Traffic, passing_report, send, training_frame
 
 FAST = {"interval_seconds": 10, "min_requests": 50}
 
@@ -239,6 +241,8 @@ def test_one_controller_acts_at_a_time(fraud_sqlite: Workspace) -> None:
     ws = fraud_sqlite
     first = RolloutService(ws, owner="a")
     second = RolloutService(ws, owner="b")
+    assert not second.run_once().skipped  # nothing running: no lease taken, no write
+    ws.rollouts.start("fraud", "models:/fraud/2", FAST)
     assert not first.run_once().skipped
     assert second.run_once().skipped
     first.release_lease()
@@ -374,3 +378,103 @@ def test_feedback_fails_a_canary_whose_answers_are_wrong(fraud_sqlite: Workspace
     failed = [c for c in ws.rollouts.get(rollout.id).analyses[-1].checks if c.verdict == "fail"]
     assert [c.name for c in failed] == ["metric:accuracy"]
     assert failed[0].figures["baseline"] > 0.95 > 0.6 > failed[0].figures["canary"]
+
+
+def test_plans_and_policies_that_cannot_work_are_refused(fraud_sqlite: Workspace) -> None:
+    ws = fraud_sqlite
+    with pytest.raises(InvalidInput, match="first step of 100 % leaves no baseline"):
+        ws.rollouts.start("fraud", "models:/fraud/2", {"steps": [100]})
+    with pytest.raises(InvalidInput, match="would not follow"):
+        ws.rollouts.start("fraud", "models:/fraud/2", {"alias": "prod"})
+    with pytest.raises(InvalidInput, match=r"policy\.rollout is set by"):
+        ws.endpoints.update("fraud", policy={"rollout": ""})
+    assert ws.rollouts.start("fraud", "models:/fraud/2", {"steps": [100], "shadow_requests": 10})
+
+
+def test_a_stale_endpoint_edit_cannot_bring_an_ended_rollout_back(
+    fraud_sqlite: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = fraud_sqlite
+    rollout = ws.rollouts.start("fraud", "models:/fraud/2", FAST)
+    stale = ws.endpoints.get("fraud")  # read while the rollout runs
+    ws.rollouts.abort(rollout.id)
+    monkeypatch.setattr(ws.endpoints, "get", lambda name: stale)
+    ws.endpoints.update("fraud", timeout_ms=3000)  # only what it was given is written
+    monkeypatch.undo()
+    endpoint = ws.endpoints.get("fraud")
+    assert endpoint.timeout_ms == 3000
+    assert endpoint.policy.routes == [] and endpoint.policy.rollout is None
+
+
+def test_the_finish_is_all_or_nothing(
+    fraud_sqlite: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = fraud_sqlite
+    rollout = ws.rollouts.start("fraud", "models:/fraud/2", {**FAST, "steps": [50, 100]})
+    feed(ws, rollout, Traffic(share=0.5, seed=60))
+    due(ws, rollout)
+    service = ws.rollouts
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(service, "_end", crash)
+    feed(ws, rollout, Traffic(share=1.0, seed=61))
+    with pytest.raises(RuntimeError):
+        due(ws, rollout)
+    assert ws.registry.get_alias("fraud", "champion").version == 1  # the move went with it
+    assert ws.rollouts.get(rollout.id).phase in ("canary", "promoting")
+    monkeypatch.undo()
+    due(ws, rollout)
+    assert ws.rollouts.get(rollout.id).phase == "succeeded"
+    assert ws.registry.get_alias("fraud", "champion").version == 2
+
+
+def test_a_paused_rollout_still_meets_its_deadline(fraud_sqlite: Workspace) -> None:
+    ws = fraud_sqlite
+    rollout = ws.rollouts.start("fraud", "models:/fraud/2", {**FAST, "deadline_seconds": 60})
+    ws.rollouts.pause(rollout.id)
+    done = ws.rollouts.tick(rollout.id, rollout.started_at + timedelta(seconds=61))
+    assert done.startswith("rolled back: the deadline passed")
+    assert ws.endpoints.get("fraud").policy.routes == []
+
+
+def test_a_baseline_moved_by_someone_else_ends_the_rollout(fraud_sqlite: Workspace) -> None:
+    ws = fraud_sqlite
+    rollout = ws.rollouts.start("fraud", "models:/fraud/2", FAST)
+    # a hotfix: champion moves to a new version while the canary is at 5 %
+    X, y = training_frame()
+    client = Client(str(ws.settings.resolved_home), settings=ws.settings)
+    hotfix = client.log_model(LogisticRegression().fit(X, y), "fraud", input_example=X.head(5))
+    client.close()
+    ws.registry.set_alias("fraud", "champion", hotfix.version)
+    done = ws.rollouts.tick(rollout.id)
+    assert done.startswith("aborted") and "moved from v1 to v3" in done
+    assert ws.registry.get_alias("fraud", "champion").version == 3  # the hotfix stays
+    assert ws.endpoints.get("fraud").policy.routes == []
+
+
+def test_promote_to_the_endpoint_takes_the_callers_deploy_permission(
+    fraud_sqlite: Workspace,
+) -> None:
+    from modelyard.governance.entities import Identity, Role
+
+    ws = fraud_sqlite
+    ws.endpoints.update("fraud", target="models:/fraud/1")
+    rollout = ws.rollouts.start("fraud", "models:/fraud/2", FAST)
+    assert rollout.plan.finish == "endpoint"
+    ws.policies.set("guarded", scope="model:fraud", approvals=1)
+    editor = ws.as_identity(Identity(name="eddie", role=Role.editor))
+    with pytest.raises(Forbidden):
+        editor.rollouts.promote(rollout.id)
+    assert ws.endpoints.get("fraud").target == "models:/fraud/1"
+    assert ws.rollouts.get(rollout.id).active
+
+
+def test_a_canary_the_gateway_never_served_fails_at_once(fraud_sqlite: Workspace) -> None:
+    ws = fraud_sqlite
+    rollout = ws.rollouts.start("fraud", "models:/fraud/2", FAST)
+    feed(ws, rollout, Traffic(share=0.0))  # 2,000 requests, none to the canary
+    done = due(ws, rollout)
+    assert done.startswith("rolled back: serving: the canary answered none"), done
+    assert "trust-pickled" in done

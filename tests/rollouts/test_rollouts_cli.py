@@ -69,7 +69,7 @@ def test_a_plan_file_with_flags_over_it(run: Run, fraud_sqlite: Workspace, suffi
     plan = {
         "steps": [20, 100],
         "interval_seconds": 5,
-        "alias": "prod",
+        "alias": "champion",
         "thresholds": {"alpha": 0.05, "output_psi": 0.3},
     }
     path = Path(f"plan.{suffix}")
@@ -77,11 +77,11 @@ def test_a_plan_file_with_flags_over_it(run: Run, fraud_sqlite: Workspace, suffi
         path.write_text(json.dumps(plan))
     else:
         path.write_text(
-            "steps: [20, 100]\ninterval_seconds: 5\nalias: prod\n"
+            "steps: [20, 100]\ninterval_seconds: 5\nalias: champion\n"
             "thresholds:\n  alpha: 0.05\n  output_psi: 0.3\n"
         )
     r = started(run, "--plan", str(path), "--interval", "1m", "--alpha", "0.02")
-    assert (r.plan.steps, r.plan.interval_seconds, r.plan.alias) == ([20, 100], 60, "prod")
+    assert (r.plan.steps, r.plan.interval_seconds, r.plan.alias) == ([20, 100], 60, "champion")
     assert (r.plan.thresholds.alpha, r.plan.thresholds.output_psi) == (0.02, 0.3)
 
 
@@ -95,7 +95,9 @@ def test_a_plan_file_with_flags_over_it(run: Run, fraud_sqlite: Workspace, suffi
         (["--deadline", "soon"], 2, "--deadline 'soon' is not a duration"),
         (["--alpha", "0.7"], 2, "--alpha 0.7: Input should be less than 0.5"),
         (["--finish", "now"], 2, "--finish now: Input should be 'alias' or 'endpoint'"),
-        (["--alias", "bad alias"], 2, "--alias: alias 'bad alias' is not valid"),
+        (["--alias", "bad alias"], 2, "--alias bad alias: alias 'bad alias' is not valid"),
+        (["--steps", "100"], 2, "the plan: a first step of 100 % leaves no baseline"),
+        (["--steps", ",".join(["1"] * 5000)], 2, "--steps 1,1,1,1"),
         (["--sticky-header", "a", "--sticky-field", "b"], 2, "give one of them"),
         (["--sticky-header", "x_user"], 2, "--sticky-header x_user: String should match"),
         (["--webhook", "ftp://x.example"], 2, "--webhook ftp://x.example: String should"),
@@ -144,7 +146,7 @@ def test_status_prints_the_timeline(run: Run, fraud_sqlite: Workspace) -> None:
     out = run("rollouts", "status", "fraud").stdout
     lines = out.splitlines()
     assert lines[0] == f"rollout {r.id} on fraud"
-    assert lines[1].strip() == "models:/fraud@champion -> models:/fraud/2"
+    assert lines[1].strip() == "models:/fraud@champion (v1 at the start) -> models:/fraud/2"
     assert lines[2].strip() == "phase: canary (paused), step 2/4 at 25 %"
     assert lines[3].strip().startswith("started by local at ")
 
@@ -237,7 +239,8 @@ def test_run_is_one_controller_pass(run: Run, fraud_sqlite: Workspace) -> None:
     out = run("rollouts", "run").stdout
     assert out.strip() == "fraud: rolled back: the deadline passed (1 s after the start)"
     assert ws.rollouts.get("fraud").phase == "rolled_back"
-    # the CLI gave the lease up: a server's controller acts at once
+    # the CLI gave the lease up: a server's controller acts at once (with a rollout to run)
+    started(run)
     server = RolloutService(ws, owner="server")
     assert not server.run_once().skipped
     held = run("rollouts", "run", "--json").stdout

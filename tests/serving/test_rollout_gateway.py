@@ -252,6 +252,7 @@ def test_gateway_serves_rollout_metrics_and_flushes_fast_while_a_rollout_runs(
     service = FakeRollouts([rollout(checks={"errors": "pass", "latency": "pass"})])
     monkeypatch.setattr(gateway_module, "_active_rollouts", service)
     monkeypatch.setattr(gateway_module, "ROLLOUT_METRICS_SECONDS", 0.2)
+    monkeypatch.setattr(gateway_module, "ENDED_ROLLOUT_SECONDS", 1.0)
     url = gateway.start()
     fraud = labels(endpoint="fraud", rollout="r-1")
 
@@ -282,8 +283,11 @@ def test_gateway_serves_rollout_metrics_and_flushes_fast_while_a_rollout_runs(
         service.failure = None
     assert wait_for(lambda: metrics()["modelyard_rollout_canary_weight", fraud] == 50.0, 5)
 
-    # the rollout ends: no more reads, no gauges, and the log's usual flush again
+    # the rollout ends: its gauges stay a while (ENDED_ROLLOUT_SECONDS, here 1 s), then no
+    # more reads, no gauges, and the log's usual flush again
     set_policy(gateway.ws, "fraud", TrafficPolicy(routes=routes[:1]))
+    time.sleep(0.5)
+    assert ("modelyard_rollout_canary_weight", fraud) in metrics()
     gone = wait_for(
         lambda: not [k for k in metrics() if k[0] == "modelyard_rollout_canary_weight"], 5
     )
@@ -322,4 +326,7 @@ def test_a_started_rollout_shows_on_metrics_through_the_rollouts_service(
     found = samples(httpx.get(f"{url}/metrics").text)
     assert found["modelyard_rollout_phase", fraud | labels(phase=started.phase)] == 1
     gateway.ws.rollouts.abort("fraud", "enough")
-    assert wait_for(lambda: weight() is None, 5)
+    # an ended rollout stays on /metrics a while, its phase at 1: something to alert on
+    aborted = ("modelyard_rollout_phase", fraud | labels(phase="aborted"))
+    assert wait_for(lambda: samples(httpx.get(f"{url}/metrics").text).get(aborted) == 1, 5)
+    assert weight() == 0.0

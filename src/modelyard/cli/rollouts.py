@@ -113,26 +113,21 @@ def _checked(plan: dict[str, Any], flags: dict[str, tuple[str, str]], source: Pa
     _unknown(plan, RolloutPlan.model_fields, where)
     if isinstance(plan.get("thresholds"), dict):
         _unknown(plan["thresholds"], Thresholds.model_fields, f"{where}: thresholds")
-    alias = plan.get("alias")
-    if isinstance(alias, str):  # moved at the end: a bad name would hold the finish
-        from modelyard.registry.uri import check_alias
-
-        try:
-            check_alias(alias)
-        except InvalidInput as exc:
-            named = "--alias" if "alias" in flags else f"{where}: alias"
-            raise InvalidInput(f"{named}: {exc.detail}") from None
     try:
         RolloutPlan.model_validate(plan)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
         msg = str(err["msg"]).removeprefix("Value error, ")
+        if not loc:  # a rule across fields
+            raise InvalidInput(f"{where}: {msg}") from None
         key = ".".join(loc[:2]) if loc[0] == "thresholds" else loc[0]
         if key in flags:
             flag, given = flags[key]
             fields = Thresholds.model_fields if loc[0] == "thresholds" else RolloutPlan.model_fields
             about = fields[loc[-1]].description if loc[-1] in fields else None
+            if len(given) > 40:  # a list of thousands of steps need not come back whole
+                given = given[:37] + "..."
             named = f"{flag} {given}" if given else flag
             raise InvalidInput(f"{named}: {msg}" + (f" ({about})" if about else "")) from None
         raise InvalidInput(f"{where}: {'.'.join(loc)}: {msg}") from None
@@ -199,7 +194,8 @@ def show(r: Rollout) -> None:
     phase = r.phase + (" (paused)" if r.paused else "")
     say = console.print
     say(f"[bold]rollout {r.id}[/bold] on [bold]{escape(r.endpoint)}[/bold]", highlight=False)
-    say(f"  {escape(r.baseline)} -> {escape(r.target)}", highlight=False)
+    pinned = f" (v{r.baseline_version} at the start)" if r.baseline_version else ""
+    say(f"  {escape(r.baseline)}{pinned} -> {escape(r.target)}", highlight=False)
     say(f"  phase: {_paint(phase, r.phase)}, {escape(_where(r))}", highlight=False)
     started = f"  started by {escape(r.started_by)} at {_clock(r.started_at, True)} UTC"
     if r.ended_at is not None:
@@ -301,7 +297,7 @@ def start(
         help="roll back between analyses on overwhelming errors (default on)",
     ),
     alpha: float = typer.Option(
-        None, "--alpha", help="significance level per check (default 0.01)"
+        None, "--alpha", help="significance level per check (default 0.001)"
     ),
     error_margin: float = typer.Option(
         None, "--error-margin", help="error rate above the baseline's tolerated (default 0.01)"

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from modelyard.governance.policies import MoveClearance
     from modelyard.registry.entities import RegisteredModel
     from modelyard.registry.history import AliasAt, AliasHistory
+    from modelyard.store.db import Tx
 
 #: The longest reason an alias move may give (it goes to the audit record).
 MAX_REASON = 2000
@@ -38,62 +39,83 @@ class RegistryAliases(RegistryRows):
         def get_model(self, name: str) -> RegisteredModel: ...
 
     def set_alias(
-        self, name: str, alias: str, version: int, *, reason: str = "", gates_passed: bool = False
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        reason: str = "",
+        gates_passed: bool = False,
+        tx: Tx | None = None,
     ) -> Alias:
         """Point ``alias`` at ``version`` in one atomic step; readers see old or new.
 
         A protected alias (governance/policies.py) moves only as its policies allow: a 403
         names the policy and what is missing. ``reason`` goes to the audit record;
-        ``gates_passed`` is for a pipeline promotion whose quality gates all passed.
+        ``gates_passed`` is for a pipeline promotion whose quality gates all passed. In
+        ``tx`` (a transaction of this store the caller commits), the move commits with the
+        caller's other changes, or not at all.
         """
         check_alias(alias)
         if len(reason) > MAX_REASON:
             raise InvalidInput(f"a reason is at most {MAX_REASON} characters")
         clearance = self._clear_move(name, alias, version, gates_passed=gates_passed)
-        now = datetime.now(UTC)
-        with self.store.write(self.ws.actor) as tx:
-            model = self._model_row(tx.session, name)
-            row = self._version_row(tx.session, model, version)
-            if row.status != "ready":
-                raise Conflict(
-                    f"{name} v{version} is archived; restore it before giving it an alias"
-                )
-            previous = tx.session.scalar(
-                select(ModelAliasRow.version).where(
-                    ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias
-                )
-            )
-            # (imported here: the PostgreSQL dialect costs ~0.1 s of every start-up on SQLite)
-            from sqlalchemy.dialects import postgresql, sqlite
+        if tx is not None:
+            return self._move(tx, name, alias, version, reason, clearance, gates_passed)
+        with self.store.write(self.ws.actor) as own:
+            return self._move(own, name, alias, version, reason, clearance, gates_passed)
 
-            dialect = postgresql if tx.session.get_bind().dialect.name == "postgresql" else sqlite
-            stmt = dialect.insert(ModelAliasRow).values(
-                model_id=model.id, alias=alias, version=version, updated_at=now
+    def _move(
+        self,
+        tx: Tx,
+        name: str,
+        alias: str,
+        version: int,
+        reason: str,
+        clearance: MoveClearance,
+        gates_passed: bool,
+    ) -> Alias:
+        now = datetime.now(UTC)
+        model = self._model_row(tx.session, name)
+        row = self._version_row(tx.session, model, version)
+        if row.status != "ready":
+            raise Conflict(f"{name} v{version} is archived; restore it before giving it an alias")
+        previous = tx.session.scalar(
+            select(ModelAliasRow.version).where(
+                ModelAliasRow.model_id == model.id, ModelAliasRow.alias == alias
             )
-            tx.session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["model_id", "alias"],
-                    set_={"version": version, "updated_at": now},
-                )
+        )
+        # (imported here: the PostgreSQL dialect costs ~0.1 s of every start-up on SQLite)
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if tx.session.get_bind().dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(ModelAliasRow).values(
+            model_id=model.id, alias=alias, version=version, updated_at=now
+        )
+        tx.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["model_id", "alias"],
+                set_={"version": version, "updated_at": now},
             )
-            after: dict[str, Any] = {"version": version}
-            if reason:
-                after["reason"] = reason
-            if clearance.policies:
-                after["policies"] = clearance.policies
-            if clearance.approvals:
-                after["approvals"] = clearance.approvals
-                # each approval clears one move: used now, with the move, or not at all
-                ApprovalService.consume(tx, clearance.approvals, self.ws.actor)
-            if gates_passed:
-                after["gates_passed"] = True
-            tx.record(
-                "alias.set",
-                "model_alias",
-                f"{name}@{alias}",
-                None if previous is None else {"version": previous},
-                after,
-            )
+        )
+        after: dict[str, Any] = {"version": version}
+        if reason:
+            after["reason"] = reason
+        if clearance.policies:
+            after["policies"] = clearance.policies
+        if clearance.approvals:
+            after["approvals"] = clearance.approvals
+            # each approval clears one move: used now, with the move, or not at all
+            ApprovalService.consume(tx, clearance.approvals, self.ws.actor)
+        if gates_passed:
+            after["gates_passed"] = True
+        tx.record(
+            "alias.set",
+            "model_alias",
+            f"{name}@{alias}",
+            None if previous is None else {"version": previous},
+            after,
+        )
         return Alias(model=name, alias=alias, version=version, updated_at=now)
 
     def check_alias_move(

@@ -6,7 +6,7 @@ import itertools
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelyard.serving.entities import StickyKey
 
@@ -62,7 +62,7 @@ class RolloutPlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+    steps: list[Annotated[float, Field(ge=0.1, le=100)]] = Field(
         default_factory=lambda: [5.0, 25.0, 50.0, 100.0],
         min_length=1,
         max_length=20,
@@ -118,6 +118,17 @@ class RolloutPlan(BaseModel):
         except InvalidInput as exc:
             raise ValueError(exc.detail) from None
 
+    @model_validator(mode="after")
+    def _something_to_compare(self) -> RolloutPlan:
+        if self.alias is not None and self.finish == "endpoint":
+            raise ValueError("alias is what finish=alias moves; leave it out with finish=endpoint")
+        if self.steps[0] >= 100 and self.shadow_requests == 0:
+            raise ValueError(
+                "a first step of 100 % leaves no baseline to compare the canary with; start "
+                "lower (e.g. steps [5, 25, 50, 100]) or add a shadow phase (shadow_requests)"
+            )
+        return self
+
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: list[float]) -> list[float]:
@@ -167,6 +178,8 @@ class Rollout(BaseModel):
     version: int
     target: str  # models:/<model>/<version>: the canary's route
     baseline: str  # the endpoint's target when the rollout started
+    baseline_model: str = ""  # ... and the version it named then
+    baseline_version: int = 0
     plan: RolloutPlan
     phase: Phase
     paused: bool = False

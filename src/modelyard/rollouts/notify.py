@@ -29,9 +29,9 @@ def notify(rollout: Rollout, policy: WebhookPolicy = POLICY) -> list[threading.T
     }
     threads = []
     for url in rollout.plan.webhooks:
-        thread = threading.Thread(
-            target=_post, args=(url, body, headers, policy, rollout.id), daemon=True
-        )
+        # Not a daemon: a CLI that aborts a rollout in-process waits for its webhooks
+        # (bounded by the policy's attempts and timeout) before it exits.
+        thread = threading.Thread(target=_post, args=(url, body, headers, policy, rollout.id))
         thread.start()
         threads.append(thread)
     return threads

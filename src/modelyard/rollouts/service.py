@@ -54,6 +54,7 @@ log = logging.getLogger("modelyard.rollouts")
 __all__ = ["RolloutLoop", "RolloutPass", "RolloutService"]
 
 LEASE = "rollouts"
+_PASS_LOCK = threading.Lock()
 PASSED = "every step passed"
 #: How many analyses ``get`` returns (newest); ``analysis_count`` says how many there are.
 SHOWN_ANALYSES = 100
@@ -129,7 +130,16 @@ class RolloutService:
                 f"finish=alias moves @{alias} of {base_ref.name}, but {target} is a version of "
                 f"{version.model}; use finish=endpoint to point the endpoint at it instead"
             )
-        plan = plan.model_copy(update={"finish": finish, "alias": alias})
+        if finish == "alias" and base_ref.alias != alias:
+            # the endpoint would go back to what it serves now while @alias moved elsewhere
+            raise InvalidInput(
+                f"finish=alias moves @{alias}, but endpoint {endpoint!r} serves "
+                f"{current.target}, so it would not follow: use finish=endpoint, or point the "
+                f"endpoint at models:/{base_ref.name}@{alias} first"
+            )
+        plan = plan.model_copy(
+            update={"finish": finish, "alias": alias if finish == "alias" else None}
+        )
         # Who may send traffic to the version may start its rollout; the finish is checked
         # again (as any alias move) when it comes.
         self.ws.policies.check_routing(target)
@@ -144,6 +154,8 @@ class RolloutService:
             version=version.version,
             target=target,
             baseline=current.target,
+            baseline_model=baseline.model,
+            baseline_version=baseline.version,
             plan=plan.model_dump(mode="json"),
             phase="shadow" if shadow else "canary",
             paused=False,
@@ -168,7 +180,7 @@ class RolloutService:
             with self.ws.store.write(self.ws.actor) as tx:
                 tx.session.add(row)
                 tx.session.flush()
-                self._route(tx, row)
+                self._route(tx, row, starting_from=current.target)
                 tx.record(
                     "rollout.start",
                     "rollout",
@@ -222,8 +234,21 @@ class RolloutService:
             return [self._rollout(s, r, 1) for r in s.scalars(query.limit(limit))]
 
     def active(self) -> builtins.list[Rollout]:
-        """Every running rollout, with its latest analysis (what ``/metrics`` shows)."""
+        """Every running rollout, with its latest analysis."""
         return self.list(active=True, limit=1000)
+
+    def recent(self, seconds: float = 600.0) -> builtins.list[Rollout]:
+        """The running rollouts and those that ended in the last ``seconds``, each with its
+        latest analysis (what ``/metrics`` shows: an ended one's phase for a while)."""
+        since = datetime.now(UTC) - timedelta(seconds=seconds)
+        query = (
+            select(RolloutRow)
+            .where((RolloutRow.active_endpoint.is_not(None)) | (RolloutRow.ended_at >= since))
+            .order_by(RolloutRow.started_at.desc(), RolloutRow.id.desc())
+            .limit(1000)
+        )
+        with self.ws.store.read() as s:
+            return [self._rollout(s, r, 1) for r in s.scalars(query)]
 
     def _find(self, s: Session, ref: str, *, lock: bool = False) -> RolloutRow:
         query = select(RolloutRow)
@@ -324,12 +349,24 @@ class RolloutService:
         """One controller pass: take the lease, then look at every running rollout."""
         now = now or datetime.now(UTC)
         result = RolloutPass()
-        if not self._lease.take(now, lease_seconds):
-            result.skipped = True
-            return result
         with self.ws.store.read() as s:
             rows = s.scalars(select(RolloutRow).where(RolloutRow.active_endpoint.is_not(None)))
             running = [(r.id, r.endpoint) for r in rows]
+        if not running:  # nothing to do: no write (the lease) every second on an idle server
+            self._windows.clear()
+            return result
+        # One pass at a time in a process: the server's loop and `POST /rollout-passes`
+        # share the lease's owner, so the lease alone would not keep them apart.
+        with _PASS_LOCK:
+            if not self._lease.take(now, lease_seconds):
+                result.skipped = True
+                return result
+            self._pass(running, now, result)
+        return result
+
+    def _pass(
+        self, running: builtins.list[tuple[str, str]], now: datetime, result: RolloutPass
+    ) -> None:
         for stale in set(self._windows) - {rid for rid, _ in running}:
             self._windows.pop(stale, None)
         for rollout_id, endpoint in running:
@@ -340,7 +377,6 @@ class RolloutService:
             except Exception as exc:
                 log.exception("rollout %s on %s: the pass failed", rollout_id, endpoint)
                 result.errors.append(f"{endpoint}: {type(exc).__name__}: {exc}")
-        return result
 
     def release_lease(self) -> None:
         self._lease.release()
@@ -354,30 +390,32 @@ class RolloutService:
             if row is None or row.phase in ENDED:
                 return ""
             s.expunge(row)
-        if row.paused:
-            return ""
         plan = _plan(row)
         if now >= row.started_at + timedelta(seconds=plan.deadline_seconds):
             return self._roll_back(
                 row, f"the deadline passed ({plan.deadline_seconds:g} s after the start)"
             )
+        if row.paused:
+            return ""
+        if row.phase == "promoting":
+            return self._finish(row.id, self._acting(row), by="rollouts")
         try:
             baseline = self.ws.registry.resolve(row.baseline)
             self.ws.registry.get_version(row.model, row.version)
         except NotFound as exc:
             return self._roll_back(row, f"a version it needs is gone: {exc.detail}")
-        if (baseline.model, baseline.version) == (row.model, row.version):
+        if (baseline.model, baseline.version) != (row.baseline_model, row.baseline_version):
             return self._end_now(
                 row,
                 "aborted",
-                f"{row.baseline} moved to v{row.version} meanwhile: nothing left to roll out",
+                f"{row.baseline} moved from v{row.baseline_version} to v{baseline.version} "
+                "during the rollout (not by it): the canary was compared with another version; "
+                "start again if it should still replace the new one",
             )
-        if row.phase == "promoting":
-            return self._finish(row.id, self._acting(row), by="rollouts")
         due = now >= row.next_analysis_at
         if not due and not (row.phase == "canary" and plan.early_errors):
             return ""
-        window = self._window(row, baseline.version)
+        window = self._window(row)
         window.read(self.ws, now)
         if not due:
             check = window.early(plan)
@@ -385,14 +423,16 @@ class RolloutService:
                 return ""
             analysis = window.analysis(row, now, [check], early=True)
         else:
-            analysis = window.analysis(row, now, window.checks(self.ws, plan), early=False)
+            analysis = window.analysis(
+                row, now, window.checks(self.ws, plan, row.weight), early=False
+            )
         return self._judge(row, plan, analysis, now)
 
-    def _window(self, row: RolloutRow, baseline_version: int) -> StepWindow:
+    def _window(self, row: RolloutRow) -> StepWindow:
         # (imported here: pyarrow and numpy are not needed to list or change rollouts)
         from modelyard.rollouts.window import StepWindow
 
-        key = (row.phase, row.step, row.step_started_at, baseline_version)
+        key = (row.phase, row.step, row.step_started_at)
         with self._lock:
             window = self._windows.get(row.id)
             if window is None or window.key != key:
@@ -400,8 +440,8 @@ class RolloutService:
                     key,
                     row.endpoint,
                     row.step_started_at,
-                    baseline_version,
-                    row.version,
+                    (row.baseline_model, row.baseline_version),
+                    (row.model, row.version),
                     shadow=row.phase == "shadow",
                     reference_at=row.reference_at,
                 )
@@ -487,58 +527,82 @@ class RolloutService:
         return ""
 
     def _acting(self, row: RolloutRow) -> Workspace:
-        """The workspace as the rollout's starter, for the moves it makes on their behalf."""
+        """The workspace as the rollout's starter, for the moves it makes on their behalf:
+        a registered user as they are now (disabled or demoted since: so be it), an
+        identity-provider identity as its token said at the start (as pipeline triggers)."""
         if row.acts_as:
             from modelyard.governance.entities import Identity, Role
 
-            who = Identity(
-                name=row.acts_as["name"],
-                role=Role(row.acts_as["role"]),
-                groups=row.acts_as.get("groups") or [],
-            )
-            return self.ws.as_identity(who)
+            name = row.acts_as["name"]
+            try:
+                self.ws.identities.get_user(name)
+                return self.ws.as_actor(name)
+            except NotFound:
+                who = Identity(
+                    name=name,
+                    role=Role(row.acts_as["role"]),
+                    groups=row.acts_as.get("groups") or [],
+                )
+                return self.ws.as_identity(who)
         return self.ws.as_actor(row.started_by)
 
     def _finish(self, rollout_id: str, ws: Workspace, *, by: str) -> str:
-        """Release the canary: move the alias (or point the endpoint at it), put the
-        endpoint's own policy back, end ``succeeded``. A refused move keeps the rollout
-        ``promoting`` (retried each pass) and says why."""
+        """Release the canary, acting through ``ws``: in one transaction, move the alias (or
+        point the endpoint at it), put the endpoint's own policy back and end
+        ``succeeded``; an abort that comes first wins, and a crash leaves all or nothing. A
+        refused move keeps the rollout ``promoting`` (retried each pass) and says why; a
+        person's promote (``by`` not the controller) gets the refusal."""
         with self.ws.store.read() as s:
             row = s.get(RolloutRow, rollout_id)
             if row is None or row.phase in ENDED:
                 return ""
             s.expunge(row)
         plan = _plan(row)
-        if plan.finish == "alias":
-            alias = str(plan.alias)
-            try:
-                holder = ws.registry.get_alias(row.model, alias).version
-            except NotFound:
-                holder = None
-            if holder != row.version:  # not moved by an earlier attempt
+        alias = str(plan.alias)
+        what = (
+            f"@{alias} moved to v{row.version}"
+            if plan.finish == "alias"
+            else f"the endpoint now serves {row.target}"
+        )
+        try:
+            if plan.finish == "endpoint" and by != "rollouts":
+                ws.policies.check_routing(row.target)  # as the person promoting
+            holder = None
+            if plan.finish == "alias":
                 try:
+                    holder = ws.registry.get_alias(row.model, alias).version
+                except NotFound:
+                    holder = None
+                if holder not in (None, row.baseline_version, row.version):
+                    raise Conflict(
+                        f"@{alias} of {row.model} moved to v{holder} during the rollout (not "
+                        f"by it); moving it to v{row.version} would undo that: abort, and "
+                        "start again against the new version"
+                    )
+            with ws.store.write(ws.actor) as tx:
+                current = tx.session.get(RolloutRow, row.id, with_for_update=True)
+                if current is None or current.phase in ENDED:
+                    return ""  # an abort or a rollback came first
+                if plan.finish == "alias" and holder != row.version:
                     ws.registry.set_alias(
                         row.model,
                         alias,
                         row.version,
-                        reason=f"rollout {row.id} on {row.endpoint}: every step passed",
+                        reason=(
+                            f"rollout {row.id} on {row.endpoint}: every step passed"
+                            if by == "rollouts"
+                            else f"rollout {row.id} on {row.endpoint}: promoted by {by} at "
+                            f"step {row.step + 1} of {len(plan.steps)}"
+                        ),
                         gates_passed=row.promotion_id is not None,
+                        tx=tx,
                     )
-                except ModelyardError as exc:
-                    if by != "rollouts":  # a person asked: tell them
-                        raise
-                    self._wait(row.id, exc.detail)
-                    return f"waiting: {exc.detail}"
-        with self.ws.store.write(self.ws.actor) as tx:
-            current = tx.session.get(RolloutRow, row.id, with_for_update=True)
-            if current is None or current.phase in ENDED:
-                return ""
-            what = (
-                f"@{plan.alias} moved to v{row.version}"
-                if plan.finish == "alias"
-                else (f"the endpoint now serves {row.target}")
-            )
-            self._end(tx, current, "succeeded", f"promoted by {by}: {what}", by=by)
+                self._end(tx, current, "succeeded", f"promoted by {by}: {what}", by=by)
+        except ModelyardError as exc:
+            if by != "rollouts":
+                raise
+            self._wait(row.id, exc.detail)
+            return f"waiting: {exc.detail}"
         self._after_end(row)
         return f"succeeded: {what}"
 
@@ -603,7 +667,7 @@ class RolloutService:
 
             notify(ended)
 
-    def _route(self, tx: Tx, row: RolloutRow) -> None:
+    def _route(self, tx: Tx, row: RolloutRow, *, starting_from: str | None = None) -> None:
         """Point the endpoint's routes at the rollout's phase and weight, in ``tx``."""
         base = TrafficPolicy.model_validate(row.endpoint_policy)
         plan = _plan(row)
@@ -617,7 +681,7 @@ class RolloutService:
                 Route(target=row.baseline, weight=100.0 - row.weight),
                 Route(target=row.target, weight=row.weight),
             ]
-        self.ws.endpoints.set_rollout_policy(tx, row.endpoint, policy)
+        self.ws.endpoints.set_rollout_policy(tx, row.endpoint, policy, starting_from=starting_from)
 
 
 _END_ACTIONS = {
@@ -717,6 +781,8 @@ def _to_rollout(row: RolloutRow, analyses: list[Analysis], count: int) -> Rollou
         version=row.version,
         target=row.target,
         baseline=row.baseline,
+        baseline_model=row.baseline_model,
+        baseline_version=row.baseline_version,
         plan=RolloutPlan.model_validate(row.plan),
         phase=row.phase,
         paused=row.paused,

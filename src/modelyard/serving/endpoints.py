@@ -128,12 +128,8 @@ class EndpointService:
         """
         current = self.get(name)
         _no_rollout(policy)
-        running = current.policy.rollout
-        if running is not None and (target is not None or policy is not None):
-            raise Conflict(
-                f"endpoint {name!r} is under rollout {running}: its target and routes change "
-                f"only through it; `modelyard rollouts abort {name}` (or promote) first"
-            )
+        if target is not None or policy is not None:
+            _not_under_rollout(name, current.policy.rollout)
         fields = self._checked(
             target or current.target,
             current.policy if policy is None else policy,
@@ -145,13 +141,32 @@ class EndpointService:
             current.redact if redact is None else redact,
             unchanged=current.targets(),
         )
+        given = {
+            key
+            for key, value in {
+                "target": target,
+                "policy": policy,
+                "batching": batching,
+                "cache": cache,
+                "runtime": runtime,
+                "timeout_ms": timeout_ms,
+                "guard": guard,
+                "redact": redact,
+            }.items()
+            if value is not None
+        }
         with self.store.write(self.ws.actor) as tx:
-            row = self._row(tx.session, name)
+            # Locked and checked again here: a rollout may have started or ended since the
+            # read above, and only the fields given are written (not what was read then).
+            row = self._row(tx.session, name, lock=True)
+            if given & {"target", "policy"}:
+                _not_under_rollout(name, (row.policy or {}).get("rollout"))
             before = _endpoint(row).model_dump(
                 mode="json", exclude={"id", "created_at", "updated_at"}
             )
             for key, value in fields.items():
-                setattr(row, key, value)
+                if key in given:
+                    setattr(row, key, value)
             if pinned is not None:
                 row.pinned = pinned
             row.updated_at = datetime.now(UTC)
@@ -174,9 +189,9 @@ class EndpointService:
 
     def delete(self, name: str) -> None:
         with self.store.write(self.ws.actor) as tx:
-            row = self._row(tx.session, name)
+            row = self._row(tx.session, name, lock=True)
             running = (row.policy or {}).get("rollout")
-            if running:
+            if running is not None:
                 raise Conflict(
                     f"endpoint {name!r} is under rollout {running}; `modelyard rollouts abort "
                     f"{name}` first, then delete it"
@@ -186,12 +201,34 @@ class EndpointService:
         self._changed()
 
     def set_rollout_policy(
-        self, tx: Tx, name: str, policy: TrafficPolicy, *, target: str | None = None
-    ) -> None:
+        self,
+        tx: Tx,
+        name: str,
+        policy: TrafficPolicy,
+        *,
+        target: str | None = None,
+        starting_from: str | None = None,
+    ) -> bool:
         """Set the endpoint's policy (and ``target``) in ``tx``, for the rollout driving it
         (modelyard.rollouts): its URIs were checked when the rollout started. Call
-        :meth:`changed` once ``tx`` has committed."""
-        row = self._row(tx.session, name)
+        :meth:`changed` once ``tx`` has committed. False if the endpoint is gone.
+
+        ``starting_from``: the target the rollout starts from; :class:`Conflict` unless the
+        endpoint still serves it alone, with no rollout (checked on the locked row).
+        """
+        query = select(EndpointRow).where(EndpointRow.name == name).with_for_update()
+        row = tx.session.scalar(query)
+        if row is None:
+            if starting_from is not None:
+                raise NotFound(f"no endpoint {name!r}; `modelyard endpoints list` shows them")
+            return False
+        if starting_from is not None:
+            current = TrafficPolicy.model_validate(row.policy or {})
+            if row.target != starting_from or current.routes or current.rollout is not None:
+                raise Conflict(
+                    f"endpoint {name!r} changed while the rollout was starting (now "
+                    f"{row.target}, rollout {current.rollout}); look at it and start again"
+                )
         before = _endpoint(row).model_dump(mode="json", include={"target", "policy"})
         row.policy = policy.model_dump(mode="json")
         if target is not None:
@@ -199,6 +236,7 @@ class EndpointService:
         row.updated_at = datetime.now(UTC)
         after = _endpoint(row).model_dump(mode="json", include={"target", "policy"})
         tx.record("endpoint.update", "endpoint", name, before, after)
+        return True
 
     def changed(self) -> None:
         """Refresh the gateway's plan cache after a committed change of the endpoints."""
@@ -257,11 +295,20 @@ class EndpointService:
         }
 
     @staticmethod
-    def _row(s: Session, name: str) -> EndpointRow:
-        row = s.scalar(select(EndpointRow).where(EndpointRow.name == name))
+    def _row(s: Session, name: str, *, lock: bool = False) -> EndpointRow:
+        query = select(EndpointRow).where(EndpointRow.name == name)
+        row = s.scalar(query.with_for_update() if lock else query)
         if row is None:
             raise NotFound(f"no endpoint {name!r}; `modelyard endpoints list` shows them")
         return row
+
+
+def _not_under_rollout(name: str, running: str | None) -> None:
+    if running is not None:
+        raise Conflict(
+            f"endpoint {name!r} is under rollout {running}: its target and routes change "
+            f"only through it; `modelyard rollouts abort {name}` (or promote) first"
+        )
 
 
 def _no_rollout(policy: Any) -> None:
@@ -272,7 +319,7 @@ def _no_rollout(policy: Any) -> None:
         if isinstance(policy, Mapping)
         else None
     )
-    if rollout:
+    if rollout is not None:
         raise InvalidInput(
             "policy.rollout is set by `modelyard rollouts start`, not by hand; leave it out"
         )

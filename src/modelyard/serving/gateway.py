@@ -97,6 +97,8 @@ GUARD_RECHECK_SECONDS = 5.0
 ROLLOUT_FLUSH_SECONDS = 1.0
 #: How often the active rollouts are read again for ``/metrics`` (while an endpoint has one).
 ROLLOUT_METRICS_SECONDS = 2.0
+#: How long an ended rollout stays on ``/metrics`` (its phase, e.g. ``rolled_back``, at 1).
+ENDED_ROLLOUT_SECONDS = 600.0
 
 #: A request's parsed body: its inputs, row count, OIP request (None: MLflow) and request id.
 Parsed = tuple[Mapping[str, Any], int, oip.InferRequest | None, str]
@@ -235,6 +237,7 @@ class Gateway:
         #: The active rollouts, as last read for ``/metrics`` (see :meth:`_refresh_rollouts`).
         self.rollouts: list[Rollout] = []
         self._rollouts_read = -ROLLOUT_METRICS_SECONDS  # monotonic time of the last read
+        self._rollouts_shown_until = 0.0  # (monotonic) keep reading them until then
         self._rollouts_failing = False  # the last read failed (said once, not per refresh)
         self.metrics.add_collector(partial(gateway_families, self))
         self.metrics.add_collector(lambda: rollout_families(self.rollouts))
@@ -301,14 +304,18 @@ class Gateway:
             await self._refresh_rollouts()
 
     async def _refresh_rollouts(self) -> None:
-        """Read the active rollouts again for ``/metrics``: at most every
-        :data:`ROLLOUT_METRICS_SECONDS`, and only while a served endpoint has one (the
-        scrape renders this list; it never reads the store). A failed read keeps the last
+        """Read the rollouts again for ``/metrics``: at most every
+        :data:`ROLLOUT_METRICS_SECONDS`, and only while a served endpoint has one or had one
+        in the last :data:`ENDED_ROLLOUT_SECONDS` (the scrape renders this list; it never
+        reads the store). A failed read keeps the last
         list and is logged once until a read succeeds."""
-        if not any(s.endpoint.policy.rollout for s in self.state.served.values()):
+        now = time.monotonic()
+        if any(s.endpoint.policy.rollout for s in self.state.served.values()):
+            # an ended rollout stays on /metrics a while: long enough to alert on
+            self._rollouts_shown_until = now + ENDED_ROLLOUT_SECONDS
+        elif now >= self._rollouts_shown_until:
             self.rollouts = []
             return
-        now = time.monotonic()
         if now - self._rollouts_read < ROLLOUT_METRICS_SECONDS:
             return
         self._rollouts_read = now
@@ -998,8 +1005,9 @@ def sticky_value(inputs: Mapping[str, Any], name: str) -> bytes | None:
 
 
 def _active_rollouts(ws: Workspace) -> list[Rollout]:
-    """The running rollouts, each with its latest analysis (blocking: reads the store)."""
-    return ws.rollouts.active()
+    """The running rollouts and those ended in the last :data:`ENDED_ROLLOUT_SECONDS`, each
+    with its latest analysis (blocking: reads the store)."""
+    return ws.rollouts.recent(ENDED_ROLLOUT_SECONDS)
 
 
 def _same(current: Served, plan: Plan) -> bool:

@@ -289,7 +289,8 @@ def gateway_families(gateway: Gateway) -> list[Any]:
 
 
 def rollout_families(rollouts: list[Rollout]) -> list[Any]:
-    """The gauges of ``rollouts`` (the active ones; each with at most its latest analysis).
+    """The gauges of ``rollouts`` (running, or ended a little while ago; each with at most
+    its latest analysis).
 
     - ``modelyard_rollout_canary_weight{endpoint, rollout}``: the canary's share, in percent;
     - ``modelyard_rollout_phase{endpoint, rollout, phase}``: 1 for the current phase, 0 for
@@ -298,7 +299,8 @@ def rollout_families(rollouts: list[Rollout]) -> list[Any]:
       (-1: the shadow phase);
     - ``modelyard_rollout_checks{endpoint, rollout, check, verdict}``: per check of the
       latest analysis, 1 for its verdict, 0 for the others;
-    - ``modelyard_rollout_failures{endpoint, rollout}``: consecutive failed analyses.
+    - ``modelyard_rollout_failures{endpoint, rollout}``: consecutive failed analyses;
+    - ``modelyard_rollout_paused{endpoint, rollout}``: 1 while paused.
 
     The labels are bounded: one rollout per endpoint at a time, the phases and verdicts are
     fixed, and the checks are those an endpoint's plan and KPIs define.
@@ -335,6 +337,11 @@ def rollout_families(rollouts: list[Rollout]) -> list[Any]:
         "Consecutive failed analyses of the rollout",
         labels=labels,
     )
+    paused = GaugeMetricFamily(
+        "modelyard_rollout_paused",
+        "1 while a person has paused the rollout",
+        labels=labels,
+    )
     phases, verdicts = get_args(Phase), get_args(Verdict)
     for rollout in rollouts:
         names = [rollout.endpoint, rollout.id]
@@ -343,13 +350,14 @@ def rollout_families(rollouts: list[Rollout]) -> list[Any]:
             phase.add_metric([*names, name], 1 if rollout.phase == name else 0)
         step.add_metric(names, rollout.step)
         failures.add_metric(names, rollout.failures)
+        paused.add_metric(names, 1 if rollout.paused else 0)
         if rollout.analyses:
             for check in rollout.analyses[-1].checks:
                 for verdict in verdicts:
                     checks.add_metric(
                         [*names, check.name, verdict], 1 if check.verdict == verdict else 0
                     )
-    return [weight, phase, step, checks, failures]
+    return [weight, phase, step, checks, failures, paused]
 
 
 def _callback(collect: Callable[[], Iterable[Any]]) -> Any:

@@ -794,6 +794,9 @@ class RolloutRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     target: Mapped[str] = mapped_column(String(1024))
     baseline: Mapped[str] = mapped_column(String(1024))
+    #: The version ``baseline`` named at the start: a move of it meanwhile ends the rollout.
+    baseline_model: Mapped[str] = mapped_column(String(256))
+    baseline_version: Mapped[int] = mapped_column(Integer)
     plan: Mapped[dict[str, Any]]
     phase: Mapped[str] = mapped_column(String(16))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -27,6 +27,8 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("target", sa.String(length=1024), nullable=False),
         sa.Column("baseline", sa.String(length=1024), nullable=False),
+        sa.Column("baseline_model", sa.String(length=256), nullable=False),
+        sa.Column("baseline_version", sa.Integer(), nullable=False),
         sa.Column("plan", sa.JSON(), nullable=False),
         sa.Column("phase", sa.String(length=16), nullable=False),
         sa.Column("paused", sa.Boolean(), nullable=False),
