@@ -36,7 +36,7 @@ def started(run: Run, *args: str) -> Rollout:
 )
 def test_every_command_has_help(run: Run, command: str) -> None:
     out = run("rollouts", *([command] if command else []), "--help").stdout
-    assert "Usage: modelyard rollouts" in out
+    assert "Usage" in out and "rollouts" in out  # (rich may style or wrap the usage line)
 
 
 def test_flags_make_the_plan(run: Run, fraud_sqlite: Workspace) -> None:

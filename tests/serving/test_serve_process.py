@@ -242,7 +242,9 @@ def test_a_worker_that_does_not_stop_is_killed_after_the_grace_period(  # type: 
 ) -> None:
     _, _url, start = served
     monkeypatch.setenv("MODELYARD_SHUTDOWN_GRACE_SECONDS", "1")
-    monkeypatch.setenv("MODELYARD_MONITOR_INTERVAL_SECONDS", "0")  # the two workers only
+    # the two workers only: no loops process (the monitor and the rollout controller off)
+    monkeypatch.setenv("MODELYARD_MONITOR_INTERVAL_SECONDS", "0")
+    monkeypatch.setenv("MODELYARD_ROLLOUT_INTERVAL_SECONDS", "0")
     log = tmp_path / "serve.err"
     with log.open("wb") as err:
         proc = start(2, stderr=err)

@@ -13,7 +13,7 @@ import pytest
 from tests.serving.conftest import GatewayServer
 
 from modelyard.client import Client
-from modelyard.serving.gateway import Served, sticky_point, sticky_value
+from modelyard.serving.served import Served, sticky_point, sticky_value
 from modelyard.serving.validation import Columns
 
 

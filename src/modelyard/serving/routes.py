@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.routing import Router
 
-    from modelyard.serving.gateway import Gateway, Served
+    from modelyard.serving.gateway import Gateway
     from modelyard.serving.pool import LoadedModel
+    from modelyard.serving.served import Served
 
 
 class GatewayRoutes:
