@@ -60,19 +60,17 @@ def _models() -> dict[str, object]:
     base = LogisticRegression().fit(X, y)
 
     class Flaky(PythonModel):
-        """Answers like the baseline; fails on a fixed fifth of the rows, once past its first
-        calls: the check at registration and the warm-up before it serves must pass, or the
-        canary would not even load."""
+        """Answers like the baseline; fails on every fifth row of the pool the load cycles
+        through. Not at random, nor on the input example or the warm-up's rows: those are
+        checked before it serves, and a canary that fails them would not even load."""
 
         def __init__(self, inner: LogisticRegression) -> None:
             self.inner = inner
-            self.calls = 0
+            self.unlucky = set(X.f0.iloc[5::5].round(9))
 
         def predict(self, inputs):  # type: ignore[no-untyped-def]
-            self.calls += 1
             frame = pd.DataFrame({k: np.asarray(v) for k, v in inputs.items()})
-            unlucky = (frame.f0.abs() * 1000).astype(int) % 5 == 0
-            if self.calls > 10 and unlucky.any():
+            if frame.f0.round(9).isin(self.unlucky).any():
                 raise RuntimeError("flaky canary")
             return self.inner.predict(frame[FEATURES])
 
