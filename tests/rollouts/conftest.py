@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -102,43 +103,16 @@ def send(
             ms = traffic.canary_ms if to_canary else traffic.baseline_ms
             label = np.array([int(rng.random() < positive)])
             latency = float(rng.gamma(4.0, ms / 4.0))
-            if shadow:  # the baseline answers every request; the shadow gets a copy
-                log.log(
-                    endpoint=endpoint,
-                    model="fraud",
-                    version=baseline,
-                    request_id=rid,
-                    inputs=x,
-                    outputs={"label": label},
-                    rows=1,
-                    latency_ms=latency,
-                    at=when,
-                )
-                copy = label if rng.random() >= traffic.canary_errors else 1 - label
-                log.log(
-                    endpoint=endpoint,
-                    model="fraud",
-                    version=canary,
-                    request_id=rid,
-                    inputs=x,
-                    outputs={"label": copy},
-                    rows=1,
-                    latency_ms=float(rng.gamma(4.0, traffic.canary_ms / 4.0)),
-                    at=when,
-                    shadow=True,
-                )
-                continue
-            log.log(
-                endpoint=endpoint,
-                model="fraud",
-                version=version,
-                request_id=rid,
-                inputs=x,
-                outputs={"label": label},
-                rows=1,
-                latency_ms=latency,
-                at=when,
+            answer = partial(
+                log.log, endpoint=endpoint, model="fraud", request_id=rid, inputs=x, rows=1, at=when
             )
+            if shadow:  # the baseline answers every request; the shadow gets a copy
+                answer(version=baseline, outputs={"label": label}, latency_ms=latency)
+                copy = label if rng.random() >= traffic.canary_errors else 1 - label
+                shadow_ms = float(rng.gamma(4.0, traffic.canary_ms / 4.0))
+                answer(version=canary, outputs={"label": copy}, latency_ms=shadow_ms, shadow=True)
+                continue
+            answer(version=version, outputs={"label": label}, latency_ms=latency)
 
 
 @pytest.fixture
