@@ -10,8 +10,9 @@ Why these tests:
 - **Significance and margin.** A check fails only when the difference is both unlikely to be
   chance (p < ``alpha``) and larger than a practical margin. Significance alone would fail a
   good canary under heavy traffic, where a 0.1-point difference is significant; a margin alone
-  would fail it on a handful of requests (3 errors in 100). Too little data to tell is
-  *inconclusive*, never a pass.
+  would fail it on a handful of requests (3 errors in 100). A check passes only when the
+  observed difference is within the margin: worse beyond it but not yet significant (4 errors
+  in 35 requests against none), or too little data to tell, is *inconclusive*, never a pass.
 
 The checks (margins from :class:`~modelyard.rollouts.entities.Thresholds`; scipy.stats computes
 every test):
@@ -308,11 +309,11 @@ def _errors(
     ]
     p = float(stats.fisher_exact(table, alternative="greater").pvalue)
     difference = rate - base_rate
-    result: Verdict = "fail" if p < alpha and difference > margin else "pass"
+    result = _decide(p < alpha, difference > margin)
     figures.update(p_value=p, difference=difference)
     summary = (
         f"{title}: {counts}, {_p(p)}, {difference * 100:+.1f} pt "
-        f"(margin +{margin * 100:.1f} pt): {result}"
+        f"(margin +{margin * 100:.1f} pt){_WAITING if result == 'inconclusive' else ''}: {result}"
     )
     return Check(name="errors", verdict=result, summary=summary, figures=figures)
 
@@ -358,7 +359,7 @@ def _latency(
     )
     ceiling = thresholds.max_p99_ms is not None and p99 > thresholds.max_p99_ms
     # NaN (identical constants on both sides) compares False: never significant.
-    result: Verdict = "fail" if (p < thresholds.alpha and slower) or ceiling else "pass"
+    result = "fail" if ceiling else _decide(p < thresholds.alpha, slower)
     relative = p50 / base_p50 - 1 if base_p50 > 0 else None
     figures.update(p_value=_finite(p), relative=relative, difference_ms=p50 - base_p50)
     change = f"{relative:+.0%}, " if relative is not None else ""
@@ -370,6 +371,8 @@ def _latency(
     )
     if ceiling:
         summary += f", p99 above the {thresholds.max_p99_ms:g} ms ceiling"
+    elif result == "inconclusive":
+        summary += _WAITING
     return Check(name="latency", verdict=result, summary=f"{summary}: {result}", figures=figures)
 
 
@@ -789,6 +792,7 @@ def compare_metrics(
             )
             continue
         reasons = []
+        waiting = False
         if name == "accuracy":
             correct = round(new * canary.samples)
             base_correct = round(base * baseline.samples)
@@ -805,8 +809,10 @@ def compare_metrics(
                 f", {_p(p)}, {(new - base) * 100:+.1f} pt "
                 f"(margin {thresholds.metric_margin * 100:.1f} pt)"
             )
-            if p < thresholds.alpha and worse > thresholds.metric_margin:
+            unsure = _decide(p < thresholds.alpha, worse > thresholds.metric_margin)
+            if unsure == "fail":
                 reasons.append("significantly worse")
+            waiting = unsure == "inconclusive"
         else:
             relative = worse / abs(base) if base != 0 else worse
             change = (new - base) / abs(base) if base != 0 else new - base
@@ -823,11 +829,25 @@ def compare_metrics(
             and not _misses(base, target, direction)
         ):
             reasons.append(f"misses the target {target:g} the baseline meets")
-        result: Verdict = "fail" if reasons else "pass"
+        result: Verdict = "fail" if reasons else "inconclusive" if waiting else "pass"
+        if waiting and not reasons:
+            reasons.append(_WAITING.removeprefix(", "))
         summary = f"{head}{': ' + ', '.join(reasons) if reasons else ''}: {result}"
         check = Check(name=f"metric:{name}", verdict=result, summary=summary, figures=figures)
         checks.append(check)
     return checks
+
+
+_WAITING = ", worse by more than the margin but not yet significant"
+
+
+def _decide(significant: bool, over_margin: bool) -> Verdict:
+    """Fail on a significant difference beyond the margin; pass only on an observed
+    difference within it. Beyond the margin but not yet significant (4 errors in 35
+    requests against none) is inconclusive: the step waits for more traffic."""
+    if not over_margin:
+        return "pass"
+    return "fail" if significant else "inconclusive"
 
 
 def verdict(checks: Sequence[Check]) -> Verdict:
