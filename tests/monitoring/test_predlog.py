@@ -458,3 +458,81 @@ def test_gateway_table_with_the_wrong_row_count_is_dropped(plog: PredictionLog) 
     plog.flush()
     assert plog.stats()["invalid_records"] == 1
     assert plog.read("churn")["request_id"].to_pylist() == ["r1"]
+
+
+def test_variant_and_deadline_columns(plog: PredictionLog) -> None:
+    """A deadline is met when the request answered within it; a failed request (shed with 503)
+    missed it however fast it failed; rows without a deadline hold nulls."""
+    from modelyard.monitoring.predlog import DEADLINE_MET, DEADLINE_MS, VARIANT
+
+    assert log_one(plog, i=0, variant="accurate", deadline_ms=50.0, latency_ms=20.0)
+    assert log_one(plog, i=1, variant="accurate", deadline_ms=50.0, latency_ms=80.0)
+    assert log_one(plog, i=2, variant="fast", deadline_ms=50.0, latency_ms=50.0)  # just in time
+    assert log_one(plog, i=3, latency_ms=5.0)  # no variant, no deadline
+    assert log_one(  # a two-row request: both rows carry its variant and deadline
+        plog,
+        i=4,
+        variant="fast",
+        deadline_ms=10.0,
+        latency_ms=4.0,
+        inputs={"x": np.array([4.0, 4.5])},
+        outputs={"y": np.array([0, 1])},
+        rows=2,
+    )
+    assert plog.log_error(
+        endpoint="churn",
+        model="churn-model",
+        version=0,
+        request_id="shed",
+        status=503,
+        latency_ms=0.2,
+        at=T0 + timedelta(seconds=5),
+        deadline_ms=50.0,
+    )
+    assert plog.log_error(  # a failure without a deadline: no verdict
+        endpoint="churn",
+        model="churn-model",
+        version=1,
+        request_id="broken",
+        status=500,
+        latency_ms=1.0,
+        at=T0 + timedelta(seconds=6),
+        variant="fast",
+    )
+    plog.flush()
+    table = plog.read("churn").sort_by("at")
+    assert table["request_id"].to_pylist() == ["r0", "r1", "r2", "r3", "r4", "r4", "shed", "broken"]
+    assert table[VARIANT].to_pylist() == [
+        "accurate",
+        "accurate",
+        "fast",
+        None,
+        "fast",
+        "fast",
+        None,
+        "fast",
+    ]
+    assert table[VARIANT].type == pa.string()
+    assert table[DEADLINE_MS].type == pa.float32()
+    assert table[DEADLINE_MS].to_pylist() == [50.0, 50.0, 50.0, None, 10.0, 10.0, 50.0, None]
+    assert table[DEADLINE_MET].type == pa.bool_()
+    assert table[DEADLINE_MET].to_pylist() == [True, False, True, None, True, True, False, None]
+
+
+def test_segments_without_deadlines_have_no_deadline_columns(plog: PredictionLog) -> None:
+    """Like guard_score and caller, the columns appear only in segments whose records have
+    them; reading old and new segments together gives nulls for the old rows."""
+    from modelyard.monitoring.predlog import DEADLINE_MET, DEADLINE_MS, VARIANT
+
+    assert log_one(plog, i=0)
+    plog.flush()
+    old = plog.read("churn")
+    assert not {VARIANT, DEADLINE_MS, DEADLINE_MET} & set(old.column_names)
+    assert log_one(plog, i=1, variant="fast", deadline_ms=30.0, latency_ms=40.0)
+    assert log_one(plog, i=2, variant="fast")  # a variant without a deadline
+    plog.flush()
+    both = plog.read("churn").sort_by("at")
+    assert len(plog.segments("churn")) == 2
+    assert both[VARIANT].to_pylist() == [None, "fast", "fast"]
+    assert both[DEADLINE_MS].to_pylist() == [None, 30.0, None]
+    assert both[DEADLINE_MET].to_pylist() == [None, False, None]

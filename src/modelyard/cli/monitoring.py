@@ -58,31 +58,61 @@ def status(
     endpoint: str = typer.Argument(None, help="one endpoint (default: all)"),
     as_json: bool = JSON,
 ) -> None:
-    """The newest closed window of each endpoint and granularity, open alerts, feedback."""
+    """The newest closed window of each endpoint and granularity, open alerts, feedback;
+    with deadlines, the share met and the effective accuracy, and each variant's part."""
     found = _monitoring(ctx).status(endpoint)
     if as_json:
         emit_json(found)
         return
-    rows = []
+    deadlines = any(w.deadline for item in found for w in item.windows)
+    rows, variants = [], []
     for item in found:
         for w in item.windows:
-            rows.append(
+            row: dict[str, Any] = {
+                "endpoint": item.endpoint,
+                "window": f"{w.granularity}s",
+                "closed until": w.closed_until,
+                "requests": w.requests,
+                "error rate": _pct(w.error_rate),
+                "p99 ms": _num(w.latency_p99_ms),
+                "drift": w.drift_status or "",
+                "drifted": w.drifted_features,
+            }
+            if deadlines:
+                d = w.deadline
+                row["in time"] = _pct(d.deadline_met_rate) if d else ""
+                row["eff. accuracy"] = (
+                    f"{_pct(d.effective_accuracy)} ({d.basis})" if d is not None else ""
+                )
+                for v in d.variants if d is not None else []:
+                    variants.append(
+                        {
+                            "endpoint": item.endpoint,
+                            "window": f"{w.granularity}s",
+                            "variant": v.variant or "-",
+                            # version 0: failed before a version was chosen (shed)
+                            "version": f"models:/{v.model}/{v.version}" if v.version else "-",
+                            "share": _pct(v.share),
+                            "in time": _pct(v.met_rate),
+                            "failed": v.failed,
+                            "quality": _num(v.quality),
+                            "from": v.quality_source or "",
+                        }
+                    )
+            row.update(
                 {
-                    "endpoint": item.endpoint,
-                    "window": f"{w.granularity}s",
-                    "closed until": w.closed_until,
-                    "requests": w.requests,
-                    "error rate": _pct(w.error_rate),
-                    "p99 ms": _num(w.latency_p99_ms),
-                    "drift": w.drift_status or "",
-                    "drifted": w.drifted_features,
                     "open alerts": item.open_alerts,
                     "feedback": item.feedback,
                     "held": item.feedback_pending,
                     "expired": item.feedback_expired + item.feedback_rejected,
                 }
             )
+            rows.append(row)
     table(rows, list(rows[0]) if rows else ["endpoint"], as_json=False, title="monitoring")
+    if variants:
+        table(
+            variants, list(variants[0]), as_json=False, title="variants (requests with a deadline)"
+        )
 
 
 @app.command("drift")
@@ -394,7 +424,9 @@ def create_rule(
     name: str,
     endpoint: str = typer.Option(..., "--endpoint"),
     kind: str = typer.Option(
-        ..., "--kind", help="drift, performance, kpi, latency, error_rate, volume, extraction"
+        ...,
+        "--kind",
+        help="drift, performance, kpi, latency, error_rate, volume, extraction, deadline",
     ),
     metric: str = typer.Option(..., "--metric", help="e.g. drift_share, accuracy, latency_p99_ms"),
     op: str = typer.Option(">", "--op", help="one of > >= < <="),

@@ -20,6 +20,8 @@ from ulid import ULID
 
 from modelyard.monitoring.alert_rules import (
     ACTIVE,
+    DEADLINE_METRICS,
+    DEADLINE_VARIANT_METRICS,
     EXTRACTION_METRICS,
     PERFORMANCE_METRICS,
     VOLUME_METRICS,
@@ -42,6 +44,7 @@ _SAMPLES_BY_KIND = {
     "kpi": "samples",
     "volume": "requests",
     "extraction": "rows",
+    "deadline": "deadline_requests",
 }
 # The observation keys kept as an alert's evidence, by kind: (exact names, prefixes).
 _EVIDENCE: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
@@ -55,6 +58,7 @@ _EVIDENCE: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "kpi": (frozenset({"samples"}), ("kpi.",)),
     "volume": (VOLUME_METRICS | {"errors"}, ()),
     "extraction": (EXTRACTION_METRICS, ()),
+    "deadline": (DEADLINE_METRICS, tuple(f"{m}." for m in DEADLINE_VARIANT_METRICS)),
 }
 
 

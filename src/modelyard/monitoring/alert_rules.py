@@ -29,7 +29,9 @@ from modelyard.monitoring.config import MonitorConfig
 from modelyard.store.schema import MAX_INTEGER
 from modelyard.store.tables import AlertRow, AlertRuleRow, MonitorConfigRow
 
-AlertKind = Literal["drift", "performance", "kpi", "latency", "error_rate", "volume", "extraction"]
+AlertKind = Literal[
+    "drift", "performance", "kpi", "latency", "error_rate", "volume", "extraction", "deadline"
+]
 Op = Literal[">", ">=", "<", "<="]
 AlertStatus = Literal["open", "escalated", "resolved"]
 EventKind = Literal["opened", "escalated", "resolved"]
@@ -56,6 +58,12 @@ EXTRACTION_METRICS = frozenset(
         "extraction_volume_ratio",
     }
 )
+
+#: Metrics a ``deadline`` rule may watch (monitoring/deadlines.py): ``effective_accuracy``,
+#: ``deadline_met_rate``, ``deadline_requests``, and per variant ``deadline_met_rate.<variant>``
+#: and ``variant_share.<variant>``.
+DEADLINE_METRICS = frozenset({"effective_accuracy", "deadline_met_rate", "deadline_requests"})
+DEADLINE_VARIANT_METRICS = frozenset({"deadline_met_rate", "variant_share"})
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: The longest an alert may stay open before it escalates (a year, in seconds).
@@ -142,6 +150,9 @@ METRIC_HELP = {
     "error_rate": "use error_rate or errors",
     "volume": "use " + ", ".join(sorted(VOLUME_METRICS)),
     "extraction": "use " + ", ".join(sorted(EXTRACTION_METRICS)),
+    "deadline": "use "
+    + ", ".join(sorted(DEADLINE_METRICS))
+    + ", deadline_met_rate.<variant> or variant_share.<variant>",
 }
 
 
@@ -162,6 +173,8 @@ def metric_fits(kind: str, metric: str) -> bool:
         return metric in VOLUME_METRICS
     if kind == "extraction":
         return metric in EXTRACTION_METRICS
+    if kind == "deadline":
+        return metric in DEADLINE_METRICS or (head in DEADLINE_VARIANT_METRICS and bool(rest))
     return False
 
 

@@ -9,9 +9,10 @@ from pydantic import BaseModel, Field, StrictBool
 from modelyard.jsonio import JsonFloat, JsonInt, NotABoolean
 from modelyard.store.schema import MAX_INTEGER
 
-__all__ = ["DriftConfig", "DriftMethod", "FeatureDriftConfig", "MonitorConfig"]
+__all__ = ["DriftConfig", "DriftMethod", "FeatureDriftConfig", "MonitorConfig", "QualityMetric"]
 
 DriftMethod = Literal["psi", "ks", "chisquare", "jensenshannon", "wasserstein"]
+QualityMetric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "r2"]
 #: The window lengths a monitor may keep: a minute or more, dividing a day.
 GRANULARITIES = [g for g in range(60, 86_401) if 86_400 % g == 0]
 
@@ -58,4 +59,7 @@ class MonitorConfig(BaseModel):
     feedback_hold_seconds: JsonInt = Field(default=3600, ge=0, le=30 * 86400)
     # Labels for predictions up to this old re-evaluate their closed windows' alert rules.
     late_labels_seconds: JsonInt = Field(default=7 * 86400, ge=0, le=90 * 86400)
+    # What "quality" weighs answers by in effective accuracy (monitoring/deadlines.py):
+    # a metric where higher is better, from feedback or the version's evaluation run.
+    quality_metric: QualityMetric = "accuracy"
     drift: DriftConfig = Field(default_factory=DriftConfig)

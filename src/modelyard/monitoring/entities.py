@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from modelyard.monitoring.drift import DriftReport
 
 __all__ = [
+    "DeadlineSummary",
     "EndpointDrift",
     "EndpointStatus",
     "MonitorPass",
     "OpsWindow",
     "ReferenceProfile",
+    "VariantDeadline",
     "WindowSummary",
 ]
 
@@ -60,6 +62,51 @@ class EndpointDrift(BaseModel):
     report: DriftReport
 
 
+class VariantDeadline(BaseModel):
+    """What one variant (one model version) did with the window's requests that had a deadline.
+
+    ``quality`` is the value of the endpoint's ``quality_metric`` its answers are weighed by in
+    effective accuracy; ``quality_source`` says where it comes from: ``window`` (labels of its
+    answers in time in this window), ``feedback`` (labels of the version on this endpoint over
+    the last 7 days), ``run`` (the metric of the version's evaluation run), or None (unknown).
+    """
+
+    variant: str | None  # None: logged without a variant name
+    model: str
+    version: int
+    requests: int
+    share: float  # of the window's requests that had a deadline
+    met: int
+    failed: int  # failed or shed (status 500 or more)
+    met_rate: float | None
+    quality: float | None = None
+    quality_source: Literal["window", "feedback", "run"] | None = None
+    quality_samples: int | None = None  # labels behind ``quality`` (None for a run metric)
+
+
+class DeadlineSummary(BaseModel):
+    """Deadlines and effective accuracy of one window (see monitoring/deadlines.py).
+
+    ``effective_accuracy``: the share of the requests with a deadline answered correctly in
+    time. ``basis`` ``feedback``: each variant's answers in time weighed by their labels in
+    this window (exact when all are labelled); ``quality``: some weighed by a version's
+    quality from older feedback or its evaluation run; ``unweighted``: a variant's quality is
+    unknown, so the figure is the share answered in time, unweighted (``note`` says which).
+    """
+
+    requests: int  # with a deadline: answered, late or failed (not shadow, not 4xx)
+    met: int
+    late: int
+    failed: int
+    deadline_met_rate: float | None
+    effective_accuracy: float | None
+    basis: Literal["feedback", "quality", "unweighted"]
+    metric: str  # the quality metric answers are weighed by
+    labelled: int = 0  # labelled rows of answers in time in this window
+    note: str = ""
+    variants: list[VariantDeadline] = Field(default_factory=list)
+
+
 class WindowSummary(BaseModel):
     """The newest closed window of one granularity, as the status page shows it."""
 
@@ -71,6 +118,7 @@ class WindowSummary(BaseModel):
     latency_p99_ms: float | None = None
     drift_status: str | None = None  # ok | drift | insufficient | no-reference
     drifted_features: list[str] = Field(default_factory=list)
+    deadline: DeadlineSummary | None = None  # only when requests in it carried a deadline
 
 
 class EndpointStatus(BaseModel):

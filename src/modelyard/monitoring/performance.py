@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -39,14 +39,22 @@ if TYPE_CHECKING:
     from modelyard.workspace import Workspace
 
 __all__ = [
+    "METRICS",
     "ConfusionMatrix",
     "PerformanceReport",
     "PerformanceSlice",
     "PerformanceWindow",
+    "group_metrics",
     "performance",
 ]
 
+#: Every metric a report may hold, by name.
+METRICS = frozenset(
+    {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2"}
+)
+
 Task = Literal["classification", "regression"]
+K = TypeVar("K")
 Status = Literal["ok", "insufficient"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -223,6 +231,39 @@ def performance(
             )
         )
     return report
+
+
+def group_metrics(
+    groups: Mapping[K, Sequence[tuple[Any, Mapping[str, Any]]]],
+    config: MonitorConfig,
+) -> dict[K, tuple[dict[str, float | None], int]]:
+    """Metrics of labelled predictions per group, and how many rows each used.
+
+    A group holds ``(label, logged outputs)`` pairs, as feedback stores them. The task, the
+    output compared and the class order are decided once over every group, as a report's
+    windows share them, so the groups' metrics compare. Rows with nothing to compare (no
+    predicted value) are left out; a group left empty is absent from the answer.
+    """
+    pairs = [pair for members in groups.values() for pair in members]
+    if not pairs:
+        return {}
+    first = pairs[0][1]
+    probabilities = _probabilities_output(dict(first), config)
+    prediction = config.prediction or next(
+        (k for k, v in first.items() if k != probabilities and not isinstance(v, list)), None
+    )
+    rows: dict[K, list[_Row]] = {}
+    for key, members in groups.items():
+        for label, outputs in members:
+            predicted = outputs.get(prediction) if prediction else None
+            if predicted is None or isinstance(predicted, list) or label is None:
+                continue
+            proba = outputs.get(probabilities) if probabilities else None
+            rows.setdefault(key, []).append(_Row(0, _EPOCH, label, predicted, proba, None))
+    if not rows:
+        return {}
+    ctx = _context([r for members in rows.values() for r in members], config, None)
+    return {key: (_metrics(members, ctx)[0], len(members)) for key, members in rows.items()}
 
 
 # -- loading --------------------------------------------------------------------------------

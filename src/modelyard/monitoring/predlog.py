@@ -21,6 +21,12 @@ more dimensions. Rows scored by an endpoint's input guard also have ``guard_scor
 segments that hold none, as in those written before guards existed). Rows of requests that
 came with an API token have ``caller`` (string: the token's id, or the user's name for a
 caller without one; null for requests without, and absent from segments that hold none).
+Rows of requests that carried a deadline (an endpoint's SLO or the caller's header) have
+``variant`` (string: the endpoint variant that answered, null where none was named),
+``deadline_ms`` (float32) and ``deadline_met`` (bool: ``latency_ms <= deadline_ms``, false
+for a failed request, status 500 or more, such as one shed with 503; null in rows without a
+deadline); like ``caller``, each is absent from segments in which no record has it, as in
+those written before deadlines existed (see :mod:`modelyard.monitoring.deadlines`).
 
 An endpoint's personal input columns (:meth:`PredictionLog.set_redaction`, see
 :mod:`modelyard.monitoring.redaction`) are dropped, hashed or masked by the writer thread
@@ -88,6 +94,11 @@ OUTPUT_PREFIX = "out__"
 GUARD_SCORE = "guard_score"
 #: Who sent each row's request (see :meth:`PredictionLog.log`).
 CALLER = "caller"
+#: The endpoint variant that answered each row's request.
+VARIANT = "variant"
+#: The request's deadline in milliseconds, and whether it was met.
+DEADLINE_MS = "deadline_ms"
+DEADLINE_MET = "deadline_met"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_ARRAYS: Mapping[str, Any] = {}
@@ -107,6 +118,8 @@ _SHADOW: Final = 9
 _STATUS: Final = 10
 _GUARD: Final = 11
 _CALLER: Final = 12
+_VARIANT: Final = 13
+_DEADLINE: Final = 14
 
 Record = tuple[
     str,
@@ -122,6 +135,8 @@ Record = tuple[
     int,
     "np.ndarray | None",
     str | None,
+    str | None,
+    float | None,
 ]
 # (name, dtype kind, trailing shape) per column: records with equal signatures share a segment.
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
@@ -244,12 +259,15 @@ class PredictionLog:
         shadow: bool = False,
         guard: np.ndarray | None = None,
         caller: str | None = None,
+        variant: str | None = None,
+        deadline_ms: float | None = None,
     ) -> bool:
         """Queue one answered request of ``rows`` predicted rows; ``False`` if it was dropped.
 
         O(1) and non-blocking: the arrays are kept by reference and converted later by the
         writer thread. ``at`` defaults to now; ``guard``: each row's novelty score;
-        ``caller``: who sent it (an API token's id; None: no token).
+        ``caller``: who sent it (an API token's id; None: no token); ``variant``: the
+        endpoint variant that answered; ``deadline_ms``: the request's deadline (None: none).
         """
         # Appending under the lock keeps close() exact: once it has set _closed, nothing
         # more reaches the queue. The lock is held for a check, an add and an append.
@@ -274,6 +292,8 @@ class PredictionLog:
                     200,
                     guard,
                     caller,
+                    variant,
+                    deadline_ms,
                 )
             )
         return True
@@ -288,10 +308,14 @@ class PredictionLog:
         status: int,
         latency_ms: float,
         at: datetime | None = None,
+        variant: str | None = None,
+        deadline_ms: float | None = None,
     ) -> bool:
         """Queue one failed request (one row, no inputs or outputs); ``False`` if dropped.
 
         Error rates per window come from these rows; like :meth:`log`, it never blocks.
+        ``variant`` and ``deadline_ms`` as in :meth:`log`: a request shed with 503 that had a
+        deadline is logged with it, and counts as a missed deadline.
         """
         with self._lock:
             if self._closed or self._accepted_rows - self._done_rows + 1 > self.max_queue_rows:
@@ -314,6 +338,8 @@ class PredictionLog:
                     status,
                     None,
                     None,
+                    variant,
+                    deadline_ms,
                 )
             )
         return True
@@ -475,6 +501,8 @@ class PredictionLog:
             status,
             guard,
             caller,
+            variant,
+            deadline,
         ) = record
         try:
             redaction = self._redactions.get(endpoint)
@@ -510,6 +538,8 @@ class PredictionLog:
                 status,
                 guard,
                 caller,
+                variant,
+                deadline,
             )
         )
         group.rows += rows
@@ -822,6 +852,24 @@ def _to_table(group: _Group) -> pa.Table:
     if any(r[_CALLER] is not None for r in records):
         callers = np.array([r[_CALLER] for r in records], dtype=object)
         columns[CALLER] = pa.array(per_row(callers), pa.string())
+    if any(r[_VARIANT] is not None for r in records):
+        variants = np.array([r[_VARIANT] for r in records], dtype=object)
+        columns[VARIANT] = pa.array(per_row(variants), pa.string())
+    if any(r[_DEADLINE] is not None for r in records):
+        deadlines = np.fromiter(
+            (np.nan if r[_DEADLINE] is None else r[_DEADLINE] for r in records),
+            dtype=np.float64,
+            count=n,
+        )
+        # Judged on the request's own latency (not its float32 copy); a failed request,
+        # shed or not, missed its deadline however fast it failed.
+        exact = np.fromiter((r[_LATENCY] for r in records), dtype=np.float64, count=n)
+        met = (exact <= deadlines) & (statuses < 500)
+        missing = per_row(np.isnan(deadlines))
+        columns[DEADLINE_MS] = pa.array(
+            per_row(deadlines).astype(np.float32), pa.float32(), mask=missing
+        )
+        columns[DEADLINE_MET] = pa.array(per_row(met), pa.bool_(), mask=missing)
     found = [getattr(r[_INPUTS], "matrix", None) for r in records]
     matrices: list[np.ndarray] = [m for m in found if m is not None]
     names = getattr(records[0][_INPUTS], "names", None)

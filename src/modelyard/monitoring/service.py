@@ -27,6 +27,7 @@ from modelyard.errors import InvalidInput, ModelyardError, NotFound
 from modelyard.monitoring.alerts import Alert, AlertRule, AlertRuleSpec, AlertService
 from modelyard.monitoring.config import MonitorConfig
 from modelyard.monitoring.entities import (
+    DeadlineSummary,
     EndpointDrift,
     EndpointStatus,
     MonitorPass,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from modelyard.monitoring.deadlines import Quality
     from modelyard.monitoring.feedback import (
         Feedback,
         FeedbackItem,
@@ -75,6 +77,8 @@ log = logging.getLogger("modelyard.monitoring")
 __all__ = ["MonitoringService"]
 
 LEASE = "monitor"
+#: Rule kinds whose metrics change when labels arrive after their window closed.
+LABELLED_KINDS = ("performance", "deadline")
 #: How far before its mark the late-label pass reads feedback again (see ``_late_labels``).
 LATE_LABEL_SLACK = timedelta(minutes=2)
 REFERENCE_CHUNK_ROWS = 50_000
@@ -355,7 +359,8 @@ class MonitoringService:
         result.feedback_expired += held.expired + held.rejected
         # Windows closed before, in time order, before the new ones: an incident that late
         # labels reveal is named by its first window.
-        reevaluated, changed = self._late_labels(endpoint, config, now)
+        qualities: dict[tuple[str, int], Quality | None] = {}  # for this pass
+        reevaluated, changed = self._late_labels(endpoint, config, now, qualities)
         result.windows_reevaluated += reevaluated
         result.alerts_changed += changed
         base = config.granularities[0]
@@ -372,19 +377,26 @@ class MonitoringService:
                 )
                 for window_start in windows:
                     result.alerts_changed += self._evaluate_window(
-                        endpoint, granularity, window_start, config, now
+                        endpoint, granularity, window_start, config, now, qualities=qualities
                     )
                 result.windows_closed += len(windows)
                 if len(windows) < 288:
                     break
 
-    def _late_labels(self, endpoint: str, config: MonitorConfig, now: datetime) -> tuple[int, int]:
-        """Re-evaluate the performance rules of closed windows that received labels since
-        the last pass (windows up to ``late_labels_seconds`` old); return (windows, alerts)."""
+    def _late_labels(
+        self,
+        endpoint: str,
+        config: MonitorConfig,
+        now: datetime,
+        qualities: dict[tuple[str, int], Quality | None] | None = None,
+    ) -> tuple[int, int]:
+        """Re-evaluate the performance and deadline rules of closed windows that received
+        labels since the last pass (windows up to ``late_labels_seconds`` old); return
+        (windows, alerts)."""
         from modelyard.monitoring.windows import floor_time
 
         if config.late_labels_seconds <= 0 or not self.alerts.has_rules(
-            endpoint, kinds=("performance",)
+            endpoint, kinds=LABELLED_KINDS
         ):
             return 0, 0
         marks = self.windows.labels_until(endpoint)
@@ -416,7 +428,7 @@ class MonitoringService:
                     continue  # not closed yet: it will be evaluated with every label
                 windows += 1
                 changed += self._evaluate_window(
-                    endpoint, granularity, window_start, config, now, late=True
+                    endpoint, granularity, window_start, config, now, late=True, qualities=qualities
                 )
         self.windows.set_labels_until(endpoint, max(received for _, received in labels))
         return windows, changed
@@ -430,10 +442,18 @@ class MonitoringService:
         now: datetime,
         *,
         late: bool = False,
+        qualities: dict[tuple[str, int], Quality | None] | None = None,
     ) -> int:
         window_end = window_start + timedelta(seconds=granularity)
-        if late:  # only the labels changed: performance rules are all there is to re-check
+        if late:  # only the labels changed: the rules that read labels are all to re-check
             observation, samples = self._performance(endpoint, window_start, window_end, config)
+            if self.alerts.has_rules(endpoint, granularity, ("deadline",)):
+                contents = self._stored(endpoint, granularity, window_start, window_end)
+                deadline = self._deadlines(
+                    endpoint, window_start, window_end, contents, config, qualities
+                )
+                observation.update(deadline[0])
+                samples.update(deadline[1])
             return len(
                 self.alerts.evaluate(
                     endpoint,
@@ -442,14 +462,16 @@ class MonitoringService:
                     observation,
                     samples,
                     now=now,
-                    kinds=("performance",),
+                    kinds=LABELLED_KINDS,
                     late=True,
                 )
             )
         contents = [
             c for _, c in self.windows.contents(endpoint, granularity, window_start, window_end)
         ]
-        observation, samples = self.observe(endpoint, granularity, window_start, contents, config)
+        observation, samples = self.observe(
+            endpoint, granularity, window_start, contents, config, qualities=qualities
+        )
         if contents:
             main = max(contents, key=lambda c: c.rows)
             project = self.ws.registry.get_model(main.model).project
@@ -470,8 +492,14 @@ class MonitoringService:
         window_start: datetime,
         contents: Sequence[WindowContent],
         config: MonitorConfig,
+        *,
+        qualities: dict[tuple[str, int], Quality | None] | None = None,
     ) -> tuple[dict[str, float | None], dict[str, int]]:
-        """The metrics alert rules and KPIs see for one window, and each metric's sample count."""
+        """The metrics alert rules and KPIs see for one window, and each metric's sample count.
+
+        ``qualities``: versions' qualities already looked up (for effective accuracy), shared
+        by the windows of one pass.
+        """
         from modelyard.monitoring.drift import compare
 
         window_end = window_start + timedelta(seconds=granularity)
@@ -490,6 +518,9 @@ class MonitoringService:
         samples = {name: ops.requests for name in observation}
         if not contents:
             return observation, samples
+        deadline = self._deadlines(endpoint, window_start, window_end, contents, config, qualities)
+        observation.update(deadline[0])
+        samples.update(deadline[1])
         main = max(contents, key=lambda c: c.rows)
         reference = self._reference_profile(main.model, main.version)
         if reference is not None:
@@ -531,6 +562,83 @@ class MonitoringService:
             observation["feedback_samples"] = window.samples
             samples["feedback_samples"] = window.samples
         return observation, samples
+
+    def _deadlines(
+        self,
+        endpoint: str,
+        start: datetime,
+        end: datetime,
+        contents: Sequence[WindowContent],
+        config: MonitorConfig,
+        qualities: dict[tuple[str, int], Quality | None] | None,
+    ) -> tuple[dict[str, float | None], dict[str, int]]:
+        """The deadline metrics of one window (none when no request in it had a deadline)."""
+        if not any(c.deadlines for c in contents):
+            return {}, {}
+        from modelyard.monitoring.deadlines import deadline_observation
+
+        summary = self._deadline_summary(endpoint, start, end, contents, config, qualities)
+        return deadline_observation(summary)
+
+    def _deadline_summary(
+        self,
+        endpoint: str,
+        start: datetime,
+        end: datetime,
+        contents: Sequence[WindowContent],
+        config: MonitorConfig,
+        qualities: dict[tuple[str, int], Quality | None] | None = None,
+    ) -> DeadlineSummary | None:
+        from modelyard.monitoring.deadlines import summarize, variant_quality
+
+        memo = {} if qualities is None else qualities
+
+        def quality(model: str, version: int) -> Quality | None:
+            if (model, version) not in memo:
+                memo[(model, version)] = variant_quality(
+                    self.ws, endpoint, model, version, config.quality_metric
+                )
+            return memo[(model, version)]
+
+        return summarize(
+            self.ws, endpoint, start, end, contents, config, quality, log=self.windows.log
+        )
+
+    def version_quality(
+        self,
+        endpoint: str,
+        model: str,
+        version: int,
+        metric: str = "accuracy",
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        min_samples: int = 200,
+        max_samples: int = 10_000,
+    ) -> tuple[float, int] | None:
+        """``metric`` of ``models:/model/version``'s labelled predictions on ``endpoint``, and
+        the number of labels it was computed from; None with fewer than ``min_samples``.
+
+        Predictions made in ``[since, until)`` (default: the last 7 days), the newest
+        ``max_samples`` of them: one indexed query on the feedback table reading labels and
+        outputs only, cheap enough to call every few seconds. ``metric``: any metric a
+        performance report gives (accuracy, precision, recall, f1, roc_auc, log_loss, mae,
+        rmse, r2); InvalidInput when it is not one the endpoint's labels give.
+        """
+        from modelyard.monitoring.deadlines import version_quality
+
+        self.ws.endpoints.get(endpoint)
+        return version_quality(
+            self.ws,
+            endpoint,
+            model,
+            version,
+            metric,
+            since=since,
+            until=until,
+            min_samples=min_samples,
+            max_samples=max_samples,
+        )
 
     def _idle_windows(
         self, endpoint: str, granularity: int, window_start: datetime, requests: int
@@ -757,12 +865,14 @@ class MonitoringService:
         )
 
     def status(self, endpoint: str | None = None) -> list[EndpointStatus]:
-        """Each endpoint's newest closed windows, open alerts and feedback count."""
+        """Each endpoint's newest closed windows, open alerts and feedback count; windows in
+        which requests carried a deadline also have their deadline figures (``deadline``)."""
         names = [endpoint] if endpoint else [e.name for e in self.ws.endpoints.list()]
         result = []
         for name in names:
             config = self.get_config(name)
-            summaries = [self._summary(name, g) for g in config.granularities]
+            qualities: dict[tuple[str, int], Quality | None] = {}
+            summaries = [self._summary(name, g, config, qualities) for g in config.granularities]
             with self.ws.store.read() as session:
                 open_alerts = session.scalar(
                     select(func.count())
@@ -788,7 +898,13 @@ class MonitoringService:
             )
         return result
 
-    def _summary(self, endpoint: str, granularity: int) -> WindowSummary:
+    def _summary(
+        self,
+        endpoint: str,
+        granularity: int,
+        config: MonitorConfig,
+        qualities: dict[tuple[str, int], Quality | None],
+    ) -> WindowSummary:
         from modelyard.monitoring.drift import compare
 
         closed = self.windows.watermark(endpoint, granularity)
@@ -805,12 +921,16 @@ class MonitoringService:
         summary.latency_p99_ms = ops.latency_p99_ms
         if not contents:
             return summary
+        if any(c.deadlines for c in contents):
+            summary.deadline = self._deadline_summary(
+                endpoint, window_start, closed, contents, config, qualities
+            )
         main = max(contents, key=lambda c: c.rows)
         reference = self._reference_profile(main.model, main.version)
         if reference is None:
             summary.drift_status = "no-reference"
             return summary
-        report = compare(reference[0], main.features, self.get_config(endpoint).drift)
+        report = compare(reference[0], main.features, config.drift)
         summary.drift_status = report.status
         summary.drifted_features = [f.feature for f in report.features if f.drifted]
         return summary

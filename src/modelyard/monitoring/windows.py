@@ -14,7 +14,9 @@ from the finer rows (profiles are mergeable), so an hour or a day never re-reads
 What a window holds per version: a :class:`~modelyard.monitoring.profiles.Profile` of the
 inputs (by name) and outputs (``output.<name>``; a 2-D output such as class probabilities
 becomes ``output.<name>[i]`` per column), a profile of request latencies (one value per
-request, not per row), and counts of requests, rows and failed requests by status.
+request, not per row), and counts of requests, rows and failed requests by status; and, for
+requests that carried a deadline, counts per endpoint variant of such requests, of those that
+met it and of those that failed (see :mod:`modelyard.monitoring.deadlines`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 from ulid import ULID
 
-from modelyard.monitoring.predlog import INPUT_PREFIX, OUTPUT_PREFIX, PredictionLog
+from modelyard.monitoring.predlog import (
+    DEADLINE_MET,
+    DEADLINE_MS,
+    INPUT_PREFIX,
+    OUTPUT_PREFIX,
+    VARIANT,
+    PredictionLog,
+)
 from modelyard.monitoring.profiles import Profile
 from modelyard.store.tables import MonitorWatermarkRow, WindowProfileRow
 
@@ -73,6 +82,8 @@ class WindowContent:
     rows: int = 0
     errors: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
+    #: Variant ("" where none was named) -> [requests with a deadline, met, failed].
+    deadlines: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, other: WindowContent) -> None:
         self.features = self.features.merge(other.features)
@@ -82,13 +93,20 @@ class WindowContent:
         self.errors += other.errors
         for status, count in other.statuses.items():
             self.statuses[status] = self.statuses.get(status, 0) + count
+        for variant, counts in other.deadlines.items():
+            mine = self.deadlines.setdefault(variant, [0, 0, 0])
+            for i, count in enumerate(counts):
+                mine[i] += count
 
     def payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "features": self.features.to_dict(),
             "latency": self.latency.to_dict(),
             "statuses": self.statuses,
         }
+        if self.deadlines:
+            payload["deadlines"] = self.deadlines
+        return payload
 
     @classmethod
     def from_row(cls, row: WindowProfileRow) -> WindowContent:
@@ -102,6 +120,7 @@ class WindowContent:
             rows=row.rows,
             errors=row.errors,
             statuses=dict(payload.get("statuses", {})),
+            deadlines={k: list(v) for k, v in payload.get("deadlines", {}).items()},
         )
 
 
@@ -146,7 +165,48 @@ def _content(model: str, version: int, table: pa.Table) -> WindowContent:
         rows=answered.num_rows,
         errors=int(sum(statuses.values())),
         statuses=statuses,
+        deadlines=_deadline_counts(table, status),
     )
+
+
+def _deadline_counts(table: pa.Table, status: Any) -> dict[str, list[int]]:
+    """Per variant: requests that carried a deadline, those that met it, those that failed.
+
+    Shadow rows and requests refused as the caller's error (4xx) are left out: neither is
+    an answer the endpoint owed in time.
+    """
+    if DEADLINE_MS not in table.column_names:
+        return {}
+    keep = pc.is_valid(table[DEADLINE_MS])
+    if "shadow" in table.column_names:
+        keep = pc.and_(keep, pc.invert(pc.fill_null(table["shadow"], False)))
+    client = pc.and_(pc.greater_equal(status, 400), pc.less(status, 500))
+    keep = pc.and_(keep, pc.invert(client))
+    rows = table.filter(keep)
+    if rows.num_rows == 0:
+        return {}
+    _, first = np.unique(rows["request_id"].to_numpy(zero_copy_only=False), return_index=True)
+    first = np.sort(first)
+    codes = pc.filter(status, keep).to_numpy(zero_copy_only=False)[first]
+    met = (
+        pc.fill_null(rows[DEADLINE_MET], False).to_numpy(zero_copy_only=False)[first]
+        if DEADLINE_MET in rows.column_names
+        else np.zeros(len(first), dtype=bool)
+    )
+    variants = (
+        np.asarray(pc.fill_null(rows[VARIANT], "").to_numpy(zero_copy_only=False), dtype=object)
+        if VARIANT in rows.column_names
+        else np.full(rows.num_rows, "", dtype=object)
+    )[first]
+    counts: dict[str, list[int]] = {}
+    for name in sorted(set(variants.tolist())):
+        mine = variants == name
+        counts[name] = [
+            int(mine.sum()),
+            int((met & mine).sum()),
+            int(((codes >= 500) & mine).sum()),
+        ]
+    return counts
 
 
 def _feature_columns(table: pa.Table) -> Iterator[tuple[str, Any]]:
