@@ -96,6 +96,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/models/{name}/versions/{version}/card"): {"summary": "checked"},
     ("PUT", "/models/{name}/aliases/{alias}"): {"version": 1},
     ("POST", "/models/{name}/retention"): {"keep_last": 50, "dry_run": True},
+    ("POST", "/models/{name}/versions/{version}/variants"): {"distill": "tree"},
     ("POST", "/roles"): {"subject": "user:vi", "role": "viewer", "scope": "model:fraud"},
     ("PUT", "/policies/{name}"): {"scope": "model:fraud", "aliases": ["prod"], "approvals": 0},
     ("POST", "/approvals"): {"subject": "models:/fraud/2@champion"},

@@ -94,6 +94,9 @@ _NOT_IN_A_SCHEMA = {
     "PUT /api/v1/artifacts/{digest}": "content",
     # the manifest must be stored with its files, and describe a model that loads
     "POST /api/v1/models/{name}/versions": "state",
+    # exactly one of quantize or distill; the version needs linked datasets and a graph that
+    # quantises (neural networks), or a training dataset to distill on
+    "POST /api/v1/models/{name}/versions/{version}/variants": "cross-field, state",
     # a public key to trust must be an Ed25519 key in PEM
     "POST /api/v1/keys": "content",
     # the uploaded file must be Parquet or CSV

@@ -1,4 +1,4 @@
-"""Registry routes: models, versions, aliases, cards, lineage, URI resolution."""
+"""Registry routes: models, versions, variants, aliases, cards, lineage, URI resolution."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ from modelyard.api.responses import problems
 from modelyard.errors import InvalidInput, NotFound
 from modelyard.jsonio import JsonFloat, JsonInt
 from modelyard.page import Limit, Page
+from modelyard.pipelines.variants import (
+    DEFAULT_CALLS,
+    MAX_CALLS,
+    MAX_DEPTH,
+    MIN_CALLS,
+    VariantReport,
+)
 from modelyard.registry import (
     Alias,
     DatasetLink,
@@ -287,6 +294,52 @@ def get_runtime(
     if found is None:
         raise NotFound(f"{name} v{version} has no recorded {runtime} check yet")
     return found
+
+
+class VariantCreate(BaseModel):
+    """Exactly one of ``quantize`` or ``distill``."""
+
+    quantize: Literal["int8"] | None = Field(
+        default=None, description="ONNX Runtime's dynamic quantisation of the parent's graph"
+    )
+    distill: Literal["tree", "logistic", "linear"] | None = Field(
+        default=None, description="a student trained on the parent's answers on its training data"
+    )
+    name: ModelName | None = Field(
+        default=None, description="register under this model (default: the parent's)"
+    )
+    target: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="the holdout's target column, when it is not the only non-input column",
+    )
+    max_depth: JsonInt | None = Field(
+        default=None, ge=1, le=MAX_DEPTH, description="the tree's depth (distill: tree)"
+    )
+    latency_calls: JsonInt = Field(
+        default=DEFAULT_CALLS, ge=MIN_CALLS, le=MAX_CALLS, description="calls per measurement"
+    )
+
+
+@router.post(
+    "/models/{name}/versions/{version}/variants", status_code=201, response_model=VariantReport
+)
+def create_variant(
+    name: ModelName, version: VersionNumber, body: VariantCreate, ws: Workspace = Depends(member)
+) -> VariantReport:
+    """Quantise or distill a version into the next version (of ``name`` in the body, or of
+    this model), measured beside it on its holdout and for latency on the server; 422 with
+    the reason (and what to try instead) when the version cannot be made so."""
+    return ws.registry.create_variant(
+        f"models:/{name}/{version}",
+        quantize=body.quantize,
+        distill=body.distill,
+        name=body.name,
+        target=body.target,
+        max_depth=body.max_depth,
+        latency_calls=body.latency_calls,
+    )
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=Alias, responses=problems(403))

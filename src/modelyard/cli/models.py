@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -12,6 +13,9 @@ from modelyard.cli.context import JSON, client
 from modelyard.cli.output import ok, record, table
 from modelyard.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from modelyard.pipelines.variants import VariantReport
+
 app = typer.Typer(
     help="Registered models, versions, aliases, cards and lineage.", no_args_is_help=True
 )
@@ -19,6 +23,11 @@ alias_app = typer.Typer(
     help="Move, read and delete aliases (champion, challenger...).", no_args_is_help=True
 )
 app.add_typer(alias_app, name="alias")
+variants_app = typer.Typer(
+    help="Quantised and distilled variants of a version, measured beside it.",
+    no_args_is_help=True,
+)
+app.add_typer(variants_app, name="variants")
 
 MODEL_COLUMNS = ("name", "latest_version", "aliases", "tags", "project", "updated_at")
 VERSION_COLUMNS = ("version", "format", "status", "aliases", "run_id", "created_at", "created_by")
@@ -430,3 +439,112 @@ def alias_delete(
     """Remove ALIAS from NAME (a protected alias: admins of the model only)."""
     client(ctx).registry.delete_alias(name, alias, reason=reason)
     ok(f"deleted alias {alias} of {name}")
+
+
+@variants_app.command("create")
+def variants_create(
+    ctx: typer.Context,
+    uri: str = typer.Argument(..., help="the parent: models:/NAME/VERSION or models:/NAME@alias"),
+    quantize: str = typer.Option(
+        None, "--quantize", help="int8: ONNX Runtime's dynamic quantisation (neural networks)"
+    ),
+    distill: str = typer.Option(
+        None,
+        "--distill",
+        help="tree, logistic or linear: a small model trained on the parent's answers on its "
+        "training dataset",
+    ),
+    name: str = typer.Option(
+        None, "--name", help="register under this model (default: the parent's)"
+    ),
+    target: str = typer.Option(
+        None, "--target", help="the holdout's target column, if not the only non-input column"
+    ),
+    max_depth: int = typer.Option(None, "--max-depth", help="the tree's depth (default 6)"),
+    calls: int = typer.Option(200, "--calls", help="predict calls per latency measurement"),
+    as_json: bool = JSON,
+) -> None:
+    """Make a variant of URI and register it as a new version, linked to its parent.
+
+    Exactly one of --quantize or --distill. The variant and the parent are measured side by
+    side: quality on the parent's holdout (its test, evaluation or validation dataset; else
+    a split of its training dataset, said so) and median latency here for 1 and 64 rows. The
+    numbers go to a run in the "variants" experiment. The variant is attached to no endpoint.
+    """
+    from contextlib import nullcontext
+
+    from rich.progress import MofNCompleteColumn
+
+    from modelyard.cli.output import err_console
+    from modelyard.pipelines.variants import check_request
+
+    check_request(quantize, distill, max_depth, calls)
+    c = client(ctx)
+    options = {
+        "quantize": quantize,
+        "distill": distill,
+        "name": name,
+        "target": target,
+        "max_depth": max_depth,
+        "latency_calls": calls,
+    }
+    live = not as_json and err_console.is_terminal
+    if c.workspace is None:  # the server does the work: nothing to show but that it is busy
+        busy = err_console.status("the server is making the variant") if live else nullcontext()
+        with busy:
+            report = c.registry.create_variant(uri, **options)
+    else:
+        with Progress(
+            TextColumn("{task.description:<24}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            console=err_console,
+            transient=True,
+            disable=not live,
+        ) as bar:
+            task = bar.add_task("starting", total=1)
+
+            def progress(stage: str, done: int, total: int) -> None:
+                bar.update(task, description=stage, completed=done, total=max(total, 1))
+
+            report = c.registry.create_variant(uri, progress=progress, **options)
+    if as_json:
+        record(report, as_json=True)
+        return
+    _show_variant(report)
+
+
+def _show_variant(report: VariantReport) -> None:
+    """The parent and the variant side by side: quality, latency, size; then the notes."""
+    from rich.table import Table
+
+    from modelyard.cli.output import console
+
+    v = report.version
+    ok(
+        f"registered [bold]{v.uri}[/bold] ({v.format}): {report.description}\n"
+        f"measured on {report.holdout}, {report.holdout_rows:,} rows; run {report.run_id} "
+        f"(experiment variants)"
+    )
+    names = list(dict.fromkeys(k for m in report.measurements for k in m.metrics))
+    t = Table()
+    for column in ("", "version", "runtime", *names, "p50 1 row", "p50 64 rows", "size"):
+        t.add_column(column, justify="left" if column in ("", "version", "runtime") else "right")
+    for m in report.measurements:
+        t.add_row(
+            m.role,
+            m.uri,
+            m.runtime,
+            *(_number(m.metrics.get(k)) for k in names),
+            f"{m.latency_ms_p50_1row:.3f} ms",
+            f"{m.latency_ms_p50_64rows:.3f} ms",
+            "" if m.size_bytes is None else f"{m.size_bytes:,} B",
+        )
+    console.print(t)
+    for note in report.notes:
+        ok(f"note: {note}")
+    ok("attached to no endpoint: attach it where its quality and latency fit")
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

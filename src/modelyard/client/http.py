@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -48,6 +48,9 @@ from modelyard.registry import (
 )
 from modelyard.registry.history import AliasAt, AliasHistory
 from modelyard.serving.entities import Endpoint, GuardStatus
+
+if TYPE_CHECKING:
+    from modelyard.pipelines.variants import VariantReport
 
 
 class HttpArtifacts:
@@ -282,6 +285,43 @@ class HttpRegistry:
 
     def lineage(self, name: str, version: int) -> Lineage:
         return self.t.get(f"/models/{_q(name)}/versions/{version}/lineage", Lineage)
+
+    def create_variant(
+        self,
+        parent: str | ModelVersion,
+        *,
+        quantize: str | None = None,
+        distill: str | None = None,
+        name: str | None = None,
+        target: str | None = None,
+        max_depth: int | None = None,
+        latency_calls: int = 200,
+        progress: Any = None,
+    ) -> VariantReport:
+        """The server makes and measures the variant (``progress`` is not reported)."""
+        from modelyard.pipelines.variants import VariantReport, check_request
+        from modelyard.registry.uri import parse_model_uri
+
+        check_request(quantize, distill, max_depth, latency_calls)  # before any request
+        if isinstance(parent, ModelVersion):
+            model, number = parent.model, parent.version
+        else:
+            ref = parse_model_uri(parent)
+            if ref.version is None:
+                resolved = self.resolve(parent)
+                model, number = resolved.model, resolved.version
+            else:
+                model, number = ref.name, ref.version
+        body = {
+            "quantize": quantize,
+            "distill": distill,
+            "name": name,
+            "target": target,
+            "max_depth": max_depth,
+            "latency_calls": latency_calls,
+        }
+        path = f"/models/{_q(model)}/versions/{number}/variants"
+        return self.t.send("POST", path, VariantReport, body)
 
     def sign_version(self, name: str, version: int) -> ModelSignature:
         path = f"/models/{_q(name)}/versions/{version}/signature"

@@ -13,6 +13,7 @@ import pandas as pd
 from modelyard.errors import InvalidInput, InvalidModel
 from modelyard.formats.base import Outputs, Predictor, require
 from modelyard.formats.manifest import Manifest
+from modelyard.formats.onnx_runtime import METADATA_KEY, predictor_for_session
 from modelyard.formats.signature import Signature, TensorSpec, dtype_name
 
 MODEL_FILE = "model.onnx"
@@ -113,6 +114,10 @@ class OnnxFormat:
             )
         except Exception as exc:
             raise InvalidModel(f"onnxruntime cannot load {MODEL_FILE}: {exc}") from exc
+        if METADATA_KEY in session.get_modelmeta().custom_metadata_map:
+            # A graph converted from another format (e.g. a quantised variant of a sklearn
+            # version): it takes and returns what the model it was converted from did.
+            return predictor_for_session(session, manifest)
         return OnnxPredictor(manifest, session)
 
     def validate(self, path: Path, manifest: Manifest) -> None:

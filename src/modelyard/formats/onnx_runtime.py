@@ -264,7 +264,12 @@ class OnnxPredictor(Predictor):
 
 def load_onnx_predictor(onnx_bytes: bytes, manifest: Manifest) -> OnnxPredictor:
     """An OnnxPredictor for bytes from :func:`convert`, with ``manifest``'s signature."""
-    session = _session(onnx_bytes)
+    return predictor_for_session(_session(onnx_bytes), manifest)
+
+
+def predictor_for_session(session: Any, manifest: Manifest) -> OnnxPredictor:
+    """An OnnxPredictor over an open session of bytes from :func:`convert` (or derived from
+    them, e.g. quantised: the ``modelyard.onnx_runtime`` metadata says how to feed the graph)."""
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     meta: dict[str, Any] = {}
     if raw:
@@ -757,4 +762,5 @@ __all__ = [
     "compare",
     "convert",
     "load_onnx_predictor",
+    "predictor_for_session",
 ]

@@ -63,6 +63,8 @@ from modelyard.store.tables import (
 if TYPE_CHECKING:
     from modelyard.formats import Predictor
     from modelyard.governance.signing import ModelSignature, SignatureCheck, Signer
+    from modelyard.pipelines.variants import Progress as VariantProgress
+    from modelyard.pipelines.variants import VariantReport
     from modelyard.workspace import Workspace
 
 
@@ -669,6 +671,35 @@ class RegistryService(RegistryAliases, RegistryCards):
 
         version = self.resolve(uri) if isinstance(uri, str) else uri
         return load_model(self.local_path(version), trusted=trusted)
+
+    def create_variant(
+        self,
+        parent: str | ModelVersion,
+        *,
+        quantize: str | None = None,
+        distill: str | None = None,
+        name: str | None = None,
+        target: str | None = None,
+        max_depth: int | None = None,
+        latency_calls: int = 200,
+        progress: VariantProgress | None = None,
+    ) -> VariantReport:
+        """Quantise (``quantize="int8"``) or distill (``distill="tree"``, ``"logistic"``,
+        ``"linear"``) ``parent`` into a new version, measured beside it on its holdout and
+        here for latency; see :mod:`modelyard.pipelines.variants`."""
+        from modelyard.pipelines.variants import create_variant
+
+        return create_variant(
+            self.ws,
+            parent,
+            quantize=quantize,
+            distill=distill,
+            name=name,
+            target=target,
+            max_depth=max_depth,
+            latency_calls=latency_calls,
+            progress=progress,
+        )
 
     def sign_version(self, name: str, version: int) -> ModelSignature:
         """Sign an existing version with the signing key (or re-sign it with a new one)."""
