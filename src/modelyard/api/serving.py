@@ -14,12 +14,14 @@ from modelyard.jsonio import JsonFloat, JsonInt, NotABoolean
 from modelyard.registry.uri import ModelName, ModelUri
 from modelyard.serving import Batching, CacheConfig, Endpoint, TrafficPolicy
 from modelyard.serving.entities import (
+    MAX_DEADLINE_MS,
     MAX_TIMEOUT_MS,
     ColumnName,
     GuardConfig,
     GuardStatus,
     RedactAction,
     Route,
+    Variant,
 )
 from modelyard.workspace import Workspace
 
@@ -36,9 +38,20 @@ class RouteRequest(Route):
     )
 
 
+class VariantRequest(Variant):
+    target: ModelUri = Field(description="models:/name@alias or models:/name/3")
+    quality: JsonFloat | None = Field(
+        default=None, allow_inf_nan=False, description="higher is better, e.g. accuracy"
+    )
+
+
 class TrafficPolicyRequest(TrafficPolicy):
     routes: list[RouteRequest] = Field(default_factory=list)  # type: ignore[assignment]
     shadow: ModelUri | None = None
+    variants: list[VariantRequest] = Field(  # type: ignore[assignment]
+        default_factory=list, max_length=16
+    )
+    slo_ms: JsonFloat | None = Field(default=None, gt=0, le=MAX_DEADLINE_MS, allow_inf_nan=False)
 
 
 class BatchingRequest(Batching):

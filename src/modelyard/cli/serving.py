@@ -28,7 +28,23 @@ def _json_option(text: str | None, what: str) -> dict[str, Any] | None:
     return value
 
 
-def _policy(split: list[str], shadow: str | None) -> dict[str, Any] | None:
+def _policy(
+    split: list[str],
+    shadow: str | None,
+    variants: list[str] = [],  # noqa: B006 (typer's option values: never mutated)
+    slo_ms: float | None = None,
+    qualities: list[str] = [],  # noqa: B006
+    quality_metric: str | None = None,
+) -> dict[str, Any] | None:
+    if variants or slo_ms is not None or qualities or quality_metric:
+        if split:
+            raise InvalidInput("--variant switches by deadline; it cannot be combined with --split")
+        return {
+            **_variants(variants, qualities),
+            "slo_ms": slo_ms,
+            "shadow": shadow,
+            **({"quality_metric": quality_metric} if quality_metric else {}),
+        }
     if not split and shadow is None:
         return None
     routes = []
@@ -43,13 +59,60 @@ def _policy(split: list[str], shadow: str | None) -> dict[str, Any] | None:
     return {"routes": routes, "shadow": shadow}
 
 
+def _variants(variants: list[str], qualities: list[str]) -> dict[str, Any]:
+    found: dict[str, dict[str, Any]] = {}
+    for item in variants:
+        name, sep, target = item.partition("=")
+        if not sep or not name or not target:
+            raise InvalidInput(f"--variant {item!r} must look like NAME=models:/MODEL@ALIAS")
+        found[name] = {"name": name, "target": target}
+    for item in qualities:
+        name, sep, value = item.partition("=")
+        if name not in found:
+            raise InvalidInput(
+                f"--quality {item!r} must look like NAME=0.93, NAME one of the --variant names "
+                f"({', '.join(found) or 'none given'})"
+            )
+        try:
+            found[name]["quality"] = float(value)
+        except ValueError:
+            raise InvalidInput(f"--quality {item!r}: {value!r} is not a number") from None
+    return {"variants": list(found.values())}
+
+
+VARIANT = typer.Option(
+    [],
+    "--variant",
+    help="NAME=models:/MODEL@ALIAS; repeatable: each request goes to the most accurate "
+    "variant predicted to answer within its deadline (needs --slo-ms)",
+)
+SLO_MS = typer.Option(None, "--slo-ms", help="each request's deadline in ms (switching)")
+QUALITY = typer.Option(
+    [],
+    "--quality",
+    help="NAME=0.93: a variant's quality (higher is better); without it, from feedback or "
+    "the version's run",
+)
+QUALITY_METRIC = typer.Option(
+    None, "--quality-metric", help="the metric that ranks variants [accuracy]"
+)
+
+
 @endpoints.command("create")
 def create(
     ctx: typer.Context,
     name: str,
-    model: str = typer.Option(..., "--model", help="models:/NAME@ALIAS (follows the alias) or /N"),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="models:/NAME@ALIAS (follows the alias) or /N; with --variant, the first variant's",
+    ),
     split: list[str] = typer.Option([], help="models:/NAME/N=WEIGHT; repeatable (A/B, canary)"),
     shadow: str = typer.Option(None, help="a models:/ URI that gets a copy of every request"),
+    variant: list[str] = VARIANT,
+    slo_ms: float = SLO_MS,
+    quality: list[str] = QUALITY,
+    quality_metric: str = QUALITY_METRIC,
     batching: str = typer.Option(None, help='JSON, e.g. {"max_batch_size": 32, "max_wait_ms": 2}'),
     cache: str = typer.Option(None, help='JSON, e.g. {"enabled": true, "ttl_seconds": 60}'),
     runtime: str = typer.Option("auto", help="auto (ONNX Runtime when identical) or native"),
@@ -57,11 +120,19 @@ def create(
     timeout_ms: int = typer.Option(10_000, help="per-request timeout"),
     as_json: bool = JSON,
 ) -> None:
-    """Create an endpoint; the gateway starts serving it within a second."""
+    """Create an endpoint; the gateway starts serving it within a second.
+
+    With --variant (twice or more) and --slo-ms, each request goes to the most accurate
+    variant predicted to answer within its deadline (docs/switching.md)."""
+    policy = _policy(split, shadow, variant, slo_ms, quality, quality_metric)
+    if model is None:
+        if not variant:
+            raise InvalidInput("name the model to serve: --model models:/NAME@ALIAS")
+        model = policy["variants"][0]["target"] if policy else ""
     endpoint = _service(ctx).create(
         name,
         model,
-        policy=_policy(split, shadow),
+        policy=policy,
         batching=_json_option(batching, "--batching"),
         cache=_json_option(cache, "--cache"),
         runtime=runtime,
@@ -83,8 +154,12 @@ def update(
     shadow: str = typer.Option(None, help="shadow target URI"),
     batching: str = typer.Option(None, help="JSON batching settings"),
     cache: str = typer.Option(None, help="JSON cache settings"),
+    variant: list[str] = VARIANT,
+    slo_ms: float = SLO_MS,
+    quality: list[str] = QUALITY,
+    quality_metric: str = QUALITY_METRIC,
     clear_policy: bool = typer.Option(
-        False, "--clear-policy", help="remove the split and shadow: serve --model alone"
+        False, "--clear-policy", help="remove the split, shadow and variants: serve --model alone"
     ),
     runtime: str = typer.Option(None, help="auto or native"),
     pin: bool = typer.Option(None, "--pin/--no-pin", help="keep the model loaded at all times"),
@@ -92,9 +167,13 @@ def update(
     as_json: bool = JSON,
 ) -> None:
     """Change an endpoint (hot swap: no request fails)."""
-    if clear_policy and (split or shadow):
-        raise InvalidInput("--clear-policy cannot be combined with --split or --shadow")
-    policy = {"routes": [], "shadow": None} if clear_policy else _policy(split, shadow)
+    if clear_policy and (split or shadow or variant):
+        raise InvalidInput("--clear-policy cannot be combined with --split, --shadow or --variant")
+    policy = (
+        {"routes": [], "shadow": None}
+        if clear_policy
+        else _policy(split, shadow, variant, slo_ms, quality, quality_metric)
+    )
     endpoint = _service(ctx).update(
         name,
         target=model,

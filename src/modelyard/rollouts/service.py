@@ -113,6 +113,13 @@ class RolloutService:
                 f"from one target: `modelyard endpoints update {endpoint} --model URI "
                 "--clear-policy` first"
             )
+        if current.policy.variants:
+            raise Conflict(
+                f"endpoint {endpoint!r} switches between variants by deadline "
+                f"({', '.join(v.name for v in current.policy.variants)}); roll the new version "
+                "out on an endpoint of its own, or move the variant's alias (the endpoint "
+                "follows it)"
+            )
         ref = parse_model_uri(to)
         version = self.ws.registry.resolve(ref)
         baseline = self.ws.registry.resolve(current.target)

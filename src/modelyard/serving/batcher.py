@@ -124,6 +124,7 @@ _PROBE_CPU_SECONDS = 0.001  # "little CPU" for an executor call (see the module 
 _RECENT = 8  # calls per batch-size bucket whose smallest duration is the expected cost
 _MAX_GAP = 1.0  # inter-arrival gaps are clipped, so traffic resuming after idling is seen soon
 _BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # batch-size histogram bounds (le)
+_BOUNDS = (*_BUCKETS, 2048)  # the rows a bucket's calls have at most (+Inf: taken as 2048)
 
 
 class BatcherClosed(ModelyardError):
@@ -281,6 +282,9 @@ class Batcher:
         # expected cost of a call of that size, see the module doc).
         self._recent: list[deque[float]] = [deque(maxlen=_RECENT) for _ in range(len(_BUCKETS) + 1)]
         self._bucket_cost: list[float | None] = [None] * (len(_BUCKETS) + 1)
+        # ... and their median: what a call of that size typically costs now (a prediction,
+        # where ``_bucket_cost`` is a floor).
+        self._bucket_typical: list[float | None] = [None] * (len(_BUCKETS) + 1)
         self._ewma_gap: float | None = None
         self._last_arrival = 0.0
 
@@ -410,6 +414,50 @@ class Batcher:
             if left > 0:
                 wait += left
         return wait
+
+    def predicted_wait(self, rows: int = 1) -> float | None:
+        """Seconds until a request of ``rows`` rows, queued now, would typically have its
+        answer: what :meth:`expected_wait` computes, with each call costed at the median of
+        the recent calls of its size instead of the cheapest (a size not seen yet is scaled
+        from the nearest smaller one seen, in proportion to its rows). None until a call has
+        been timed. The latency model of SLO switching (see serving/switching.py)."""
+        size = self.max_batch_size
+        ahead = self._queued_rows + rows
+        batch = min(ahead, size) or 1
+        cost = self._typical(batch)
+        if cost is None:
+            return None
+        wait = -(-ahead // size) * cost
+        running = self._running
+        if running is not None:
+            started, running_rows = running
+            left = (self._typical(running_rows) or 0.0) - (time.perf_counter() - started)
+            if left > 0:
+                wait += left
+        return wait
+
+    def _typical(self, rows: int) -> float | None:
+        """A call's typical cost on ``rows`` rows: its size's median if seen; else a line
+        (fixed cost per call plus a cost per row) through the nearest sizes seen around it
+        or below it; with a single size seen, in proportion to the rows (pessimistic)."""
+        typical = self._bucket_typical
+        index = _bucket(rows)
+        if typical[index] is not None:
+            return typical[index]
+        seen = [(_BOUNDS[i], c) for i, c in enumerate(typical) if c is not None]
+        if not seen:
+            return self._ewma_call
+        below = [point for point in seen if point[0] < rows]
+        above = [point for point in seen if point[0] > rows]
+        if below and above:
+            (n0, c0), (n1, c1) = below[-1], above[0]
+        elif len(below) >= 2:
+            (n0, c0), (n1, c1) = below[-2], below[-1]
+        else:
+            n1, c1 = (below or above)[-1 if below else 0]
+            return c1 * rows / n1 if below else c1
+        slope = max((c1 - c0) / (n1 - n0), 0.0)
+        return max(c0 + slope * (rows - n0), 0.0)
 
     def _cost_floor(self, rows: int) -> float | None:
         costs = self._bucket_cost
@@ -702,6 +750,7 @@ class Batcher:
         recent = self._recent[index]
         recent.append(seconds)
         self._bucket_cost[index] = min(recent)
+        self._bucket_typical[index] = sorted(recent)[len(recent) // 2]
         per_row = seconds / rows if rows > 0 else seconds
         if self._ewma_call is None or self._ewma_row is None:
             self._ewma_call = seconds

@@ -37,6 +37,20 @@ log = logging.getLogger("modelyard.serving")
 RUNTIMES = ("auto", "native")
 
 
+def _same_inputs(policy: TrafficPolicy, inputs: Mapping[str, list[str]]) -> None:
+    """Variants answer the same requests: their signatures must take the same inputs."""
+    first = policy.variants[0] if policy.variants else None
+    for variant in policy.variants[1:]:
+        assert first is not None
+        if inputs[variant.target] != inputs[first.target]:
+            raise InvalidInput(
+                f"policy.variants: {variant.name} ({variant.target}) takes inputs "
+                f"{', '.join(inputs[variant.target]) or '(none)'}, {first.name} takes "
+                f"{', '.join(inputs[first.target]) or '(none)'}; the variants of an endpoint "
+                "answer the same requests"
+            )
+
+
 def _model(cls: Any, value: Any, field: str) -> Any:
     try:
         return cls.model_validate(value or {}) if not isinstance(value, cls) else value
@@ -272,10 +286,12 @@ class EndpointService:
             raise InvalidInput(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         if not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
             raise InvalidInput(f"timeout_ms must be between 1 and {MAX_TIMEOUT_MS}")
-        uris = [target, *(r.target for r in checked_policy.routes)]
+        variants = [v.target for v in checked_policy.variants]
+        uris = [target, *(r.target for r in checked_policy.routes), *variants]
         if checked_policy.shadow:
             uris.append(checked_policy.shadow)
-        for uri in uris:
+        inputs: dict[str, list[str]] = {}
+        for uri in dict.fromkeys(uris):
             parse_model_uri(uri)
             version = self.ws.registry.resolve(uri)  # NotFound names what is missing
             if uri not in unchanged:
@@ -283,6 +299,9 @@ class EndpointService:
             # Settle the runtime now (deploy time), so gateways start without converting.
             choose_runtime(self.ws, runtime, version)
             _check_columns(checked_redact, version)
+            if uri in variants:
+                inputs[uri] = sorted(i.get("name", "") for i in version.signature.get("inputs", []))
+        _same_inputs(checked_policy, inputs)
         return {
             "target": target,
             "policy": checked_policy.model_dump(mode="json"),

@@ -42,6 +42,26 @@ class StickyKey(BaseModel):
         return self
 
 
+VariantName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+#: The longest deadline a request or an endpoint's SLO may ask for.
+MAX_DEADLINE_MS = MAX_TIMEOUT_MS
+
+
+class Variant(BaseModel):
+    """One variant of an SLO-switched endpoint: a model URI, and optionally its quality.
+
+    Without ``quality`` the gateway reads it: from the endpoint's labelled feedback on this
+    version once there is enough, else from the version's run (its ``quality_metric``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: VariantName
+    target: str = Field(description="models:/name@alias or models:/name/3")
+    quality: float | None = Field(
+        default=None, allow_inf_nan=False, description="higher is better, e.g. accuracy"
+    )
+
+
 class TrafficPolicy(BaseModel):
     """How an endpoint picks the version that answers.
 
@@ -58,6 +78,29 @@ class TrafficPolicy(BaseModel):
     #: The id of the rollout that drives these routes (see modelyard.rollouts); while it
     #: runs, the endpoint's target and policy change only through it.
     rollout: str | None = None
+    #: SLO model switching (see docs/switching.md): each request goes to the most accurate
+    #: variant predicted to answer within its deadline.
+    variants: list[Variant] = Field(default_factory=list, max_length=16)
+    #: Each request's deadline unless it brings a shorter one (x-modelyard-deadline-ms).
+    slo_ms: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_MS, allow_inf_nan=False)
+    #: The metric (higher is better) that ranks variants without an explicit quality.
+    quality_metric: str = Field(default="accuracy", min_length=1, max_length=250)
+
+    @model_validator(mode="after")
+    def _switching(self) -> TrafficPolicy:
+        if not self.variants:
+            return self
+        if self.routes or self.sticky is not None or self.rollout is not None:
+            raise ValueError(
+                "variants switch each request by its deadline: leave out routes and sticky "
+                "(and no rollout may drive the endpoint)"
+            )
+        names = [v.name for v in self.variants]
+        if len(set(names)) < len(names):
+            raise ValueError(f"variant names must be unique, got {', '.join(names)}")
+        if self.slo_ms is None:
+            raise ValueError("variants need slo_ms, the latency each request should be answered in")
+        return self
 
 
 class Batching(BaseModel):
@@ -132,7 +175,10 @@ class Endpoint(BaseModel):
 
     def targets(self) -> list[str]:
         """Every model URI this endpoint may send a request to (shadow included)."""
-        found = [r.target for r in self.policy.routes] or [self.target]
+        found = [
+            *(r.target for r in self.policy.routes),
+            *(v.target for v in self.policy.variants),
+        ] or [self.target]
         if self.policy.shadow:
             found.append(self.policy.shadow)
         return list(dict.fromkeys(found))

@@ -46,6 +46,18 @@ from modelyard.serving.protocols import mlflow as mlflow_protocol
 from modelyard.serving.protocols import oip
 from modelyard.serving.routes import GatewayRoutes, metrics_response, problem_response
 from modelyard.serving.served import Served, sticky_value
+from modelyard.serving.switching import (
+    DEADLINE_HEADER,
+    VARIANT_HEADER,
+    DeadlineShed,
+    Switched,
+    Switcher,
+    admit,
+    check_deadline,
+    deadline_ms,
+    qualities,
+    switching_families,
+)
 from modelyard.serving.wire import (
     BAD_REQUEST_ID,
     JSON,
@@ -96,6 +108,8 @@ ROLLOUT_FLUSH_SECONDS = 1.0
 ROLLOUT_METRICS_SECONDS = 2.0
 #: How long an ended rollout stays on ``/metrics`` (its phase, e.g. ``rolled_back``, at 1).
 ENDED_ROLLOUT_SECONDS = 600.0
+#: How often a switched endpoint's variant qualities are read again (feedback arrives).
+QUALITY_REFRESH_SECONDS = 30.0
 
 #: A request's parsed body: its inputs, row count, OIP request (None: MLflow) and request id.
 Parsed = tuple[Mapping[str, Any], int, oip.InferRequest | None, str]
@@ -185,8 +199,11 @@ class Gateway:
         self._rollouts_read = -ROLLOUT_METRICS_SECONDS  # monotonic time of the last read
         self._rollouts_shown_until = 0.0  # (monotonic) keep reading them until then
         self._rollouts_failing = False  # the last read failed (said once, not per refresh)
+        #: Per switched endpoint: the switch whose qualities were read last, and when.
+        self._qualities_read: dict[str, tuple[Switcher, float]] = {}
         self.metrics.add_collector(partial(gateway_families, self))
         self.metrics.add_collector(lambda: rollout_families(self.rollouts))
+        self.metrics.add_collector(lambda: switching_families(self.state.served))
 
     @cached_property
     def router(self) -> Router:
@@ -248,6 +265,28 @@ class Gateway:
             except Exception:  # a registry hiccup must not stop the gateway
                 log.exception("refreshing endpoints failed; serving what was loaded")
             await self._refresh_rollouts()
+            await self._refresh_qualities()
+
+    async def _refresh_qualities(self) -> None:
+        """Read the qualities of each switched endpoint's variants again: at once for a new
+        snapshot, then every :data:`QUALITY_REFRESH_SECONDS` (labelled feedback arrives)."""
+        now = time.monotonic()
+        for name, served in list(self.state.served.items()):
+            switch = served.switch
+            if switch is None:
+                self._qualities_read.pop(name, None)
+                continue
+            read = self._qualities_read.get(name)
+            if read is not None and read[0] is switch and now - read[1] < QUALITY_REFRESH_SECONDS:
+                continue
+            self._qualities_read[name] = (switch, now)
+            versions = [m.version for m in served.models]
+            try:
+                found = await asyncio.to_thread(qualities, self.ws, served.endpoint, versions)
+            except Exception as exc:  # the ranking it has stays; tried again later
+                log.warning("endpoint %s: reading its variants' qualities failed: %r", name, exc)
+                continue
+            switch.set_qualities(found)
 
     async def _refresh_rollouts(self) -> None:
         """Read the rollouts again for ``/metrics``: at most every
@@ -380,9 +419,15 @@ class Gateway:
         sticky = endpoint.policy.sticky if len(models) > 1 else None
         header = None
         same: tuple[bool, ...] = ()
+        switch = Switcher.for_endpoint(endpoint) if endpoint.policy.variants else None
+        if switch is not None and current is not None and current.switch is not None:
+            switch.set_qualities(  # known until the next read (see _refresh_qualities)
+                {v.name: (v.quality, v.source) for v in current.switch.variants}
+            )
         if sticky is not None and sticky.header is not None:
             header = sticky.header.lower().encode("ascii")
-        elif sticky is not None:  # compared once here: signatures are large pydantic models
+        elif sticky is not None or switch is not None:
+            # compared once here: signatures are large pydantic models
             first = models[0].predictor.signature
             same = tuple(m.predictor.signature == first for m in models)
         return Served(
@@ -395,6 +440,7 @@ class Gateway:
             sticky,
             header,
             same,
+            switch,
         )
 
     async def _refresh_guards(self, served: Served) -> None:
@@ -538,8 +584,20 @@ class Gateway:
             served = self.served(target)
             admission = self.limits.admit(target, caller)  # 429 over a rate limit or quota
             parsed = None
+            switched = None
             if version is not None:
                 loaded = served.by_version(version)
+            elif served.switch is not None:
+                if body is None:  # the deadline may be in the body (OIP parameters)
+                    assert receive is not None
+                    body = await read_body(receive, self.max_body, headers)
+                    if body is None:
+                        self.metrics.errors.inc(label_name, "client_disconnected")
+                        return None
+                    served = self.served(target)  # it may have been replaced meanwhile
+                loaded, parsed, switched = self._switch(
+                    served, protocol, headers, body, request_id, start
+                )
             elif served.sticky is None:
                 loaded = served.pick()
             else:
@@ -570,7 +628,16 @@ class Gateway:
                         self.metrics.errors.inc(label_name, "client_disconnected")
                         return None
                 payload, tag, request_id, extra = await self._answer(
-                    served, loaded, protocol, body, headers, request_id, start, admission, parsed
+                    served,
+                    loaded,
+                    protocol,
+                    body,
+                    headers,
+                    request_id,
+                    start,
+                    admission,
+                    parsed,
+                    switched,
                 )
             finally:
                 loaded.exit()
@@ -607,9 +674,10 @@ class Gateway:
         start: float,
         admission: Admission,
         parsed: Parsed | None = None,
+        switched: Switched | None = None,
     ) -> tuple[bytes, bytes, str, tuple[tuple[bytes, bytes], ...]]:
         """Decode (unless ``parsed`` already), guard, predict (or hit the cache), encode and
-        log one request.
+        log one request (``switched``: admitted to a variant by its deadline).
 
         Returns the response body, the cache header's value, the request id (an OIP
         request may carry its own) and the guard's headers.
@@ -619,6 +687,12 @@ class Gateway:
         if parsed is None:
             parsed = self._parse(loaded, protocol, body, headers, request_id)
         inputs, rows, request, request_id = parsed
+        if switched is None and (
+            endpoint.policy.slo_ms is not None
+            or DEADLINE_HEADER in headers
+            or (request is not None and request.parameters)
+        ):
+            switched = self._deadline(served, loaded, headers, request, rows, start)
         scores = None  # each row's novelty, with a guard
         extra: tuple[tuple[bytes, bytes], ...] = ()
         if served.guards is not None:  # before the cache: a rejected row is never answered
@@ -644,12 +718,30 @@ class Gateway:
                     outputs=outputs,
                     request_id=request.id,
                     requested=request.outputs,
+                    parameters=(
+                        {"variant": switched.variant, "model": model}
+                        if switched is not None and switched.variant
+                        else None
+                    ),
                 )
             else:
                 payload = mlflow_protocol.encode_predictions(outputs)
             if cache is not None:
                 cache[key] = (payload, outputs)
         admission.charge(rows)  # answered: the rows count against its quotas
+        seconds = time.perf_counter() - start
+        variant = deadline = None
+        if switched is not None:
+            deadline = switched.deadline_ms
+            met = seconds * 1000 <= deadline
+            if served.switch is not None:
+                variant = switched.variant
+                if hit is None:  # a cached answer teaches nothing about latency
+                    error = seconds - switched.admitted - switched.predicted
+                    served.switch.observe(switched.position, error, met)
+                else:
+                    served.switch.observe_hit(switched.position, met)
+                extra += ((VARIANT_HEADER, variant.encode()),)
         self.log.log(
             endpoint=endpoint.name,
             model=model,
@@ -658,9 +750,11 @@ class Gateway:
             inputs=inputs,
             outputs=outputs,
             rows=rows,
-            latency_ms=(time.perf_counter() - start) * 1000,
+            latency_ms=seconds * 1000,
             guard=scores,
             caller=admission.caller,
+            variant=variant,
+            deadline_ms=deadline,
         )
         if served.shadow is not None and hit is None:
             self._mirror(served, served.shadow, inputs, rows, request_id)
@@ -728,6 +822,61 @@ class Gateway:
             return served.pick(), None
         route = served.route_of(sticky_value(parsed[0], sticky.field))
         return served.models[route], (parsed if served.same_signature[route] else None)
+
+    @staticmethod
+    def _deadline(
+        served: Served,
+        loaded: LoadedModel,
+        headers: Mapping[bytes, bytes],
+        request: oip.InferRequest | None,
+        rows: int,
+        start: float,
+    ) -> Switched | None:
+        """A request with a deadline on an endpoint without variants: :class:`DeadlineShed`
+        if ``loaded`` is predicted to answer it late (see serving/switching.py)."""
+        deadline = deadline_ms(
+            served.endpoint.policy.slo_ms,
+            headers,
+            request.parameters if request is not None else None,
+            loaded.version.model,
+        )
+        if deadline is None:
+            return None
+        return check_deadline(served, loaded, rows, deadline, time.perf_counter() - start)
+
+    def _switch(
+        self,
+        served: Served,
+        protocol: str,
+        headers: Mapping[bytes, bytes],
+        body: bytes,
+        request_id: str,
+        start: float,
+    ) -> tuple[LoadedModel, Parsed | None, Switched | None]:
+        """The variant a request goes to (see serving/switching.py): the best one predicted
+        to answer within its deadline. Raises :class:`DeadlineShed` when none is.
+
+        The body is parsed with the first variant's signature (the deadline may be in OIP's
+        parameters); the parse is kept when the chosen variant has the same signature.
+        """
+        first = served.models[0]
+        parsed = self._parse(first, protocol, body, headers, request_id)
+        request = parsed[2]
+        deadline = deadline_ms(
+            served.endpoint.policy.slo_ms,
+            headers,
+            request.parameters if request is not None else None,
+            first.version.model,
+        )
+        if deadline is None or served.switch is None:  # it changed while the body was read
+            return served.pick(), parsed if len(served.models) == 1 else None, None
+        cached = None
+        if served.cache is not None:  # a cached answer (the best variant's) needs no time
+            cached = partial(_cached, served.cache, _body_digest(protocol, body))
+        loaded, switched = admit(served, parsed[1], deadline, time.perf_counter() - start, cached)
+        index = served.models.index(loaded)
+        same = loaded is first or (bool(served.same_signature) and served.same_signature[index])
+        return loaded, parsed if same else None, switched
 
     async def _predict(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], rows: int, timeout_ms: int
@@ -893,6 +1042,7 @@ class Gateway:
                 request_id=request_id,
                 status=exc.status,
                 latency_ms=seconds * 1000,
+                deadline_ms=exc.deadline_ms if isinstance(exc, DeadlineShed) else None,
             )
         tag = loaded.tag if loaded is not None else b""
         body = orjson.dumps(problem)
@@ -952,5 +1102,16 @@ def _is_gateway_path(path: str) -> bool:
 
 
 def _cache_key(loaded: LoadedModel, protocol: str, body: bytes) -> bytes:
-    digest = hashlib.blake2b(body, digest_size=16).digest()
-    return f"{loaded.key}|{protocol}|".encode() + digest
+    return _variant_key(loaded, _body_digest(protocol, body))
+
+
+def _cached(cache: TTLCache[bytes, Any], digest: bytes, loaded: LoadedModel) -> bool:
+    return _variant_key(loaded, digest) in cache
+
+
+def _body_digest(protocol: str, body: bytes) -> bytes:
+    return f"|{protocol}|".encode() + hashlib.blake2b(body, digest_size=16).digest()
+
+
+def _variant_key(loaded: LoadedModel, digest: bytes) -> bytes:
+    return str(loaded.key).encode() + digest

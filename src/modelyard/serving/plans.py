@@ -78,7 +78,11 @@ def resolve(ws: Workspace) -> Resolved:
     for endpoint in ws.endpoints.list():
         try:
             routes = endpoint.policy.routes or []
-            pairs = [(r.target, r.weight) for r in routes] or [(endpoint.target, 1.0)]
+            pairs = (
+                [(r.target, r.weight) for r in routes]
+                or [(v.target, 1.0) for v in endpoint.policy.variants]
+                or [(endpoint.target, 1.0)]
+            )
             plan = Plan(endpoint, [])
             for target, weight in pairs:
                 version = ws.registry.resolve(target)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from modelyard.serving.guard import Guard, Inactive
     from modelyard.serving.pool import LoadedModel
+    from modelyard.serving.switching import Switcher
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Served:
     #: With a sticky field: per route, whether its signature is the first route's (a body
     #: parsed with the first route's signature to read the key then serves it as well).
     same_signature: tuple[bool, ...] = ()
+    #: With ``policy.variants``: the SLO switching state (see serving/switching.py); the
+    #: models are the variants, in the policy's order.
+    switch: Switcher | None = None
 
     def pick(self, key: bytes | None = None) -> LoadedModel:
         """A model by weight: at random, or where a sticky ``key`` falls (see

@@ -425,8 +425,10 @@ def encode_infer_response(
     outputs: dict[str, NDArray[Any]],
     request_id: str | None,
     requested: list[str] | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> bytes:
-    """The OIP v2 response body for ``outputs`` (only the ``requested`` ones when given).
+    """The OIP v2 response body for ``outputs`` (only the ``requested`` ones when given),
+    with the response's ``parameters`` if any.
 
     NaN and infinities have no JSON form and are written as ``null``.
     """
@@ -443,6 +445,8 @@ def encode_infer_response(
     doc: dict[str, Any] = {"model_name": model, "model_version": str(version)}
     if request_id is not None:
         doc["id"] = request_id
+    if parameters:
+        doc["parameters"] = parameters
     doc["outputs"] = tensors
     return orjson.dumps(doc, option=_NUMPY_OPTS, default=_default)
 

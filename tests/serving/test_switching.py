@@ -1,0 +1,389 @@
+"""SLO switching's parts: deadlines, ranking, the choice, the latency model; and the
+endpoint's variants through the SDK (in-process and HTTP), the API and the CLI.
+
+A real `serve` switching under a spike is tests/e2e/test_switching_serve.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from modelyard.errors import BadRequest, InvalidInput
+from modelyard.serving.batcher import Batcher
+from modelyard.serving.entities import Endpoint, TrafficPolicy
+from modelyard.serving.switching import (
+    MARGIN_HALF_LIFE,
+    Switcher,
+    deadline_ms,
+)
+
+# -- deadlines -------------------------------------------------------------------------------
+
+
+def test_the_shortest_deadline_wins() -> None:
+    assert deadline_ms(None, {}, None, "m") is None
+    assert deadline_ms(50.0, {}, None, "m") == 50.0
+    assert deadline_ms(50.0, {b"x-modelyard-deadline-ms": b"20"}, None, "m") == 20.0
+    assert deadline_ms(50.0, {b"x-modelyard-deadline-ms": b"200"}, None, "m") == 50.0
+    assert deadline_ms(None, {b"x-modelyard-deadline-ms": b"7.5"}, None, "m") == 7.5
+    assert deadline_ms(50.0, {}, {"deadline_ms": 10}, "m") == 10.0
+    assert deadline_ms(50.0, {}, {"timeout": 5000}, "m") == 5.0  # tritonclient: µs
+    assert deadline_ms(None, {}, {"other": 1}, "m") is None
+    assert deadline_ms(None, {b"x-modelyard-deadline-ms": b"1e12"}, None, "m") == 600_000
+
+
+@pytest.mark.parametrize("bad", [b"soon", b"0", b"-1", b"nan", b"inf", b""])
+def test_a_bad_deadline_header_is_a_400(bad: bytes) -> None:
+    with pytest.raises(BadRequest, match="fraud: the x-modelyard-deadline-ms header must be"):
+        deadline_ms(50.0, {b"x-modelyard-deadline-ms": bad}, None, "fraud")
+
+
+@pytest.mark.parametrize("bad", [True, "x", 0, -3, None, [1]])
+def test_a_bad_deadline_parameter_is_a_400(bad: Any) -> None:
+    with pytest.raises(BadRequest, match=r"parameters\.deadline_ms must be a positive number"):
+        deadline_ms(50.0, {}, {"deadline_ms": bad}, "fraud")
+
+
+# -- ranking and the choice ------------------------------------------------------------------
+
+
+def _endpoint(*variants: dict[str, Any]) -> Endpoint:
+    now = pd.Timestamp.now(tz="UTC").to_pydatetime()
+    policy = TrafficPolicy(variants=list(variants), slo_ms=100.0)  # type: ignore[arg-type]
+    return Endpoint(
+        id="e", name="fraud", target="models:/a/1", policy=policy, created_at=now, updated_at=now
+    )
+
+
+@dataclass
+class StubBatcher:
+    wait: float | None
+
+    def predicted_wait(self, rows: int = 1) -> float | None:
+        return None if self.wait is None else self.wait * rows
+
+
+@dataclass
+class StubModel:
+    batcher: StubBatcher
+
+
+@dataclass
+class StubServed:
+    models: tuple[StubModel, ...]
+
+
+def _served(*waits: float | None) -> Any:
+    return StubServed(tuple(StubModel(StubBatcher(w)) for w in waits))
+
+
+def test_variants_rank_by_quality_or_keep_the_policys_order() -> None:
+    switcher = Switcher.for_endpoint(
+        _endpoint(
+            {"name": "fast", "target": "models:/b/1", "quality": 0.8},
+            {"name": "accurate", "target": "models:/a/1", "quality": 0.9},
+        )
+    )
+    assert [switcher.variants[i].name for i in switcher.order] == ["accurate", "fast"]
+    unknown = Switcher.for_endpoint(
+        _endpoint(
+            {"name": "first", "target": "models:/b/1"},
+            {"name": "second", "target": "models:/a/1", "quality": 0.9},
+        )
+    )
+    assert [unknown.variants[i].name for i in unknown.order] == ["first", "second"]
+    # read later (feedback or a run); the policy's own quality stays
+    unknown.set_qualities({"first": (0.5, "feedback"), "second": (0.1, "run")})
+    assert [unknown.variants[i].name for i in unknown.order] == ["second", "first"]
+    assert (unknown.variants[0].quality, unknown.variants[0].source) == (0.5, "feedback")
+    assert (unknown.variants[1].quality, unknown.variants[1].source) == (0.9, "policy")
+
+
+def test_the_best_variant_that_fits_answers_and_none_sheds() -> None:
+    switcher = Switcher.for_endpoint(
+        _endpoint(
+            {"name": "accurate", "target": "models:/a/1", "quality": 0.9},
+            {"name": "fast", "target": "models:/b/1", "quality": 0.8},
+        )
+    )
+    served = _served(0.050, 0.002)
+    assert switcher.choose(served, 1, 0.100) == (0, 0.050)
+    assert switcher.choose(served, 1, 0.010) == (1, 0.002)
+    assert switcher.choose(served, 4, 0.100) == (1, 0.008)  # 200 ms for 4 rows: too slow
+    assert switcher.choose(served, 1, 0.001) is None
+    # a variant whose latency is unknown is predicted to fit: it has to be tried to be known
+    position, predicted = switcher.choose(_served(None, 0.002), 1, 0.001) or (None, 0.0)
+    assert position == 0 and math.isnan(predicted)
+
+
+def test_the_margin_learns_the_error_and_fades_while_idle() -> None:
+    switcher = Switcher.for_endpoint(
+        _endpoint(
+            {"name": "accurate", "target": "models:/a/1", "quality": 0.9},
+            {"name": "fast", "target": "models:/b/1", "quality": 0.8},
+        )
+    )
+    for _ in range(50):  # every request took 30 ms more than its batcher predicted
+        switcher.observe(0, 0.030, met=True)
+    state = switcher.variants[0]
+    assert 0.025 < state.margin() < 0.035
+    served = _served(0.050, 0.002)
+    assert switcher.choose(served, 1, 0.070)[0] == 1  # type: ignore[index]
+    assert switcher.choose(served, 1, 0.090)[0] == 0  # type: ignore[index]
+    switcher.observe(0, math.nan, met=True)  # admitted while unknown: nothing learned
+    assert 0.025 < state.margin() < 0.035
+    state.observed -= 3 * MARGIN_HALF_LIFE
+    assert state.margin() == pytest.approx(
+        (state.error_mean + 2 * state.error_spread) / 8, rel=0.01
+    )
+
+
+def test_effective_accuracy_counts_shed_requests_as_missed() -> None:
+    switcher = Switcher.for_endpoint(
+        _endpoint(
+            {"name": "accurate", "target": "models:/a/1", "quality": 0.9},
+            {"name": "fast", "target": "models:/b/1", "quality": 0.7},
+        )
+    )
+    assert switcher.effective() == (None, None)
+    switcher.observe(0, 0.0, met=True)
+    switcher.observe_hit(1, met=True)
+    switcher.observe(1, 0.0, met=False)
+    switcher.refused()
+    share, weighted = switcher.effective()
+    assert share == 0.5
+    assert weighted == pytest.approx((0.9 + 0.7) / 4)
+    assert (switcher.variants[0].met, switcher.variants[1].met, switcher.variants[1].missed) == (
+        1,
+        1,
+        1,
+    )
+    assert switcher.shed == 1
+
+
+# -- the batcher's latency model -------------------------------------------------------------
+
+
+def test_the_batcher_predicts_its_queue_and_each_batch_size() -> None:
+    asyncio.run(_batcher_predicts())
+
+
+async def _batcher_predicts() -> None:
+    def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = len(inputs["x"])
+        time.sleep(0.004 + 0.001 * rows)  # a fixed cost per call, and one per row
+        return {"y": inputs["x"]}
+
+    batcher = Batcher(predict, max_batch_size=8, max_wait_ms=0)
+    try:
+        assert batcher.predicted_wait(1) is None
+        for _ in range(5):
+            await batcher.submit({"x": np.zeros(1)}, 1)
+            await batcher.submit({"x": np.zeros(8)}, 8)
+        one, eight = batcher.predicted_wait(1), batcher.predicted_wait(8)
+        assert one is not None and eight is not None
+        assert 0.004 < one < eight  # each size its own median
+        # 4 rows, never seen: on the line between 1 and 8 rows, not 4 x the 1-row cost
+        four = batcher.predicted_wait(4)
+        assert four is not None and one < four < eight and four < 4 * one
+        # 16 rows with a batch size of 8: two batches of 8
+        assert batcher.predicted_wait(16) == pytest.approx(2 * eight)
+    finally:
+        await batcher.close()
+
+
+# -- adapters --------------------------------------------------------------------------------
+
+
+def _frame() -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(200, 2)), columns=["f0", "f1"])
+    return X, (X.f0 > 0).astype(int)
+
+
+POLICY = {
+    "variants": [
+        {"name": "accurate", "target": "models:/fraud@champion", "quality": 0.93},
+        {"name": "fast", "target": "models:/fraud-small/1"},
+    ],
+    "slo_ms": 50,
+}
+
+
+def test_variants_through_the_sdk(client) -> None:  # type: ignore[no-untyped-def]
+    X, y = _frame()
+    client.log_model(
+        LogisticRegression().fit(X, y), "fraud", input_example=X.head(3), alias="champion"
+    )
+    client.log_model(LogisticRegression(C=0.1).fit(X, y), "fraud-small", input_example=X.head(3))
+    endpoint = client.endpoints.create("fraud", "models:/fraud@champion", policy=POLICY)
+    assert [v.name for v in endpoint.policy.variants] == ["accurate", "fast"]
+    assert endpoint.policy.slo_ms == 50 and endpoint.policy.quality_metric == "accuracy"
+    assert endpoint.targets() == ["models:/fraud@champion", "models:/fraud-small/1"]
+    with pytest.raises(InvalidInput, match="variants need slo_ms"):
+        client.endpoints.update("fraud", policy={"variants": POLICY["variants"]})
+    with pytest.raises(InvalidInput, match="variant names must be unique"):
+        client.endpoints.update("fraud", policy={**POLICY, "variants": [POLICY["variants"][0]] * 2})
+    with pytest.raises(InvalidInput):
+        client.endpoints.update(
+            "fraud",
+            policy={**POLICY, "variants": [{"name": "Bad Name", "target": "models:/fraud/1"}]},
+        )
+    assert client.endpoints.get("fraud").policy.slo_ms == 50  # nothing stored was lost
+    cleared = client.endpoints.update("fraud", policy={"routes": []})
+    assert cleared.policy.variants == [] and cleared.policy.slo_ms is None
+
+
+def test_a_rollout_cannot_start_on_a_switched_endpoint(workspace) -> None:  # type: ignore[no-untyped-def]
+    from modelyard.client import Client
+    from modelyard.errors import Conflict
+
+    X, y = _frame()
+    client = Client(str(workspace.settings.resolved_home), settings=workspace.settings)
+    client.log_model(
+        LogisticRegression().fit(X, y), "fraud", input_example=X.head(3), alias="champion"
+    )
+    client.log_model(LogisticRegression().fit(X, y), "fraud-small", input_example=X.head(3))
+    client.endpoints.create("fraud", "models:/fraud@champion", policy=POLICY)
+    with pytest.raises(Conflict, match="switches between variants by deadline"):
+        workspace.rollouts.start("fraud", "models:/fraud-small/1", {})
+    client.close()
+
+
+def test_variants_through_the_api(live_server, workspace) -> None:  # type: ignore[no-untyped-def]
+    from modelyard.client import Client
+
+    X, y = _frame()
+    client = Client(str(workspace.settings.resolved_home), settings=workspace.settings)
+    client.log_model(
+        LogisticRegression().fit(X, y), "fraud", input_example=X.head(3), alias="champion"
+    )
+    client.log_model(LogisticRegression().fit(X, y), "fraud-small", input_example=X.head(3))
+    client.close()
+    url = f"{live_server.url}/api/v1/endpoints"
+    body = {"name": "fraud", "target": "models:/fraud@champion", "policy": POLICY}
+    for bad, where in (
+        ({**POLICY, "slo_ms": 0}, "slo_ms"),
+        ({**POLICY, "slo_ms": True}, "slo_ms"),
+        ({"variants": POLICY["variants"]}, "variants need slo_ms"),
+        (
+            {**POLICY, "variants": [{"name": "a", "target": "models:/fraud/1", "quality": "hi"}]},
+            "quality",
+        ),
+    ):
+        r = httpx.post(url, json={**body, "policy": bad})
+        assert r.status_code == 422, r.text
+        assert where in r.text
+    r = httpx.post(
+        url,
+        json={
+            **body,
+            "policy": {**POLICY, "variants": [{"name": "a", "target": "models:/nothing/1"}]},
+        },
+    )
+    assert r.status_code == 404, r.text
+    r = httpx.post(url, json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["policy"]["variants"][0] == {
+        "name": "accurate",
+        "target": "models:/fraud@champion",
+        "quality": 0.93,
+    }
+
+
+def test_variant_commands(run) -> None:  # type: ignore[no-untyped-def]
+    run("quickstart", "--rows", "400", "--name", "qs")
+    out = run(
+        "endpoints",
+        "create",
+        "qs",
+        "--variant",
+        "accurate=models:/qs@champion",
+        "--variant",
+        "same=models:/qs/1",
+        "--slo-ms",
+        "40",
+        "--quality",
+        "accurate=0.9",
+        "--json",
+    ).stdout
+    endpoint = json.loads(out)
+    assert endpoint["target"] == "models:/qs@champion"
+    assert endpoint["policy"]["slo_ms"] == 40
+    assert endpoint["policy"]["variants"][0]["quality"] == 0.9
+    for args, message in (
+        (("--variant", "accurate"), "must look like NAME=models:/MODEL@ALIAS"),
+        (
+            ("--variant", "a=models:/qs/1", "--slo-ms", "40", "--quality", "b=0.3"),
+            "NAME one of the --variant names (a)",
+        ),
+        (
+            ("--variant", "a=models:/qs/1", "--slo-ms", "40", "--quality", "a=high"),
+            "'high' is not a number",
+        ),
+        (("--variant", "a=models:/qs/1", "--split", "models:/qs/1=1"), "cannot be combined"),
+        (("--variant", "a=models:/qs/1"), "variants need slo_ms"),
+    ):
+        result = run("endpoints", "create", "other", *args, ok=False)
+        assert result.returncode != 0
+        assert message in result.stderr + result.stdout, (args, result.stderr)
+    run("endpoints", "update", "qs", "--slo-ms", "80", "--variant", "accurate=models:/qs/1")
+    assert json.loads(run("endpoints", "show", "qs", "--json").stdout)["policy"]["slo_ms"] == 80
+    run("endpoints", "update", "qs", "--clear-policy")
+    assert json.loads(run("endpoints", "show", "qs", "--json").stdout)["policy"]["variants"] == []
+    assert "--variant" in run("endpoints", "create", "--help").stdout
+
+
+def test_qualities_come_from_feedback_then_the_run(workspace) -> None:  # type: ignore[no-untyped-def]
+    """The gateway's ranking input: labelled feedback on the version at this endpoint once
+    there are 200 labels, else the version's run metric, else unknown; never for a variant
+    whose quality the policy sets."""
+    from datetime import timedelta
+
+    from tests.monitoring.test_deadlines import T0, Request, label, log, register
+
+    from modelyard.serving.switching import qualities
+
+    register(workspace, "fraud", 0.9)
+    register(workspace, "fraud-small", None)
+    register(workspace, "fraud-fixed", 0.1)
+    variants = [
+        {"name": "accurate", "target": "models:/fraud/1"},
+        {"name": "fast", "target": "models:/fraud-small/1"},
+        {"name": "fixed", "target": "models:/fraud-fixed/1", "quality": 0.5},
+    ]
+    endpoint = workspace.endpoints.create(
+        "fraud", "models:/fraud/1", policy={"variants": variants, "slo_ms": 50}
+    )
+    versions = [workspace.registry.resolve(v["target"]) for v in variants]
+    assert qualities(workspace, endpoint, versions) == {
+        "accurate": (0.9, "run"),
+        "fast": (None, "unknown"),
+    }
+    history = [
+        Request(f"k{i}", "fraud-small", "fast", 1.0, 1, 1 if i < 150 else 0) for i in range(200)
+    ] + [Request(f"h{i}", "fraud", "accurate", 1.0, 1, 1 if i < 120 else 0) for i in range(200)]
+    log(workspace, history, start=T0 - timedelta(hours=2))
+    label(workspace, history)
+    assert qualities(workspace, endpoint, versions) == {
+        "accurate": (0.6, "feedback"),  # the labels say otherwise than the run
+        "fast": (0.75, "feedback"),
+    }
+    # a metric the labels do not give (r2 of a classifier) and no run has: unknown
+    other = workspace.endpoints.update(
+        "fraud", policy={"variants": variants, "slo_ms": 50, "quality_metric": "r2"}
+    )
+    assert qualities(workspace, other, versions) == {
+        "accurate": (None, "unknown"),
+        "fast": (None, "unknown"),
+    }
