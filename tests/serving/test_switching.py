@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from modelyard.errors import BadRequest, InvalidInput
+from modelyard.errors import BadRequest, InvalidInput, NotFound
 from modelyard.serving.batcher import Batcher
 from modelyard.serving.entities import Endpoint, TrafficPolicy
 from modelyard.serving.switching import (
@@ -230,6 +230,13 @@ def test_variants_through_the_sdk(client) -> None:  # type: ignore[no-untyped-de
     assert [v.name for v in endpoint.policy.variants] == ["accurate", "fast"]
     assert endpoint.policy.slo_ms == 50 and endpoint.policy.quality_metric == "accuracy"
     assert endpoint.targets() == ["models:/fraud@champion", "models:/fraud-small/1"]
+    status = client.endpoints.variant_status("fraud")
+    assert [(v.name, v.model, v.version, v.quality, v.source) for v in status] == [
+        ("accurate", "fraud", 1, 0.93, "policy"),
+        ("fast", "fraud-small", 1, None, "unknown"),
+    ]
+    with pytest.raises(NotFound):
+        client.endpoints.variant_status("nothing")
     with pytest.raises(InvalidInput, match="variants need slo_ms"):
         client.endpoints.update("fraud", policy={"variants": POLICY["variants"]})
     with pytest.raises(InvalidInput, match="variant names must be unique"):
@@ -339,7 +346,11 @@ def test_variant_commands(run) -> None:  # type: ignore[no-untyped-def]
         assert message in result.stderr + result.stdout, (args, result.stderr)
     run("endpoints", "update", "qs", "--slo-ms", "80", "--variant", "accurate=models:/qs/1")
     assert json.loads(run("endpoints", "show", "qs", "--json").stdout)["policy"]["slo_ms"] == 80
+    shown = run("endpoints", "variants", "qs").stdout
+    # update replaced the variants: one, ranked by the quickstart run's accuracy
+    assert "accurate" in shown and "│ run" in shown and "same" not in shown
     run("endpoints", "update", "qs", "--clear-policy")
+    assert "has no variants" in run("endpoints", "variants", "qs").stdout
     assert json.loads(run("endpoints", "show", "qs", "--json").stdout)["policy"]["variants"] == []
     assert "--variant" in run("endpoints", "create", "--help").stdout
 

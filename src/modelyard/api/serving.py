@@ -22,6 +22,7 @@ from modelyard.serving.entities import (
     RedactAction,
     Route,
     Variant,
+    VariantStatus,
 )
 from modelyard.workspace import Workspace
 
@@ -128,6 +129,13 @@ def get_endpoint(name: str, ws: Workspace = Depends(viewer)) -> Endpoint:
 @router.patch("/endpoints/{name}", response_model=Endpoint)
 def update_endpoint(name: str, body: EndpointPatch, ws: Workspace = Depends(editor)) -> Endpoint:
     return ws.endpoints.update(name, **body.model_dump(exclude_unset=True, exclude_none=True))
+
+
+@router.get("/endpoints/{name}/variants", response_model=list[VariantStatus])
+def variant_status(name: str, ws: Workspace = Depends(viewer)) -> list[VariantStatus]:
+    """The endpoint's variants (empty: not switched by deadline), each with the version it
+    resolves to and the quality that ranks it, with its source."""
+    return ws.endpoints.variant_status(name)
 
 
 @router.get("/endpoints/{name}/guard", response_model=GuardStatus)

@@ -204,6 +204,22 @@ def show(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
     record(_service(ctx).get(name), as_json=as_json)
 
 
+@endpoints.command("variants")
+def variants(ctx: typer.Context, name: str, as_json: bool = JSON) -> None:
+    """The endpoint's variants: the version each resolves to and the quality that ranks it
+    (policy, feedback or run; docs/switching.md)."""
+    found = _service(ctx).variant_status(name)
+    if not found and not as_json:
+        ok(f"endpoint {name} has no variants: it is not switched by deadline")
+        return
+    table(
+        found,
+        ("name", "target", "model", "version", "quality", "source"),
+        as_json=as_json,
+        title=f"variants of {name}",
+    )
+
+
 @endpoints.command("guard")
 def guard(
     ctx: typer.Context,

@@ -12,6 +12,7 @@ are importable from here too.
 
 from __future__ import annotations
 
+import builtins
 import os
 import uuid
 from collections.abc import Iterable, Mapping
@@ -47,7 +48,7 @@ from modelyard.registry import (
     VersionRuntime,
 )
 from modelyard.registry.history import AliasAt, AliasHistory
-from modelyard.serving.entities import Endpoint, GuardStatus
+from modelyard.serving.entities import Endpoint, GuardStatus, VariantStatus
 
 if TYPE_CHECKING:
     from modelyard.pipelines.variants import VariantReport
@@ -423,6 +424,10 @@ class HttpEndpoints:
 
     def guard_status(self, name: str) -> GuardStatus:
         return self.t.get(f"/endpoints/{_q(name)}/guard", GuardStatus)
+
+    def variant_status(self, name: str) -> builtins.list[VariantStatus]:
+        data = self.t.request("GET", f"/endpoints/{_q(name)}/variants").json()
+        return [VariantStatus.model_validate(v) for v in data]
 
     def delete(self, name: str) -> None:
         self.t.request("DELETE", f"/endpoints/{_q(name)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from modelyard.serving.entities import (
     GuardConfig,
     GuardStatus,
     TrafficPolicy,
+    VariantStatus,
 )
 from modelyard.serving.runtime import choose_runtime
 from modelyard.store.tables import EndpointRow
@@ -200,6 +202,29 @@ class EndpointService:
         from modelyard.serving.guard import guard_status
 
         return guard_status(self.ws, self.get(name))
+
+    def variant_status(self, name: str) -> builtins.list[VariantStatus]:
+        """The endpoint's variants (none: not switched), each with the version its target
+        resolves to now and the quality that ranks it (see serving/switching.py)."""
+        from modelyard.serving.switching import qualities
+
+        endpoint = self.get(name)
+        versions = [self.ws.registry.resolve(v.target) for v in endpoint.policy.variants]
+        found = qualities(self.ws, endpoint, versions)
+        result = []
+        for variant, version in zip(endpoint.policy.variants, versions, strict=True):
+            quality, source = found.get(variant.name, (variant.quality, "policy"))
+            result.append(
+                VariantStatus(
+                    name=variant.name,
+                    target=variant.target,
+                    model=version.model,
+                    version=version.version,
+                    quality=quality,
+                    source=source,
+                )
+            )
+        return result
 
     def delete(self, name: str) -> None:
         with self.store.write(self.ws.actor) as tx:

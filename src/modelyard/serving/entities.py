@@ -62,6 +62,19 @@ class Variant(BaseModel):
     )
 
 
+class VariantStatus(BaseModel):
+    """A variant of an SLO-switched endpoint as the gateway ranks it: the version its target
+    resolves to, and its quality with where that comes from (policy, feedback, run, or
+    unknown)."""
+
+    name: str
+    target: str
+    model: str
+    version: int
+    quality: float | None = None
+    source: Literal["policy", "feedback", "run", "unknown"] = "unknown"
+
+
 class TrafficPolicy(BaseModel):
     """How an endpoint picks the version that answers.
 
