@@ -55,8 +55,12 @@ def _accurate(inner: LogisticRegression) -> object:
 
         def predict(self, inputs):  # type: ignore[no-untyped-def]
             time.sleep(0.02)
-            frame = pd.DataFrame({k: np.asarray(v) for k, v in inputs.items()})
-            return self.inner.predict(frame[FEATURES])
+            frame = pd.DataFrame({k: np.asarray(v) for k, v in inputs.items()})[FEATURES]
+            # the outputs of the fast variant (a scikit-learn classifier): variants answer alike
+            return {
+                "predictions": self.inner.predict(frame),
+                "probabilities": self.inner.predict_proba(frame),
+            }
 
     return Deliberate(inner)
 
@@ -249,7 +253,7 @@ def test_a_deadline_on_an_endpoint_without_variants_sheds_what_would_be_late(
     assert statuses[200] >= 2 and statuses[503] >= 2, statuses
     shed = next(r for r in answers if r.status_code == 503)
     assert (
-        "no model of endpoint 'slow' can answer within the 100 ms deadline"
+        "the model of endpoint 'slow' cannot answer within the 100 ms deadline"
         in (shed.json()["detail"])
     )
     assert "x-modelyard-variant" not in shed.headers
@@ -284,7 +288,7 @@ def test_metrics_show_each_variant(serve: Serve) -> None:
 def test_variants_must_take_the_same_inputs_and_need_an_slo(serve: Serve) -> None:
     ws = Workspace.open(Settings(home=serve.home), migrate=False)
     try:
-        with pytest.raises(InvalidInput, match=r"fraud-two.*takes inputs f0, f1, fraud takes"):
+        with pytest.raises(InvalidInput, match=r"fraud-two.*has inputs f0, f1, fraud has"):
             ws.endpoints.create(
                 "mixed",
                 "models:/fraud@champion",
@@ -313,4 +317,39 @@ def test_variants_must_take_the_same_inputs_and_need_an_slo(serve: Serve) -> Non
                 },
             )
     finally:
+        ws.close()
+
+
+def test_an_alias_moving_to_other_inputs_is_refused_and_the_old_variants_keep_serving(
+    serve: Serve,
+) -> None:
+    ws = Workspace.open(Settings(home=serve.home), migrate=False)
+    try:
+        ws.registry.set_alias("fraud-small", "champion", 1)
+        other = Client(str(serve.home), settings=Settings(home=serve.home))
+        X, y = _frame()
+        version = other.log_model(
+            LogisticRegression().fit(X[["f0", "f1"]], y),
+            "fraud-small",
+            input_example=X[["f0", "f1"]].head(5),
+        ).version
+        other.close()
+        ws.registry.set_alias("fraud-small", "champion", version)
+        deadline = time.monotonic() + 30
+        reason = ""
+        while time.monotonic() < deadline and "fraud" not in reason:
+            time.sleep(0.3)
+            reason = (
+                httpx.get(f"{serve.url}/v2/health/ready")
+                .json()
+                .get("not_ready", {})
+                .get("fraud", "")
+            )
+        assert "variant fast (fraud-small/2) has f0, f1" in reason, reason
+        with httpx.Client(timeout=10) as client:  # still the old variants, all of them
+            r = serve.send(client, 1, **{"x-modelyard-deadline-ms": "15"})
+            assert r.status_code == 200, r.text
+            assert r.headers["x-modelyard-version"] == "fraud-small/1"
+    finally:
+        ws.registry.set_alias("fraud-small", "champion", 1)
         ws.close()

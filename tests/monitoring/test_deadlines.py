@@ -366,3 +366,22 @@ def test_cli_status_shows_deadlines_and_variants(workspace: Workspace, tmp_path:
     assert "variants" in out and "models:/fraud-small/1" in out and "accurate" in out
     out = run("monitor", "status", ENDPOINT, "--json").stdout
     assert '"effective_accuracy": 0.65' in out and '"basis": "feedback"' in out
+
+
+def test_a_window_where_every_request_was_shed(workspace: Workspace) -> None:
+    """Shed requests are logged as version 0 (no variant chose them): a window of nothing
+    else is judged (its rules fire) and shown, not an error."""
+    setup(workspace)
+    workspace.monitoring.create_rule(rule("in-time", "deadline_met_rate", "<", 0.5))
+    shed = [Request(f"s{i}", "fraud", None, 0.5, status=503, version=0) for i in range(30)]
+    log(workspace, shed)
+    result = workspace.monitoring.run_once(T0 + timedelta(minutes=6))
+    assert not result.errors, result.errors
+    summary = five_minutes(workspace)
+    assert summary is not None
+    assert (summary.requests, summary.met, summary.failed) == (30, 0, 30)
+    assert summary.deadline_met_rate == 0.0
+    [alert] = workspace.monitoring.list_alerts(ENDPOINT)
+    assert alert.rule == "in-time" and alert.value == 0.0
+    with pytest.raises(NotFound, match="every request there failed or was refused"):
+        workspace.monitoring.drift(ENDPOINT, start=T0, end=T0 + timedelta(minutes=5))

@@ -266,7 +266,10 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> None:
+    from rich.markup import escape
+
     from modelyard.cli.output import err_console
 
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    # escaped: a message may quote a pattern such as [a-z0-9], not markup
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     sys.exit(code)

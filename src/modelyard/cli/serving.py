@@ -10,6 +10,7 @@ import typer
 from modelyard.cli.context import JSON, client
 from modelyard.cli.output import ok, record, table
 from modelyard.errors import InvalidInput
+from modelyard.serving.entities import TrafficPolicy
 
 endpoints = typer.Typer(help="Endpoints: what the gateway serves, and how.", no_args_is_help=True)
 
@@ -35,18 +36,46 @@ def _policy(
     slo_ms: float | None = None,
     qualities: list[str] = [],  # noqa: B006
     quality_metric: str | None = None,
+    current: TrafficPolicy | None = None,
 ) -> dict[str, Any] | None:
-    if variants or slo_ms is not None or qualities or quality_metric:
-        if split:
-            raise InvalidInput("--variant switches by deadline; it cannot be combined with --split")
-        return {
-            **_variants(variants, qualities),
-            "slo_ms": slo_ms,
-            "shadow": shadow,
-            **({"quality_metric": quality_metric} if quality_metric else {}),
-        }
-    if not split and shadow is None:
+    """The policy the options ask for (None: no option given). On update (``current``),
+    the options given change the current policy and keep the rest of it."""
+    switching = bool(variants or qualities or quality_metric) or slo_ms is not None
+    if not (split or shadow is not None or switching):
         return None
+    if split and switching:
+        raise InvalidInput(
+            "--split routes by weight, --variant/--slo-ms/--quality/--quality-metric by "
+            "deadline: give one or the other"
+        )
+    policy = current.model_dump(mode="json", exclude={"rollout"}) if current else {}
+    if split:
+        if policy.get("variants"):
+            raise InvalidInput(
+                "the endpoint switches between variants: `--clear-policy` first, then --split"
+            )
+        policy["routes"] = _routes(split)
+    if shadow is not None:
+        policy["shadow"] = shadow
+    if variants:
+        policy["variants"] = _variants(variants)
+    if qualities:
+        _set_qualities(policy.get("variants") or [], qualities)
+    if slo_ms is not None:
+        policy["slo_ms"] = slo_ms
+    if quality_metric:
+        policy["quality_metric"] = quality_metric
+    return policy
+
+
+def _serves(policy: TrafficPolicy, target: str) -> str:
+    if not policy.variants:
+        return target
+    variants = ", ".join(f"{v.name}={v.target}" for v in policy.variants)
+    return f"the variant that answers within {policy.slo_ms:g} ms of {variants}"
+
+
+def _routes(split: list[str]) -> list[dict[str, Any]]:
     routes = []
     for item in split:
         target, sep, weight = item.rpartition("=")
@@ -56,28 +85,34 @@ def _policy(
             routes.append({"target": target, "weight": float(weight)})
         except ValueError:
             raise InvalidInput(f"--split weight {weight!r} must be a number") from None
-    return {"routes": routes, "shadow": shadow}
+    return routes
 
 
-def _variants(variants: list[str], qualities: list[str]) -> dict[str, Any]:
+def _variants(variants: list[str]) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for item in variants:
         name, sep, target = item.partition("=")
         if not sep or not name or not target:
             raise InvalidInput(f"--variant {item!r} must look like NAME=models:/MODEL@ALIAS")
+        if name in found:
+            raise InvalidInput(f"--variant {name} is given twice: variant names must be unique")
         found[name] = {"name": name, "target": target}
+    return list(found.values())
+
+
+def _set_qualities(variants: list[dict[str, Any]], qualities: list[str]) -> None:
+    by_name = {v["name"]: v for v in variants}
     for item in qualities:
-        name, sep, value = item.partition("=")
-        if name not in found:
+        name, _, value = item.partition("=")
+        if name not in by_name:
             raise InvalidInput(
-                f"--quality {item!r} must look like NAME=0.93, NAME one of the --variant names "
-                f"({', '.join(found) or 'none given'})"
+                f"--quality {item!r} must look like NAME=0.93, NAME one of the variants "
+                f"({', '.join(by_name) or 'none given'})"
             )
         try:
-            found[name]["quality"] = float(value)
+            by_name[name]["quality"] = float(value)
         except ValueError:
             raise InvalidInput(f"--quality {item!r}: {value!r} is not a number") from None
-    return {"variants": list(found.values())}
 
 
 VARIANT = typer.Option(
@@ -105,7 +140,7 @@ def create(
     model: str = typer.Option(
         None,
         "--model",
-        help="models:/NAME@ALIAS (follows the alias) or /N; with --variant, the first variant's",
+        help="models:/NAME@ALIAS (follows the alias) or /N (with --variant: the first variant's)",
     ),
     split: list[str] = typer.Option([], help="models:/NAME/N=WEIGHT; repeatable (A/B, canary)"),
     shadow: str = typer.Option(None, help="a models:/ URI that gets a copy of every request"),
@@ -142,7 +177,7 @@ def create(
     if as_json:
         record(endpoint, as_json=True)
     else:
-        ok(f"endpoint {endpoint.name} -> {endpoint.target}")
+        ok(f"endpoint {endpoint.name} -> {_serves(endpoint.policy, endpoint.target)}")
 
 
 @endpoints.command("update")
@@ -169,12 +204,17 @@ def update(
     """Change an endpoint (hot swap: no request fails)."""
     if clear_policy and (split or shadow or variant):
         raise InvalidInput("--clear-policy cannot be combined with --split, --shadow or --variant")
-    policy = (
-        {"routes": [], "shadow": None}
-        if clear_policy
-        else _policy(split, shadow, variant, slo_ms, quality, quality_metric)
-    )
-    endpoint = _service(ctx).update(
+    service = _service(ctx)
+    if clear_policy:
+        policy: dict[str, Any] | None = {"routes": [], "shadow": None}
+    else:
+        current = (
+            service.get(name).policy
+            if (split or shadow or variant or slo_ms or quality or quality_metric)
+            else None
+        )
+        policy = _policy(split, shadow, variant, slo_ms, quality, quality_metric, current)
+    endpoint = service.update(
         name,
         target=model,
         policy=policy,

@@ -472,9 +472,10 @@ class MonitoringService:
         observation, samples = self.observe(
             endpoint, granularity, window_start, contents, config, qualities=qualities
         )
-        if contents:
-            main = max(contents, key=lambda c: c.rows)
-            project = self.ws.registry.get_model(main.model).project
+        main = _main(contents)
+        model = main.model if main is not None else next((c.model for c in contents), "")
+        if model:  # (a window of failed requests only still has its KPIs judged)
+            project = self.ws.registry.get_model(model).project
             if project:
                 evaluations = evaluate_kpis(
                     self.ws, project, endpoint, granularity, window_start, observation
@@ -521,9 +522,9 @@ class MonitoringService:
         deadline = self._deadlines(endpoint, window_start, window_end, contents, config, qualities)
         observation.update(deadline[0])
         samples.update(deadline[1])
-        main = max(contents, key=lambda c: c.rows)
-        reference = self._reference_profile(main.model, main.version)
-        if reference is not None:
+        main = _main(contents)
+        reference = None if main is None else self._reference_profile(main.model, main.version)
+        if main is not None and reference is not None:
             report = compare(reference[0], main.features, config.drift)
             observation["drift_share"] = (
                 report.drift_share if report.status != "insufficient" else None
@@ -778,7 +779,13 @@ class MonitoringService:
                 + (f" of version {version}" if version is not None else "")
                 + f" between {start.isoformat()} and {end.isoformat()}"
             )
-        main = _merged(max(contents, key=lambda c: c.rows), contents)
+        first = _main(contents)
+        if first is None:
+            raise NotFound(
+                f"endpoint {endpoint!r} answered no predictions between {start.isoformat()} "
+                f"and {end.isoformat()}: every request there failed or was refused"
+            )
+        main = _merged(first, contents)
         reference = self._reference_profile(main.model, main.version)
         if reference is None:
             raise NotFound(_no_reference(self.ws.registry.get_version(main.model, main.version)))
@@ -925,9 +932,9 @@ class MonitoringService:
             summary.deadline = self._deadline_summary(
                 endpoint, window_start, closed, contents, config, qualities
             )
-        main = max(contents, key=lambda c: c.rows)
-        reference = self._reference_profile(main.model, main.version)
-        if reference is None:
+        main = _main(contents)
+        reference = None if main is None else self._reference_profile(main.model, main.version)
+        if main is None or reference is None:
             summary.drift_status = "no-reference"
             return summary
         report = compare(reference[0], main.features, config.drift)
@@ -1078,3 +1085,10 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "settings"
     return f"{where}: {err['msg']}"
+
+
+def _main(contents: Sequence[WindowContent]) -> WindowContent | None:
+    """The window content of the version that answered most (None: only failed requests,
+    e.g. every one shed, logged as version 0)."""
+    answered = [c for c in contents if c.version >= 1 and c.rows > 0]
+    return max(answered, key=lambda c: c.rows) if answered else None

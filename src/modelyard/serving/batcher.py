@@ -124,6 +124,7 @@ _PROBE_CPU_SECONDS = 0.001  # "little CPU" for an executor call (see the module 
 _RECENT = 8  # calls per batch-size bucket whose smallest duration is the expected cost
 _MAX_GAP = 1.0  # inter-arrival gaps are clipped, so traffic resuming after idling is seen soon
 _BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # batch-size histogram bounds (le)
+_STALE_SECONDS = 2.0  # a batch size not called for this long has stale recent durations
 _BOUNDS = (*_BUCKETS, 2048)  # the rows a bucket's calls have at most (+Inf: taken as 2048)
 
 
@@ -285,6 +286,11 @@ class Batcher:
         # ... and their median: what a call of that size typically costs now (a prediction,
         # where ``_bucket_cost`` is a floor).
         self._bucket_typical: list[float | None] = [None] * (len(_BUCKETS) + 1)
+        # ... the cheapest call of that size ever seen, and when the last one ended: a size
+        # not called for ``_STALE_SECONDS`` has its recent durations dropped at its next
+        # call, and is predicted at its best meanwhile (see ``_typical``).
+        self._bucket_best: list[float | None] = [None] * (len(_BUCKETS) + 1)
+        self._bucket_seen: list[float] = [0.0] * (len(_BUCKETS) + 1)
         self._ewma_gap: float | None = None
         self._last_arrival = 0.0
 
@@ -422,12 +428,19 @@ class Batcher:
         from the nearest smaller one seen, in proportion to its rows). None until a call has
         been timed. The latency model of SLO switching (see serving/switching.py)."""
         size = self.max_batch_size
-        ahead = self._queued_rows + rows
-        batch = min(ahead, size) or 1
-        cost = self._typical(batch)
-        if cost is None:
-            return None
-        wait = -(-ahead // size) * cost
+        if rows >= size:  # taken alone, in one call, once the rows queued ahead are done
+            queued = self._queued_rows
+            ahead = self._typical(min(queued, size)) if queued else 0.0
+            cost = self._typical(rows)
+            if cost is None or ahead is None:
+                return None
+            wait = -(-queued // size) * ahead + cost
+        else:
+            ahead_rows = self._queued_rows + rows
+            cost = self._typical(min(ahead_rows, size))
+            if cost is None:
+                return None
+            wait = -(-ahead_rows // size) * cost
         running = self._running
         if running is not None:
             started, running_rows = running
@@ -442,8 +455,15 @@ class Batcher:
         or below it; with a single size seen, in proportion to the rows (pessimistic)."""
         typical = self._bucket_typical
         index = _bucket(rows)
-        if typical[index] is not None:
-            return typical[index]
+        known = typical[index]
+        if known is not None:
+            if time.perf_counter() - self._bucket_seen[index] < _STALE_SECONDS:
+                return known
+            # Not called lately (SLO switching sent its requests elsewhere): what it cost
+            # then may have been a busy moment. Predict its best, so that a request is sent
+            # to measure it again, rather than never trying it.
+            best = self._bucket_best[index]
+            return known if best is None else min(known, best)
         seen = [(_BOUNDS[i], c) for i, c in enumerate(typical) if c is not None]
         if not seen:
             return self._ewma_call
@@ -748,9 +768,16 @@ class Batcher:
         self._count(rows)
         index = _bucket(rows)
         recent = self._recent[index]
+        now = time.perf_counter()
+        if now - self._bucket_seen[index] >= _STALE_SECONDS:
+            recent.clear()  # durations from before a pause describe another moment
+        self._bucket_seen[index] = now
         recent.append(seconds)
         self._bucket_cost[index] = min(recent)
         self._bucket_typical[index] = sorted(recent)[len(recent) // 2]
+        best = self._bucket_best[index]
+        if self._batches > 1 and (best is None or seconds < best):  # not the first, cold call
+            self._bucket_best[index] = seconds
         per_row = seconds / rows if rows > 0 else seconds
         if self._ewma_call is None or self._ewma_row is None:
             self._ewma_call = seconds

@@ -39,18 +39,23 @@ log = logging.getLogger("modelyard.serving")
 RUNTIMES = ("auto", "native")
 
 
-def _same_inputs(policy: TrafficPolicy, inputs: Mapping[str, list[str]]) -> None:
-    """Variants answer the same requests: their signatures must take the same inputs."""
+def _same_inputs(
+    policy: TrafficPolicy, signatures: Mapping[str, tuple[list[str], list[str]]]
+) -> None:
+    """Variants answer the same requests the same way: their signatures must have the same
+    input and output names (``signatures``: per target, its input and output names)."""
     first = policy.variants[0] if policy.variants else None
     for variant in policy.variants[1:]:
         assert first is not None
-        if inputs[variant.target] != inputs[first.target]:
-            raise InvalidInput(
-                f"policy.variants: {variant.name} ({variant.target}) takes inputs "
-                f"{', '.join(inputs[variant.target]) or '(none)'}, {first.name} takes "
-                f"{', '.join(inputs[first.target]) or '(none)'}; the variants of an endpoint "
-                "answer the same requests"
-            )
+        for i, what in enumerate(("inputs", "outputs")):
+            mine, theirs = signatures[variant.target][i], signatures[first.target][i]
+            if mine != theirs:
+                raise InvalidInput(
+                    f"policy.variants: {variant.name} ({variant.target}) has {what} "
+                    f"{', '.join(mine) or '(none)'}, {first.name} has "
+                    f"{', '.join(theirs) or '(none)'}; the variants of an endpoint answer the "
+                    "same requests the same way"
+                )
 
 
 def _model(cls: Any, value: Any, field: str) -> Any:
@@ -315,7 +320,7 @@ class EndpointService:
         uris = [target, *(r.target for r in checked_policy.routes), *variants]
         if checked_policy.shadow:
             uris.append(checked_policy.shadow)
-        inputs: dict[str, list[str]] = {}
+        signatures: dict[str, tuple[list[str], list[str]]] = {}
         for uri in dict.fromkeys(uris):
             parse_model_uri(uri)
             version = self.ws.registry.resolve(uri)  # NotFound names what is missing
@@ -325,8 +330,11 @@ class EndpointService:
             choose_runtime(self.ws, runtime, version)
             _check_columns(checked_redact, version)
             if uri in variants:
-                inputs[uri] = sorted(i.get("name", "") for i in version.signature.get("inputs", []))
-        _same_inputs(checked_policy, inputs)
+                signatures[uri] = (
+                    sorted(i.get("name", "") for i in version.signature.get("inputs", [])),
+                    sorted(o.get("name", "") for o in version.signature.get("outputs", [])),
+                )
+        _same_inputs(checked_policy, signatures)
         return {
             "target": target,
             "policy": checked_policy.model_dump(mode="json"),

@@ -43,6 +43,8 @@ class StickyKey(BaseModel):
 
 
 VariantName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+#: Metrics that are better lower: they cannot rank variants (higher first).
+LOWER_IS_BETTER = frozenset({"mae", "mse", "rmse", "log_loss", "loss", "error", "error_rate"})
 #: The longest deadline a request or an endpoint's SLO may ask for.
 MAX_DEADLINE_MS = MAX_TIMEOUT_MS
 
@@ -113,6 +115,11 @@ class TrafficPolicy(BaseModel):
             raise ValueError(f"variant names must be unique, got {', '.join(names)}")
         if self.slo_ms is None:
             raise ValueError("variants need slo_ms, the latency each request should be answered in")
+        if self.quality_metric.lower() in LOWER_IS_BETTER:
+            raise ValueError(
+                f"quality_metric ranks variants, higher first: {self.quality_metric} is better "
+                "lower; use accuracy, f1, roc_auc, precision, recall or r2"
+            )
         return self
 
 

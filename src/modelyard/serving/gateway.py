@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from cachetools import TTLCache
 
-from modelyard.errors import BadRequest, ModelyardError, NotFound
+from modelyard.errors import BadRequest, InvalidInput, ModelyardError, NotFound
 from modelyard.formats import Predictor, load_model, read_manifest
 from modelyard.governance.limits import Admission, LimitBook, LimitExceeded
 from modelyard.monitoring.predlog import PredictionLog
@@ -90,6 +91,7 @@ if TYPE_CHECKING:
 
     from modelyard.governance import Identity, TokenCache
     from modelyard.rollouts.entities import Rollout
+    from modelyard.serving.entities import Endpoint
 
 log = logging.getLogger("modelyard.gateway")
 
@@ -201,6 +203,7 @@ class Gateway:
         self._rollouts_failing = False  # the last read failed (said once, not per refresh)
         #: Per switched endpoint: the switch whose qualities were read last, and when.
         self._qualities_read: dict[str, tuple[Switcher, float]] = {}
+        self._qualities: asyncio.Task[None] | None = None
         self.metrics.add_collector(partial(gateway_families, self))
         self.metrics.add_collector(lambda: rollout_families(self.rollouts))
         self.metrics.add_collector(lambda: switching_families(self.state.served))
@@ -238,6 +241,8 @@ class Gateway:
         """Stop following the registry, let in-flight requests finish, flush the log."""
         if self._refresher is not None:
             self._refresher.cancel()
+        if self._qualities is not None:
+            self._qualities.cancel()
         await self.pool.close()
         if self._limits_keeper is not None:
             self._limits_keeper.cancel()
@@ -265,12 +270,16 @@ class Gateway:
             except Exception:  # a registry hiccup must not stop the gateway
                 log.exception("refreshing endpoints failed; serving what was loaded")
             await self._refresh_rollouts()
-            await self._refresh_qualities()
+            if self._qualities is None or self._qualities.done():
+                # its own task: a slow feedback query must not hold up following the registry
+                self._qualities = asyncio.create_task(self._refresh_qualities())
 
     async def _refresh_qualities(self) -> None:
         """Read the qualities of each switched endpoint's variants again: at once for a new
         snapshot, then every :data:`QUALITY_REFRESH_SECONDS` (labelled feedback arrives)."""
         now = time.monotonic()
+        for name in set(self._qualities_read) - set(self.state.served):
+            del self._qualities_read[name]
         for name, served in list(self.state.served.items()):
             switch = served.switch
             if switch is None:
@@ -419,11 +428,11 @@ class Gateway:
         sticky = endpoint.policy.sticky if len(models) > 1 else None
         header = None
         same: tuple[bool, ...] = ()
-        switch = Switcher.for_endpoint(endpoint) if endpoint.policy.variants else None
-        if switch is not None and current is not None and current.switch is not None:
-            switch.set_qualities(  # known until the next read (see _refresh_qualities)
-                {v.name: (v.quality, v.source) for v in current.switch.variants}
-            )
+        switch = None
+        if endpoint.policy.variants:
+            _same_answers(endpoint, models)
+            keys = [(m.version.model, m.version.version) for m in models]
+            switch = Switcher.for_endpoint(endpoint, keys, current.switch if current else None)
         if sticky is not None and sticky.header is not None:
             header = sticky.header.lower().encode("ascii")
         elif sticky is not None or switch is not None:
@@ -569,6 +578,7 @@ class Gateway:
             request_id = new_request_id()
         served = None
         loaded: LoadedModel | None = None
+        switched: Switched | None = None
         label_name = name or "-"
         try:
             if bad_id:
@@ -584,7 +594,6 @@ class Gateway:
             served = self.served(target)
             admission = self.limits.admit(target, caller)  # 429 over a rate limit or quota
             parsed = None
-            switched = None
             if version is not None:
                 loaded = served.by_version(version)
             elif served.switch is not None:
@@ -642,11 +651,15 @@ class Gateway:
             finally:
                 loaded.exit()
         except ModelyardError as exc:
-            return self._problem(exc, label_name, served, loaded, protocol, start, request_id)
+            return self._problem(
+                exc, label_name, served, loaded, protocol, start, request_id, switched, headers
+            )
         except Exception as exc:  # a bug of ours: still a problem+json answer, and logged
             log.exception("endpoint %s: request %s failed", label_name, request_id)
             failure = InternalError(f"the gateway failed to answer: {type(exc).__name__}: {exc}")
-            return self._problem(failure, label_name, served, loaded, protocol, start, request_id)
+            return self._problem(
+                failure, label_name, served, loaded, protocol, start, request_id, switched, headers
+            )
         self.metrics.observe(
             label_name, loaded.version_label, protocol, 200, time.perf_counter() - start
         )
@@ -687,12 +700,11 @@ class Gateway:
         if parsed is None:
             parsed = self._parse(loaded, protocol, body, headers, request_id)
         inputs, rows, request, request_id = parsed
-        if switched is None and (
+        deadline_at = switched is None and (
             endpoint.policy.slo_ms is not None
             or DEADLINE_HEADER in headers
-            or (request is not None and request.parameters)
-        ):
-            switched = self._deadline(served, loaded, headers, request, rows, start)
+            or (request is not None and bool(request.parameters))
+        )
         scores = None  # each row's novelty, with a guard
         extra: tuple[tuple[bytes, bytes], ...] = ()
         if served.guards is not None:  # before the cache: a rejected row is never answered
@@ -703,9 +715,13 @@ class Gateway:
         cache = served.cache
         hit = None
         if cache is not None:
-            key = _cache_key(loaded, protocol, body)
+            # a switched answer names its variant: not the same payload as a direct one
+            direct = switched is None or switched.position < 0
+            key = _cache_key(loaded, protocol, body, not direct)
             hit = cache.get(key)
             self.metrics.cache.inc(endpoint.name, "hit" if hit else "miss")
+        if deadline_at:  # a deadline without variants: is the model in time? (a hit is)
+            switched = self._deadline(served, loaded, headers, request, rows, start, hit is None)
         if hit is not None:
             payload, outputs = hit
         else:
@@ -720,7 +736,7 @@ class Gateway:
                     requested=request.outputs,
                     parameters=(
                         {"variant": switched.variant, "model": model}
-                        if switched is not None and switched.variant
+                        if switched is not None and switched.position >= 0
                         else None
                     ),
                 )
@@ -733,14 +749,11 @@ class Gateway:
         variant = deadline = None
         if switched is not None:
             deadline = switched.deadline_ms
-            met = seconds * 1000 <= deadline
-            if served.switch is not None:
+            if switched.position >= 0 and served.switch is not None:
                 variant = switched.variant
-                if hit is None:  # a cached answer teaches nothing about latency
-                    error = seconds - switched.admitted - switched.predicted
-                    served.switch.observe(switched.position, error, met)
-                else:
-                    served.switch.observe_hit(switched.position, met)
+                # a cached answer teaches nothing about latency
+                error = math.nan if hit else seconds - switched.admitted - switched.predicted
+                served.switch.observe(switched.position, error, seconds * 1000 <= deadline)
                 extra += ((VARIANT_HEADER, variant.encode()),)
         self.log.log(
             endpoint=endpoint.name,
@@ -831,18 +844,23 @@ class Gateway:
         request: oip.InferRequest | None,
         rows: int,
         start: float,
+        check: bool,
     ) -> Switched | None:
-        """A request with a deadline on an endpoint without variants: :class:`DeadlineShed`
-        if ``loaded`` is predicted to answer it late (see serving/switching.py)."""
+        """A request with a deadline on an endpoint without variants (or one sent to a
+        version by number): with ``check``, :class:`DeadlineShed` if ``loaded`` is predicted
+        to answer it late (see serving/switching.py)."""
         deadline = deadline_ms(
             served.endpoint.policy.slo_ms,
             headers,
             request.parameters if request is not None else None,
-            loaded.version.model,
+            served.endpoint.name,
         )
         if deadline is None:
             return None
-        return check_deadline(served, loaded, rows, deadline, time.perf_counter() - start)
+        admitted = time.perf_counter() - start
+        if not check:
+            return Switched(-1, "", math.nan, deadline, admitted)
+        return check_deadline(served, loaded, rows, deadline, admitted)
 
     def _switch(
         self,
@@ -866,13 +884,13 @@ class Gateway:
             served.endpoint.policy.slo_ms,
             headers,
             request.parameters if request is not None else None,
-            first.version.model,
+            served.endpoint.name,
         )
         if deadline is None or served.switch is None:  # it changed while the body was read
             return served.pick(), parsed if len(served.models) == 1 else None, None
         cached = None
         if served.cache is not None:  # a cached answer (the best variant's) needs no time
-            cached = partial(_cached, served.cache, _body_digest(protocol, body))
+            cached = partial(_cached, served.cache, _body_digest(protocol, body, True))
         loaded, switched = admit(served, parsed[1], deadline, time.perf_counter() - start, cached)
         index = served.models.index(loaded)
         same = loaded is first or (bool(served.same_signature) and served.same_signature[index])
@@ -1010,10 +1028,13 @@ class Gateway:
         protocol: str,
         start: float,
         request_id: str,
+        switched: Switched | None = None,
+        headers: Mapping[bytes, bytes] | None = None,
     ) -> Reply:
         """Answer a failed request with problem+json, count it, and log it when its endpoint
         is known (an unknown endpoint's 404 has no log to go to) and the caller was allowed
-        to ask (refused tokens are not the endpoint's traffic)."""
+        to ask (refused tokens are not the endpoint's traffic). A request with a deadline
+        (``switched``: admitted to a variant; else the SLO's or the header's) missed it."""
         problem = exc.problem()
         problem["endpoint"] = endpoint
         if protocol == "v2":
@@ -1035,6 +1056,7 @@ class Gateway:
                 model, number = loaded.version.model, loaded.version.version
             else:  # no version chosen yet
                 model, number = self._model_of(endpoint, served), 0
+            deadline, variant = _failed_deadline(exc, served, switched, headers)
             self.log.log_error(
                 endpoint=endpoint,
                 model=model,
@@ -1042,7 +1064,8 @@ class Gateway:
                 request_id=request_id,
                 status=exc.status,
                 latency_ms=seconds * 1000,
-                deadline_ms=exc.deadline_ms if isinstance(exc, DeadlineShed) else None,
+                variant=variant,
+                deadline_ms=deadline,
             )
         tag = loaded.tag if loaded is not None else b""
         body = orjson.dumps(problem)
@@ -1101,16 +1124,63 @@ def _is_gateway_path(path: str) -> bool:
     return path.startswith("/v2") or path in ("/metrics", "/ping", "/health")
 
 
-def _cache_key(loaded: LoadedModel, protocol: str, body: bytes) -> bytes:
-    return _variant_key(loaded, _body_digest(protocol, body))
+def _failed_deadline(
+    exc: ModelyardError,
+    served: Served | None,
+    switched: Switched | None,
+    headers: Mapping[bytes, bytes] | None,
+) -> tuple[float | None, str | None]:
+    """The deadline (ms) and variant a failed request is logged with; one admitted to a
+    variant counts as a miss of that variant. (A deadline given only in OIP's parameters of
+    a request to an endpoint without variants is not known here.)"""
+    if isinstance(exc, DeadlineShed):
+        return exc.deadline_ms, None
+    if exc.status < 500 or served is None:  # the caller's error (monitoring leaves it out)
+        return None, None
+    if switched is not None:
+        if switched.position >= 0 and served.switch is not None:
+            served.switch.observe(switched.position, math.nan, False)
+            return switched.deadline_ms, switched.variant
+        return switched.deadline_ms, None
+    if headers is None:
+        return None, None
+    try:
+        return deadline_ms(served.endpoint.policy.slo_ms, headers, None, ""), None
+    except BadRequest:
+        return None, None
+
+
+def _cache_key(loaded: LoadedModel, protocol: str, body: bytes, switched: bool) -> bytes:
+    return _variant_key(loaded, _body_digest(protocol, body, switched))
 
 
 def _cached(cache: TTLCache[bytes, Any], digest: bytes, loaded: LoadedModel) -> bool:
     return _variant_key(loaded, digest) in cache
 
 
-def _body_digest(protocol: str, body: bytes) -> bytes:
-    return f"|{protocol}|".encode() + hashlib.blake2b(body, digest_size=16).digest()
+def _body_digest(protocol: str, body: bytes, switched: bool) -> bytes:
+    kind = "|s|" if switched else "|"
+    return f"|{protocol}{kind}".encode() + hashlib.blake2b(body, digest_size=16).digest()
+
+
+def _same_answers(endpoint: Endpoint, models: list[LoadedModel]) -> None:
+    """Refuse variants that do not take the same inputs and give the same outputs (an alias
+    one follows may have moved to another signature since the endpoint was checked): the
+    answer to a request would change shape with the load."""
+    first = models[0].predictor.signature
+    named = f"{endpoint.policy.variants[0].name} ({models[0].tag.decode()})"
+    for variant, loaded in zip(endpoint.policy.variants, models, strict=True):
+        signature = loaded.predictor.signature
+        for what in ("inputs", "outputs"):
+            mine = sorted(spec.name for spec in getattr(signature, what))
+            theirs = sorted(spec.name for spec in getattr(first, what))
+            if mine != theirs:
+                raise InvalidInput(
+                    f"variant {variant.name} ({loaded.tag.decode()}) has {what} "
+                    f"{', '.join(mine) or '(none)'}, variant {named} has "
+                    f"{', '.join(theirs) or '(none)'}: the variants of an endpoint answer "
+                    "the same requests the same way; point the variant at a version that does"
+                )
 
 
 def _variant_key(loaded: LoadedModel, digest: bytes) -> bytes:

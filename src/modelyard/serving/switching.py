@@ -18,12 +18,15 @@ The latency model, learned online per variant:
   grows is predicted late and skipped until it drains.
 - **What the batcher does not see**: parsing, encoding, logging, the event loop's other
   work. After each answer the gateway compares the request's whole latency with what was
-  predicted at admission; an EWMA of the error and of its spread (``mean + 2 * spread``,
-  never below zero) is added to the next predictions.
+  predicted at admission; an EWMA of the error (clipped at the SLO) and of its spread
+  (``mean + 2 * spread``, never below zero) is added to the next predictions. It fades
+  while the variant answers nothing (:data:`MARGIN_HALF_LIFE`).
+- **Headroom**: a prediction, margin included, may fill :data:`ADMIT_SHARE` of the time
+  left; when no variant fits so, the soonest one still does if its prediction alone fits.
 
 A variant whose latency is unknown (nothing timed yet, e.g. no warm-up) is predicted to fit:
-the first requests teach the model. Cache hits answer before switching (the best variant's
-cached answer). Quality ranks the variants: the policy's ``quality``, else labelled feedback
+the first requests teach the model. A cached answer of the chosen variant or of a better
+one answers at once. Quality ranks the variants: the policy's ``quality``, else labelled feedback
 on that version at this endpoint, else its run's ``quality_metric``; when any is unknown the
 variants keep the order the policy lists them in.
 """
@@ -56,6 +59,9 @@ WINDOW_SECONDS = 60
 _ALPHA = 0.1  # EWMA weight of the newest latency error
 #: Seconds in which an idle variant's latency margin halves (see VariantState.margin).
 MARGIN_HALF_LIFE = 1.0
+#: The share of the time left that a variant's prediction (margin included) may fill: the
+#: rest absorbs what no prediction sees coming (a neighbour's batch taking the CPU).
+ADMIT_SHARE = 0.8
 
 
 @dataclass
@@ -67,6 +73,8 @@ class VariantState:
     quality: float | None = None
     #: Where ``quality`` comes from: policy, feedback, run, or unknown.
     source: str = "unknown"
+    #: The (model, version) it served when its errors were learned.
+    key: tuple[str, int] = ("", 0)
     error_mean: float = 0.0  # seconds the whole request took beyond the batcher's prediction
     error_spread: float = 0.0
     observed: float = 0.0  # time.monotonic() of the last error observed
@@ -74,15 +82,20 @@ class VariantState:
     missed: int = 0
 
     def margin(self) -> float:
-        """Seconds added to the batcher's prediction (see the module doc). It fades with a
-        half-life of :data:`MARGIN_HALF_LIFE` seconds while the variant answers nothing:
-        a variant skipped for a bad margin would otherwise never get the chance to show
-        that it is fast again."""
-        margin = self.error_mean + 2.0 * self.error_spread
-        if margin <= 0.0:
-            return 0.0
+        """Seconds added to the batcher's prediction (see the module doc)."""
+        self.fade()
+        return max(self.error_mean + 2.0 * self.error_spread, 0.0)
+
+    def fade(self) -> None:
+        """Halve the learned error every :data:`MARGIN_HALF_LIFE` seconds the variant
+        answers nothing: one skipped for a bad margin would otherwise never get the chance
+        to show that it is fast again."""
         idle = time.monotonic() - self.observed
-        return margin if idle < 0.1 else margin * 0.5 ** (idle / MARGIN_HALF_LIFE)
+        if idle >= 0.1 and (self.error_mean or self.error_spread):
+            factor = 0.5 ** (idle / MARGIN_HALF_LIFE)
+            self.error_mean *= factor
+            self.error_spread *= factor
+            self.observed += idle
 
 
 @dataclass
@@ -101,14 +114,35 @@ class Switcher:
     window: deque[list[float]] = field(default_factory=lambda: deque(maxlen=WINDOW_SECONDS))
 
     @classmethod
-    def for_endpoint(cls, endpoint: Endpoint) -> Switcher:
+    def for_endpoint(
+        cls, endpoint: Endpoint, keys: Sequence[tuple[str, int]], current: Switcher | None = None
+    ) -> Switcher:
+        """The switch of ``endpoint``, whose variants serve ``keys`` (model, version) in the
+        policy's order. From ``current`` (the snapshot it replaces) it keeps, per variant
+        name, the counters, the quality read (not one the policy set) and, if it serves the
+        same version, the latency errors learned; and the endpoint's last minute."""
         policy = endpoint.policy
         assert policy.slo_ms is not None
         states = [
-            VariantState(v.name, i, v.quality, "policy" if v.quality is not None else "unknown")
+            VariantState(
+                v.name, i, v.quality, "policy" if v.quality is not None else "unknown", keys[i]
+            )
             for i, v in enumerate(policy.variants)
         ]
         switcher = cls(policy.slo_ms, states)
+        if current is not None:
+            switcher.shed, switcher.window = current.shed, current.window
+            before = {v.name: v for v in current.variants}
+            for state in states:
+                old = before.get(state.name)
+                if old is None:
+                    continue
+                state.met, state.missed = old.met, old.missed
+                if state.source != "policy" and old.source != "policy":
+                    state.quality, state.source = old.quality, old.source
+                if old.key == state.key:
+                    state.error_mean, state.error_spread = old.error_mean, old.error_spread
+                    state.observed = old.observed
         switcher.rank()
         return switcher
 
@@ -131,35 +165,42 @@ class Switcher:
     def choose(self, served: Served, rows: int, budget: float) -> tuple[int, float] | None:
         """The best variant predicted to answer ``rows`` rows within ``budget`` seconds, and
         its batcher's prediction (nan: unknown; the margin is not in it, so that the errors
-        learned are the batcher's); None when none is."""
+        learned are the batcher's); None when none is.
+
+        When no variant fits with its margin, the one whose batcher predicts the soonest
+        answer is still taken if that prediction alone fits: the margins carry what every
+        variant shares (the event loop), and a refusal is certain where a late answer is not.
+        """
         models = served.models
+        soonest: tuple[int, float] | None = None
+        room = budget * ADMIT_SHARE
         for position in self.order:
             state = self.variants[position]
             wait = models[state.index].batcher.predicted_wait(rows)
             if wait is None:
                 return position, math.nan
-            if wait + state.margin() <= budget:
+            if wait + state.margin() <= room:
                 return position, wait
+            if soonest is None or wait < soonest[1]:
+                soonest = (position, wait)
+        if soonest is not None and soonest[1] <= budget:
+            return soonest
         return None
 
     def observe(self, position: int, error: float, met: bool) -> None:
         """A request answered by variant ``position``: ``error`` seconds later than predicted
-        at its admission (negative: sooner), ``met``: within its deadline."""
+        at its admission (negative: sooner; nan: nothing to learn, e.g. admitted before its
+        latency was known), ``met``: within its deadline."""
         state = self.variants[position]
-        if not math.isnan(error):  # nan: admitted before its latency was known
-            self._learn(state, error)
-        self.observe_hit(position, met)
-
-    @staticmethod
-    def _learn(state: VariantState, error: float) -> None:
-        delta = error - state.error_mean
-        state.error_mean += _ALPHA * delta
-        state.error_spread += _ALPHA * (abs(delta) - state.error_spread)
-        state.observed = time.monotonic()
-
-    def observe_hit(self, position: int, met: bool) -> None:
-        """A request answered by variant ``position`` from the cache (``met``: in time)."""
-        state = self.variants[position]
+        if not math.isnan(error):
+            # one stall (a page fault, a long GC) must not shut the variant out for seconds
+            limit = self.slo_ms / 1000
+            error = max(-limit, min(error, limit))
+            state.fade()
+            delta = error - state.error_mean
+            state.error_mean += _ALPHA * delta
+            state.error_spread += _ALPHA * (abs(delta) - state.error_spread)
+            state.observed = time.monotonic()
         if met:
             state.met += 1
         else:
@@ -231,14 +272,16 @@ def admit(
     budget = deadline / 1000 - admitted
     switch = served.switch
     assert switch is not None
-    choice = None
+    choice = switch.choose(served, rows, budget)
     if cached is not None:
+        # a cached answer of the chosen variant or a better one needs no time (nan: it
+        # teaches the latency model nothing, and the entry may be gone by the lookup)
         for position in switch.order:
             if cached(loaded_for(served, position)):
-                choice = (position, 0.0)
+                choice = (position, math.nan)
                 break
-    if choice is None:
-        choice = switch.choose(served, rows, budget)
+            if choice is not None and position == choice[0]:
+                break
     if choice is None:
         switch.refused()
         predicted = [
@@ -265,14 +308,18 @@ def check_deadline(
 
 def _shed(served: Served, deadline: float, predicted: list[tuple[str, float]]) -> DeadlineShed:
     name = served.endpoint.name
-    times = ", ".join(f"{label} ~{seconds * 1000:.0f} ms" for label, seconds in predicted)
+    times = ", ".join(f"{label} ~{seconds * 1000:.3g} ms" for label, seconds in predicted)
     fastest = min(seconds for _, seconds in predicted)
     retry = max(1, math.ceil(fastest - deadline / 1000))
-    what = "no variant of" if served.switch is not None else "no model of"
+    if served.switch is not None:
+        what, more = f"no variant of endpoint {name!r} can", "or add a faster variant"
+    else:
+        what = f"the model of endpoint {name!r} cannot"
+        more = "or give the endpoint a faster variant (docs/switching.md)"
     return DeadlineShed(
-        f"{what} endpoint {name!r} can answer within the {deadline:g} ms deadline "
+        f"{what} answer within the {deadline:g} ms deadline "
         f"(predicted: {times}): retry after {retry} s, allow a longer deadline "
-        "(x-modelyard-deadline-ms), or add a faster variant",
+        f"(x-modelyard-deadline-ms), {more}",
         deadline_ms=deadline,
         retry_after=retry,
     )
@@ -282,7 +329,7 @@ def deadline_ms(
     slo_ms: float | None,
     headers: Mapping[bytes, bytes],
     parameters: Mapping[str, Any] | None,
-    model: str,
+    endpoint: str,
 ) -> float | None:
     """A request's deadline in ms: the shortest of its endpoint's SLO, the header, and OIP's
     ``parameters`` (``deadline_ms``, or ``timeout`` in microseconds); None: none set."""
@@ -290,22 +337,23 @@ def deadline_ms(
     given = headers.get(DEADLINE_HEADER)
     if given is not None:
         header = "the x-modelyard-deadline-ms header"
-        found.append(_positive(given.decode("latin-1"), header, model))
+        found.append(_positive(given.decode("latin-1"), header, endpoint))
     if parameters:
         if "deadline_ms" in parameters:
-            found.append(_positive(parameters["deadline_ms"], "parameters.deadline_ms", model))
+            found.append(_positive(parameters["deadline_ms"], "parameters.deadline_ms", endpoint))
         if "timeout" in parameters:  # tritonclient's infer(timeout=...), in microseconds
-            found.append(_positive(parameters["timeout"], "parameters.timeout (µs)", model) / 1000)
+            timeout = _positive(parameters["timeout"], "parameters.timeout (µs)", endpoint)
+            found.append(timeout / 1000)
     return min(min(found), float(MAX_DEADLINE_MS)) if found else None
 
 
-def _positive(value: Any, where: str, model: str) -> float:
+def _positive(value: Any, where: str, endpoint: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
     if isinstance(value, bool) or not (number > 0 and math.isfinite(number)):
-        raise BadRequest(f"{model}: {where} must be a positive number, got {value!r}")
+        raise BadRequest(f"endpoint {endpoint!r}: {where} must be a positive number, got {value!r}")
     return min(number, float(MAX_DEADLINE_MS) * 1000)  # (the µs of a timeout: divided later)
 
 
@@ -337,7 +385,10 @@ def _quality(
     if measured is not None:
         return measured[0], "feedback"
     if version.run_id:
-        value = ws.tracking.get_run(version.run_id).metrics.get(metric)
+        try:
+            value = ws.tracking.get_run(version.run_id).metrics.get(metric)
+        except ModelyardError:  # the run was deleted, or is out of the caller's reach
+            value = None
         if value is not None and math.isfinite(value):
             return float(value), "run"
     return None, "unknown"
