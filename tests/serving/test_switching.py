@@ -45,7 +45,7 @@ def test_the_shortest_deadline_wins() -> None:
 @pytest.mark.parametrize("bad", [b"soon", b"0", b"-1", b"nan", b"inf", b""])
 def test_a_bad_deadline_header_is_a_400(bad: bytes) -> None:
     with pytest.raises(
-        BadRequest, match="endpoint .fraud.: the x-modelyard-deadline-ms header must"
+        BadRequest, match=r"endpoint .fraud.: the x-modelyard-deadline-ms header must"
     ):
         deadline_ms(50.0, {b"x-modelyard-deadline-ms": bad}, None, "fraud")
 
@@ -140,22 +140,28 @@ def test_the_margin_learns_the_error_and_fades_while_idle() -> None:
             {"name": "fast", "target": "models:/b/1", "quality": 0.8},
         )
     )
-    for _ in range(50):  # every request took 30 ms more than its batcher predicted
-        switcher.observe(0, 0.030, met=True)
+    for _ in range(50):  # every request took 60 % longer than its batcher predicted (50 ms)
+        switcher.observe(0, 0.030, met=True, wait=0.050)
     state = switcher.variants[0]
-    assert 0.025 < state.margin() < 0.035
+    # relative to the prediction: 60 % of 50 ms now, 60 % of 10 ms for a shorter queue
+    assert 0.025 < state.margin(0.050) < 0.035
+    assert 0.005 < state.margin(0.010) < 0.007
     served = _served(0.050, 0.002)
     assert switcher.choose(served, 1, 0.070)[0] == 1  # type: ignore[index]
-    # 50 ms + 30 ms of margin within 80 % of 110 ms (the headroom)
-    assert switcher.choose(served, 1, 0.110)[0] == 0  # type: ignore[index]
+    # 50 ms + 30 ms of margin within 70 % of 120 ms (the headroom)
+    assert switcher.choose(served, 1, 0.120)[0] == 0  # type: ignore[index]
     switcher.observe(0, math.nan, met=True)  # admitted while unknown: nothing learned
-    assert 0.025 < state.margin() < 0.035
-    before = state.margin()
+    assert 0.025 < state.margin(0.050) < 0.035
+    before = state.margin(0.050)
     state.observed -= 3 * MARGIN_HALF_LIFE
-    assert state.margin() == pytest.approx(before / 8, rel=0.01)
+    assert state.margin(0.050) == pytest.approx(before / 8, rel=0.01)
     # the learned error itself faded: one on-time answer does not bring the margin back
-    switcher.observe(0, 0.0, met=True)
-    assert state.margin() < before / 4
+    switcher.observe(0, 0.0, met=True, wait=0.050)
+    assert state.margin(0.050) < before / 4
+    # a stall is clipped: at most 4 x the prediction
+    for _ in range(100):
+        switcher.observe(0, 10.0, met=False, wait=0.010)
+    assert state.margin(0.010) < 0.010 * (4 + 2 * 4)
 
 
 def test_effective_accuracy_counts_shed_requests_as_missed() -> None:
@@ -189,8 +195,8 @@ def test_a_new_snapshot_keeps_what_was_learned_per_variant() -> None:
     old = _switcher(first)
     old.set_qualities({"fast": (0.7, "run")})
     for _ in range(20):
-        old.observe(0, 0.030, met=True)
-        old.observe(1, 0.010, met=False)
+        old.observe(0, 0.030, met=True, wait=0.030)
+        old.observe(1, 0.010, met=False, wait=0.010)
     old.refused()
     # the policy drops accurate's quality; fast moves to another version
     second = _endpoint(
@@ -203,7 +209,7 @@ def test_a_new_snapshot_keeps_what_was_learned_per_variant() -> None:
     assert (accurate.met, fast.missed, added.met, new.shed) == (20, 20, 0, 1)
     assert accurate.quality is None and accurate.source == "unknown"  # not the policy's any more
     assert (fast.quality, fast.source) == (0.7, "run")  # read, kept until the next read
-    assert accurate.margin() > 0.02  # same version: its errors are kept
+    assert accurate.margin(0.030) > 0.02  # same version: its errors are kept
     assert fast.error_mean == 0.0  # another version: learned again
     assert new.effective()[0] == pytest.approx(20 / 41)
 
@@ -494,9 +500,9 @@ def test_when_no_margin_fits_the_soonest_variant_still_answers_if_its_prediction
         )
     )
     for _ in range(50):  # both learned to be 40 ms late: a stalled event loop, say
-        switcher.observe(0, 0.040, met=False)
-        switcher.observe(1, 0.040, met=False)
+        switcher.observe(0, 0.040, met=False, wait=0.030)
+        switcher.observe(1, 0.040, met=False, wait=0.005)
     served = _served(0.030, 0.005)
-    # neither fits 80 % of 50 ms with its margin; fast's prediction alone does: not a 503
-    assert switcher.choose(served, 1, 0.050) == (1, 0.005)
+    # neither fits 70 % of 20 ms with its margin; fast's prediction alone does: not a 503
+    assert switcher.choose(served, 1, 0.020) == (1, 0.005)
     assert switcher.choose(served, 1, 0.004) is None  # not even the prediction fits

@@ -753,7 +753,8 @@ class Gateway:
                 variant = switched.variant
                 # a cached answer teaches nothing about latency
                 error = math.nan if hit else seconds - switched.admitted - switched.predicted
-                served.switch.observe(switched.position, error, seconds * 1000 <= deadline)
+                met = seconds * 1000 <= deadline
+                served.switch.observe(switched.position, error, met, switched.predicted)
                 extra += ((VARIANT_HEADER, variant.encode()),)
         self.log.log(
             endpoint=endpoint.name,

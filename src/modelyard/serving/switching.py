@@ -18,8 +18,9 @@ The latency model, learned online per variant:
   grows is predicted late and skipped until it drains.
 - **What the batcher does not see**: parsing, encoding, logging, the event loop's other
   work. After each answer the gateway compares the request's whole latency with what was
-  predicted at admission; an EWMA of the error (clipped at the SLO) and of its spread
-  (``mean + 2 * spread``, never below zero) is added to the next predictions. It fades
+  predicted at admission. The error relative to the prediction (clipped at
+  :data:`MAX_RELATIVE_ERROR`) is learned as an EWMA of it and of its spread; the next
+  predictions get ``prediction * (mean + 2 * spread)`` (never below zero) added. It fades
   while the variant answers nothing (:data:`MARGIN_HALF_LIFE`).
 - **Headroom**: a prediction, margin included, may fill :data:`ADMIT_SHARE` of the time
   left; when no variant fits so, the soonest one still does if its prediction alone fits.
@@ -59,9 +60,13 @@ WINDOW_SECONDS = 60
 _ALPHA = 0.1  # EWMA weight of the newest latency error
 #: Seconds in which an idle variant's latency margin halves (see VariantState.margin).
 MARGIN_HALF_LIFE = 1.0
+#: The least prediction (seconds) errors are taken relative to: the fixed cost of a request.
+MIN_SCALE = 0.001
+#: The most a learned error may be, relative to its prediction (a stall is clipped to it).
+MAX_RELATIVE_ERROR = 4.0
 #: The share of the time left that a variant's prediction (margin included) may fill: the
 #: rest absorbs what no prediction sees coming (a neighbour's batch taking the CPU).
-ADMIT_SHARE = 0.8
+ADMIT_SHARE = 0.7
 
 
 @dataclass
@@ -75,16 +80,17 @@ class VariantState:
     source: str = "unknown"
     #: The (model, version) it served when its errors were learned.
     key: tuple[str, int] = ("", 0)
-    error_mean: float = 0.0  # seconds the whole request took beyond the batcher's prediction
+    error_mean: float = 0.0  # how much longer than predicted requests took, relative (0.2: +20 %)
     error_spread: float = 0.0
     observed: float = 0.0  # time.monotonic() of the last error observed
     met: int = 0
     missed: int = 0
 
-    def margin(self) -> float:
-        """Seconds added to the batcher's prediction (see the module doc)."""
+    def margin(self, wait: float) -> float:
+        """Seconds added to the batcher's prediction ``wait`` (see the module doc): the
+        errors are learned relative to the prediction, since a queue's error grows with it."""
         self.fade()
-        return max(self.error_mean + 2.0 * self.error_spread, 0.0)
+        return max(wait, MIN_SCALE) * max(self.error_mean + 2.0 * self.error_spread, 0.0)
 
     def fade(self) -> None:
         """Halve the learned error every :data:`MARGIN_HALF_LIFE` seconds the variant
@@ -179,7 +185,7 @@ class Switcher:
             wait = models[state.index].batcher.predicted_wait(rows)
             if wait is None:
                 return position, math.nan
-            if wait + state.margin() <= room:
+            if wait + state.margin(wait) <= room:
                 return position, wait
             if soonest is None or wait < soonest[1]:
                 soonest = (position, wait)
@@ -187,15 +193,15 @@ class Switcher:
             return soonest
         return None
 
-    def observe(self, position: int, error: float, met: bool) -> None:
-        """A request answered by variant ``position``: ``error`` seconds later than predicted
-        at its admission (negative: sooner; nan: nothing to learn, e.g. admitted before its
-        latency was known), ``met``: within its deadline."""
+    def observe(self, position: int, error: float, met: bool, wait: float = 0.0) -> None:
+        """A request answered by variant ``position``: ``error`` seconds later than its
+        batcher's prediction ``wait`` at its admission (negative: sooner; nan: nothing to
+        learn, e.g. admitted before its latency was known), ``met``: within its deadline."""
         state = self.variants[position]
         if not math.isnan(error):
-            # one stall (a page fault, a long GC) must not shut the variant out for seconds
-            limit = self.slo_ms / 1000
-            error = max(-limit, min(error, limit))
+            # relative to the prediction; one stall (a page fault, a long GC) must not shut
+            # the variant out for seconds: clipped
+            error = max(-1.0, min(error / max(wait, MIN_SCALE), MAX_RELATIVE_ERROR))
             state.fade()
             delta = error - state.error_mean
             state.error_mean += _ALPHA * delta
@@ -284,10 +290,10 @@ def admit(
                 break
     if choice is None:
         switch.refused()
-        predicted = [
-            (v.name, (served.models[v.index].batcher.predicted_wait(rows) or 0.0) + v.margin())
-            for v in switch.variants
-        ]
+        predicted = []
+        for v in switch.variants:
+            wait = served.models[v.index].batcher.predicted_wait(rows) or 0.0
+            predicted.append((v.name, wait + v.margin(wait)))
         raise _shed(served, deadline, predicted)
     position, wait = choice
     state = switch.variants[position]
@@ -457,7 +463,7 @@ def switching_families(served: Mapping[str, Served]) -> list[Any]:
                 quality.add_metric(labels, state.quality)
             wait = snapshot.models[state.index].batcher.predicted_wait(1)
             if wait is not None:
-                predicted.add_metric(labels, wait + state.margin())
+                predicted.add_metric(labels, wait + state.margin(wait))
         shed.add_metric([name], switcher.shed)
         share, weighted = switcher.effective()
         if share is not None:
