@@ -10,11 +10,6 @@ starts.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -33,6 +28,7 @@ from modelyard.config import Settings
 from modelyard.rollouts import Rollout
 from modelyard.workspace import Workspace
 from tests.rollouts.conftest import passing_report
+from tests.serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -106,12 +102,6 @@ def _models() -> dict[str, object]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Load:
     """Two threads sending single rows until stopped; answers counted by version."""
@@ -154,15 +144,19 @@ class Load:
             thread.join(15)
 
 
-class Served:
-    """A home with ``fraud`` v1 as champion behind an endpoint, and `modelyard serve` on it."""
+class Served(ServeProcess):
+    """A home with ``fraud`` v1 as champion behind an endpoint, and `modelyard serve` on it
+    (two gateway workers and the loops process)."""
 
     def __init__(self, home: Path) -> None:
-        self.home = home
+        super().__init__(
+            home,
+            env={
+                "MODELYARD_MONITOR_INTERVAL_SECONDS": "0",
+                "MODELYARD_ROLLOUT_INTERVAL_SECONDS": "0.5",
+            },
+        )
         self.settings = Settings(home=home)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
         self.models = _models()
         X, _ = _frame()
         self.example = X.head(5)
@@ -182,39 +176,8 @@ class Served:
         finally:
             client.close()
 
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "MODELYARD_HOME": str(self.home),
-            "MODELYARD_MONITOR_INTERVAL_SECONDS": "0",
-            "MODELYARD_ROLLOUT_INTERVAL_SECONDS": "0.5",
-        }
-        cmd = [sys.executable, "-m", "modelyard", "serve", "--port", str(self.port)]
-        log = (self.home / "serve.log").open("ab")  # read it when a test fails
-        self.proc = subprocess.Popen(
-            [*cmd, "--workers", "2", "--trust-pickled"], env=env, stderr=log
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, "modelyard serve exited early"
-            time.sleep(0.1)
-        raise AssertionError("modelyard serve did not become ready")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+    def start(self) -> None:  # type: ignore[override]
+        super().start("--trust-pickled", workers=2)
 
     def wait_for_end(self, ws: Workspace, rollout_id: str, timeout: float = 60) -> Rollout:
         deadline = time.monotonic() + timeout

@@ -10,10 +10,6 @@ sends part of the spike to the fast variant, and everything back once it is over
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,7 +26,7 @@ from modelyard.client import Client
 from modelyard.config import Settings
 from modelyard.errors import InvalidInput
 from modelyard.workspace import Workspace
-from tests.e2e.test_rollouts_serve import _free_port
+from tests.serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -65,12 +61,15 @@ def _accurate(inner: LogisticRegression) -> object:
     return Deliberate(inner)
 
 
-class Serve:
+class Serve(ServeProcess):
     def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            home,
+            env={
+                "MODELYARD_MONITOR_INTERVAL_SECONDS": "0",
+                "MODELYARD_ROLLOUT_INTERVAL_SECONDS": "0",
+            },
+        )
         X, y = _frame()
         self.rows = X.to_dict("records")
         inner = LogisticRegression().fit(X, y)
@@ -97,39 +96,6 @@ class Serve:
         )
         client.endpoints.create("slow", "models:/fraud@champion", batching={"max_batch_size": 1})
         client.close()
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "MODELYARD_HOME": str(self.home),
-            "MODELYARD_MONITOR_INTERVAL_SECONDS": "0",
-            "MODELYARD_ROLLOUT_INTERVAL_SECONDS": "0",
-        }
-        cmd = [sys.executable, "-m", "modelyard", "serve", "--port", str(self.port)]
-        log = (self.home / "serve.log").open("ab")  # read it when a test fails
-        self.proc = subprocess.Popen(
-            [*cmd, "--workers", "1", "--trust-pickled"], env=env, stderr=log
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, "modelyard serve exited early"
-            time.sleep(0.1)
-        raise AssertionError("modelyard serve did not become ready")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
     def send(self, client: httpx.Client, i: int, **headers: str) -> httpx.Response:
         return client.post(
@@ -159,7 +125,7 @@ class Serve:
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     server = Serve(tmp_path_factory.mktemp("switching") / "home")
-    server.start()
+    server.start("--trust-pickled")
     yield server
     server.stop()
 

@@ -3,11 +3,7 @@ per endpoint, daily quotas counted in rows, shared by workers, kept across a res
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +11,7 @@ from pathlib import Path
 import httpx
 import pyarrow.compute as pc
 import pytest
+from tests.serve_process import ServeProcess
 from tests.serving.conftest import FEATURES, GatewayServer
 
 from modelyard.client import Client
@@ -143,52 +140,22 @@ def test_token_limits_with_auth_on(tmp_path: Path, models, frame) -> None:  # ty
 # --- real `modelyard serve` processes -----------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Served:
+class Served(ServeProcess):
     """`modelyard serve` on a workspace (SQLite or PostgreSQL), started and stopped at will."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            settings.resolved_home,
+            database_url=settings.database_url,
+            env={"MODELYARD_LIMITS_FLUSH_SECONDS": str(FLUSH)},
+        )
         self.settings = settings
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, workers: int = 1) -> None:
-        env = {
-            **os.environ,
-            "MODELYARD_HOME": str(self.settings.resolved_home),
-            "MODELYARD_LIMITS_FLUSH_SECONDS": str(FLUSH),
-        }
-        if self.settings.database_url:
-            env["MODELYARD_DATABASE_URL"] = self.settings.database_url
-        command = [sys.executable, "-m", "modelyard", "serve", "--port", str(self.port)]
-        self.proc = subprocess.Popen([*command, "--workers", str(workers)], env=env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, "modelyard serve exited early"
-            time.sleep(0.1)
-        raise AssertionError("modelyard serve did not become ready")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            # uvicorn re-raises SIGTERM once its graceful shutdown is done
-            assert self.proc.wait(timeout=60) in (0, -signal.SIGTERM)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+    def stop(self, timeout: float = 60) -> int | None:
+        status = super().stop(timeout)
+        # uvicorn re-raises SIGTERM once its graceful shutdown is done
+        assert status in (0, -signal.SIGTERM), status
+        return status
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
