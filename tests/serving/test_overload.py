@@ -245,7 +245,7 @@ def test_500_slow_connections_do_not_stop_normal_traffic_and_are_closed_after_th
 
     # A head that keeps trickling in is still answered 408 and closed once the timeout (a
     # bound on the whole head, not on a pause) has passed. (6 s: opening 500 connections
-    # took over a second on a busy CI machine, and the trickle must start within a third.)
+    # took over 2 s on a busy CI machine, and the trickle must start before the timeout.)
     timeout = 6.0
     gw = serve(header_timeout_seconds=timeout)
     url = url_of(gw)
@@ -256,9 +256,10 @@ def test_500_slow_connections_do_not_stop_normal_traffic_and_are_closed_after_th
             slow.append(connect(url))
             slow[-1].send(head[:1])
         sent = 1
-        # Send only while the timeout cannot have passed for any of them: a byte that
-        # arrives after the server closed would reset the connection before its 408 is read.
-        while time.monotonic() - start < timeout / 3 and sent < 10:
+        # Send only while the timeout cannot have passed for any of them (their clocks
+        # started after ``start``; 1.5 s to spare): a byte that arrives after the server
+        # closed would reset the connection before its 408 is read.
+        while time.monotonic() - start < timeout - 1.5 and sent < 10:
             time.sleep(0.1)
             for s in slow:
                 s.send(head[sent : sent + 1])
