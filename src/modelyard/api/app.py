@@ -75,6 +75,10 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
     ):
         api.include_router(module.router)
     app.include_router(api)
+
+    from modelyard.ui.app import install as install_ui
+
+    install_ui(app)
     return app
 
 

@@ -25,6 +25,15 @@ async def identity(request: Request, ws: Workspace = Depends(workspace)) -> Iden
     """The caller: the bearer token's user, or the local user when auth is off."""
     if not ws.settings.auth:
         return LOCAL_USER
+    header = request.headers.get("authorization")  # Starlette's str holds latin-1 bytes
+    return await token_cache(request, ws).identify(
+        None if header is None else header.encode("latin-1")
+    )
+
+
+def token_cache(request: Request, ws: Workspace) -> TokenCache:
+    """The application's cache of verified tokens (API tokens and OIDC JWTs), made on first
+    use; the dashboard's session cookie is checked through it too."""
     state = request.app.state
     tokens: TokenCache | None = getattr(state, "tokens", None)
     if tokens is None or tokens.identities is not ws.identities:
@@ -33,8 +42,7 @@ async def identity(request: Request, ws: Workspace = Depends(workspace)) -> Iden
         settings = ws.settings
         oidc = OidcVerifier.from_settings(settings)
         tokens = state.tokens = TokenCache(ws.identities, settings.token_cache_seconds, oidc=oidc)
-    header = request.headers.get("authorization")  # Starlette's str holds latin-1 bytes
-    return await tokens.identify(None if header is None else header.encode("latin-1"))
+    return tokens
 
 
 def requires(role: Role) -> Callable[..., Awaitable[Workspace]]:

@@ -722,7 +722,7 @@ class MonitoringService:
     def list_alerts(
         self,
         endpoint: str | None = None,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         since: datetime | None = None,
         *,
         rule: str | None = None,

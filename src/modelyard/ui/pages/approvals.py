@@ -1,0 +1,5 @@
+"""The approvals pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""The endpoints pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""The experiments pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

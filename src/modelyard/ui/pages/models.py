@@ -1,0 +1,5 @@
+"""The models pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""The monitoring pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

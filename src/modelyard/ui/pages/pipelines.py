@@ -1,0 +1,5 @@
+"""The pipelines pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
