@@ -567,6 +567,21 @@ class AlertRow(Base):
     resolved_at: Mapped[datetime | None]
     resolved_by: Mapped[str] = mapped_column(String(256), default="")
     notifications: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Someone is on it: escalation stops, the alert stays open until resolved.
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str] = mapped_column(String(256), default="", server_default="")
+
+
+class LiveStatsRow(Base):
+    """One gateway worker's recent counters of one endpoint (the dashboard's live charts);
+    the worker rewrites its row every few seconds, a reader sums the workers' rows."""
+
+    __tablename__ = "live_stats"
+    __table_args__ = (Index("ix_live_stats_endpoint", "endpoint"),)
+    worker: Mapped[str] = mapped_column(String(128), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(256), primary_key=True)
+    updated_at: Mapped[datetime]
+    samples: Mapped[list[Any]]
 
 
 # --- pipelines --------------------------------------------------------------------------
