@@ -11,12 +11,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelyard.client import Client
+from modelyard.config import Settings
+from modelyard.workspace import Workspace
 from tests.serve_process import ServeProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -88,3 +91,62 @@ def page(browser: Any, ui_server: ServeProcess) -> Iterator[Any]:
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@dataclass
+class AuthServer:
+    """A `modelyard serve` with auth on, and a token per user: ``tokens[name]``.
+
+    Users: ``admin`` (admin), ``alice`` (editor), ``dave`` (deployer), ``bob`` (approver),
+    ``carol`` (viewer).
+    """
+
+    server: ServeProcess
+    tokens: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, user: str) -> Client:
+        return Client(self.server.url, token=self.tokens[user])
+
+
+USERS = {
+    "admin": "admin",
+    "alice": "editor",
+    "dave": "deployer",
+    "bob": "approver",
+    "carol": "viewer",
+}
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    """`modelyard serve` with ``MODELYARD_AUTH=true`` over the quickstart's model (made
+    before auth was on, as the local user) and an endpoint ``fraud``."""
+    home = tmp_path_factory.mktemp("ui-auth") / "home"
+    home.mkdir()
+    quickstart(home)
+    env = {"MODELYARD_AUTH": "true", "MODELYARD_MONITOR_INTERVAL_SECONDS": "1"}
+    ws = Workspace.open(Settings(home=home, auth=True))
+    try:
+        tokens = {}
+        for name, role in USERS.items():
+            ws.identities.create_user(name, role)
+            tokens[name] = ws.identities.create_token(name).secret
+    finally:
+        ws.close()
+    server = ServeProcess(home, env=env)
+    server.start()
+    Client(server.url, token=tokens["admin"]).endpoints.create("fraud", "models:/fraud@champion")
+    yield AuthServer(server, tokens)
+    server.stop()
+
+
+def sign_in(page: Any, token: str, path: str = "/ui/") -> None:
+    """Sign in through the form, as a user would; ends on ``path``."""
+    page.goto(path)
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"**{path}")

@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from starlette.responses import Response
 
 from modelyard.errors import ModelyardError
 from modelyard.serving.entities import Endpoint
 from modelyard.ui.auth import Viewer, viewer
+from modelyard.ui.routing import page_router
 from modelyard.ui.templating import render
 from modelyard.workspace import Workspace
 
-router = APIRouter()
+router = page_router()
 
 #: The home page's look back, in 5-minute windows (the monitor's finest by default).
 HOUR = timedelta(hours=1)

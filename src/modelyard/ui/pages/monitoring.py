@@ -1,5 +1,5 @@
 """The monitoring pages."""
 
-from fastapi import APIRouter
+from modelyard.ui.routing import page_router
 
-router = APIRouter()
+router = page_router()
