@@ -88,9 +88,17 @@ def page(browser: Any, ui_server: ServeProcess) -> Iterator[Any]:
     page.set_default_timeout(15_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda message: _console_error(message, errors))
     yield page
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"errors in the browser's console: {errors}"
+
+
+def _console_error(message: Any, errors: list[str]) -> None:
+    """Keep the console's errors (scripts, blocked by the CSP), not the HTTP statuses a test
+    asks for on purpose (a 404 page)."""
+    if message.type == "error" and "Failed to load resource" not in message.text:
+        errors.append(message.text)
 
 
 @dataclass

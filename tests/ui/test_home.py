@@ -85,3 +85,9 @@ def test_forms_without_the_csrf_token_are_refused(ui_server: ServeProcess) -> No
         assert "evil.example" in answer.text
         answer = http.post("/ui/logout", data={"csrf_token": token}, headers=cookie)
         assert answer.status_code == 303
+
+
+def test_pages_may_not_be_framed_or_cached(ui_server: ServeProcess) -> None:
+    answer = httpx.get(f"{ui_server.url}/ui/")
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "no-store"

@@ -17,6 +17,17 @@ from modelyard.ui.charts import Chart, sparkline
 #: What a table shows for a value not known (an en dash).
 NONE = "\u2013"
 
+#: Every page: scripts and styles from the dashboard only (htmx runs no inline script), no
+#: framing by another site (the pages have approve buttons), nothing kept in caches.
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; "
+    "form-action 'self'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
@@ -40,7 +51,11 @@ def render(
         and request.headers.get("hx-boosted") != "true",
     )
     response = TEMPLATES.TemplateResponse(
-        request, template, context, status_code=status, headers=headers
+        request,
+        template,
+        context,
+        status_code=status,
+        headers={**SECURITY_HEADERS, **(headers or {})},
     )
     keep_csrf(request, response)
     return response
