@@ -31,12 +31,12 @@ COMMANDS: dict[str, CommandRef] = {
     "server": CommandRef(
         "modelyard.cli.server",
         "server",
-        "Start the control-plane API (OpenAPI at /docs, API under /api/v1).",
+        "Start the control-plane API (under /api/v1, OpenAPI at /docs) and the dashboard (/ui).",
     ),
     "serve": CommandRef(
         "modelyard.cli.server",
         "serve",
-        "Serve every endpoint over OIP v2 (/v2/models/NAME/infer) and MLflow's /invocations.",
+        "Serve every endpoint (OIP v2, MLflow's /invocations), the API and the dashboard (/ui).",
     ),
     "predict": CommandRef(
         "modelyard.cli.predict",

@@ -31,7 +31,7 @@ def server(
     log_level: str = typer.Option("warning", help="uvicorn log level"),
     trust_pickled: bool = TRUST_PICKLED,
 ) -> None:
-    """Start the control-plane API (OpenAPI at /docs, API under /api/v1)."""
+    """Start the control-plane API (under /api/v1, OpenAPI at /docs) and the dashboard (/ui)."""
     _run("control", host, port, workers, log_level, trust_pickled)
 
 
@@ -51,7 +51,7 @@ def serve(
         "(default MODELYARD_METRICS_ADDRESS; keep it off public networks)",
     ),
 ) -> None:
-    """Serve every endpoint over OIP v2 (/v2/models/NAME/infer) and MLflow's /invocations."""
+    """Serve every endpoint (OIP v2, MLflow's /invocations), the API and the dashboard (/ui)."""
     role: Role = "gateway" if data_plane_only else "both"
     _run(role, host, port, workers, log_level, trust_pickled, metrics_address)
 
@@ -65,7 +65,7 @@ def _run(
     trust_pickled: bool,
     metrics_address: str | None = None,
 ) -> None:
-    from modelyard.server import run
+    from modelyard.server import ensure_free, run
 
     # Only an explicit flag overrides: without it MODELYARD_TRUST_PICKLED_MODELS decides.
     settings = Settings()
@@ -73,11 +73,9 @@ def _run(
         settings = settings.model_copy(update={"trust_pickled_models": True})
     if metrics_address is not None:
         settings = settings.model_copy(update={"metrics_address": metrics_address})
-    run(
-        settings,
-        host or settings.host,
-        port or settings.port,
-        role=role,
-        workers=workers,
-        log_level=log_level,
-    )
+    host, port = host or settings.host, port or settings.port
+    if role != "gateway":
+        ensure_free(host, port)  # a held port is an error, not a dashboard to open
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(f"modelyard: dashboard at http://{shown}:{port}/ui", err=True)
+    run(settings, host, port, role=role, workers=workers, log_level=log_level)
