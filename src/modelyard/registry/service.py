@@ -532,6 +532,26 @@ class RegistryService(RegistryAliases, RegistryCards):
             items = self._versions(s, name, rows[:limit])
         return Page.of(items, offset, limit, more=len(rows) > limit)
 
+    def versions_from_run(self, run_id: str, *, limit: int = 100) -> list[ModelVersion]:
+        """Versions registered from tracking run ``run_id``, newest first, at most ``limit``."""
+        check_limit(limit)
+        with self.store.read() as s:
+            found = s.execute(
+                select(ModelVersionRow, RegisteredModelRow.name)
+                .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
+                .where(ModelVersionRow.run_id == run_id)
+                .order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.id.desc())
+                .limit(limit)
+            ).all()
+            by_model: dict[str, list[ModelVersionRow]] = {}
+            for row, name in found:
+                by_model.setdefault(name, []).append(row)
+            # One entity build per model (a run registers few), not one per version.
+            built = {
+                v.id: v for name, rows in by_model.items() for v in self._versions(s, name, rows)
+            }
+        return [built[row.id] for row, _ in found]
+
     def update_version(
         self,
         name: str,
