@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from modelyard.errors import AlreadyExists, Conflict, Forbidden, InvalidInput, NotFound
 from modelyard.monitoring.alerts import (
     Alert,
     AlertEvent,
@@ -400,6 +400,107 @@ def test_escalation(alerts: AlertService, any_workspace: Workspace) -> None:
     assert record.before == {"status": "open"}
     resolve = any_workspace.audit.list(action="alert.resolve").items[0]
     assert resolve.before == {"status": "escalated"}
+
+
+def test_acknowledged_alerts_stay_open_and_do_not_escalate(
+    alerts: AlertService, any_workspace: Workspace
+) -> None:
+    alerts.create_rule(spec(escalate_after=600))
+    alerts.create_rule(spec(name="p99", kind="latency", metric="latency_p99_ms", threshold=5))
+    events: list[AlertEvent] = []
+    alerts.subscribe(events.append)
+    opened_at = window(1)
+    errors, p99 = sorted(
+        alerts.evaluate("churn", W, window(0), obs(0.5), 1000, now=opened_at),
+        key=lambda a: a.rule,
+    )
+    assert errors.acknowledged_at is None and errors.acknowledged_by == ""
+
+    ann = AlertService(any_workspace.as_actor("ann"), webhooks=FAST)
+    acked = ann.acknowledge(errors.id, note="looking at the gateway logs")
+    assert acked.status == "open"  # someone is on it; nothing is fixed yet
+    assert (acked.acknowledged_by, acked.acknowledgement_note) == (
+        "ann",
+        "looking at the gateway logs",
+    )
+    assert acked.acknowledged_at is not None
+    assert acked.evidence["acknowledgement"] == {"note": "looking at the gateway logs"}
+    # Twice: unchanged, the first acknowledgement stands, no second audit record.
+    again = alerts.acknowledge(errors.id, note="me too")
+    assert (again.acknowledged_by, again.acknowledged_at) == ("ann", acked.acknowledged_at)
+    assert again.acknowledgement_note == "looking at the gateway logs"
+    [record] = any_workspace.audit.list(action="alert.acknowledge").items
+    assert (record.actor, record.entity_id, record.before) == ("ann", errors.id, {"status": "open"})
+    assert record.after is not None and record.after["acknowledged_by"] == "ann"
+    assert record.after["acknowledgement_note"] == "looking at the gateway logs"
+
+    # Past escalate_after: the acknowledged alert does not escalate.
+    assert alerts.escalate_due(now=opened_at + timedelta(days=1)) == []
+    assert alerts.get_alert(errors.id).status == "open"
+    # Breaching windows still note the newest value on it.
+    alerts.evaluate("churn", W, window(1), obs(0.7), 1000)
+    assert alerts.get_alert(errors.id).evidence["latest"]["value"] == 0.7
+
+    assert [a.id for a in alerts.list_alerts(status="acknowledged")] == [errors.id]
+    assert {a.id for a in alerts.list_alerts(status="open")} == {errors.id, p99.id}
+    both = alerts.list_alerts(status=["acknowledged", "resolved"])
+    assert [a.id for a in both] == [errors.id]
+
+    # Resolving still works, and keeps who acknowledged it.
+    done = alerts.resolve(errors.id, note="gateway restarted")
+    assert (done.status, done.acknowledged_by) == ("resolved", "ann")
+    assert alerts.list_alerts(status="acknowledged") == []
+    with pytest.raises(Conflict, match="only an open or escalated alert can be acknowledged"):
+        alerts.acknowledge(errors.id)
+    with pytest.raises(NotFound, match="no alert"):
+        alerts.acknowledge("01HZZZZZZZZZZZZZZZZZZZZZZZ")
+    assert [(e.kind, e.alert.rule) for e in events] == [
+        ("opened", "errors-high"),
+        ("opened", "p99"),
+        ("acknowledged", "errors-high"),
+        ("resolved", "errors-high"),
+    ]
+
+
+def test_an_escalated_alert_acknowledged_stays_escalated(alerts: AlertService) -> None:
+    alerts.create_rule(spec(escalate_after=60))
+    [alert] = alerts.evaluate("churn", W, window(0), obs(0.5), 1000, now=window(1))
+    [escalated] = alerts.escalate_due(now=window(2))
+    acked = alerts.acknowledge(escalated.id)
+    assert acked.status == "escalated" and acked.escalated_at == escalated.escalated_at
+    assert [a.id for a in alerts.list_alerts(status="acknowledged")] == [alert.id]
+
+
+def test_acknowledging_and_resolving_need_write(
+    alerts: AlertService, any_workspace: Workspace
+) -> None:
+    alerts.create_rule(spec())
+    [alert] = alerts.evaluate("churn", W, window(0), obs(0.5), 1000)
+    any_workspace.identities.create_user("carol", "viewer")
+    carol = AlertService(any_workspace.as_actor("carol"))
+    with pytest.raises(Forbidden, match="acknowledge alerts"):
+        carol.acknowledge(alert.id)
+    with pytest.raises(Forbidden, match="resolve alerts"):
+        carol.resolve(alert.id)
+    assert alerts.get_alert(alert.id).acknowledged_at is None
+
+
+def test_recent_alerts_newest_first_a_page_at_a_time(alerts: AlertService) -> None:
+    alerts.create_rule(spec(auto_resolve=True))
+    opened = []
+    for i in range(0, 10, 2):  # breach, recover: five alerts, each resolved by the next window
+        opened += alerts.evaluate("churn", W, window(i), obs(0.5), 1000, now=window(i + 1))
+        alerts.evaluate("churn", W, window(i + 1), obs(0.0), 1000, now=window(i + 2))
+    alerts.evaluate("churn", W, window(10), obs(0.5), 1000, now=window(11))
+    first = alerts.recent_alerts("churn", limit=4)
+    assert [a.opened_at for a in first.items] == [window(11), window(9), window(7), window(5)]
+    rest = alerts.recent_alerts("churn", limit=4, page_token=first.next_page_token)
+    assert [a.opened_at for a in rest.items] == [window(3), window(1)]
+    assert rest.next_page_token is None
+    assert [a.opened_at for a in alerts.recent_alerts(status="active").items] == [window(11)]
+    assert alerts.recent_alerts("fraud").items == []
+    with pytest.raises(InvalidInput, match="acknowledged"):
+        alerts.recent_alerts(status="snoozed")
 
 
 def test_disabled_rules_do_not_escalate(alerts: AlertService) -> None:

@@ -162,6 +162,41 @@ def test_windows_drift_operations_and_one_alert(ws: Workspace) -> None:
     assert len(ws.monitoring.list_alerts("churn")) == 1
 
 
+def test_drift_over_time_a_window_at_a_time(ws: Workspace) -> None:
+    X, _ = training_frame()
+    ws.monitoring.set_reference("models:/churn/1", data=X)
+    log_traffic(ws, T0, 1000)
+    log_traffic(ws, T0 + timedelta(minutes=10), 1000, shift=2.0, prefix="s")
+    assert ws.monitoring.drift_history("churn") == []  # nothing closed yet
+    ws.monitoring.run_once(T0 + timedelta(minutes=16))
+    history = ws.monitoring.drift_history("churn", window=300)
+    # The day before the newest closed window, at most 48 windows: up to 12:15.
+    assert len(history) == 48 and history[-1].window_end == T0 + timedelta(minutes=15)
+    calm, idle, shifted = history[-3:]
+    assert (calm.window_start, calm.status, calm.rows) == (T0, "ok", 1000)
+    assert calm.drift_share == 0 and calm.version == 1
+    assert (idle.status, idle.rows, idle.drift_share) == ("no-traffic", 0, None)
+    assert shifted.status in {"ok", "drift"} and "f0" in shifted.drifted_features
+    assert shifted.drift_share is not None and shifted.drift_share > 0
+    assert all(h.status == "no-traffic" for h in history[:-3])
+    # Hourly windows by default: none of them has closed yet.
+    assert ws.monitoring.drift_history("churn") == []
+    ranged = ws.monitoring.drift_history(
+        "churn", window=300, start=T0 + timedelta(minutes=2), end=T0 + timedelta(hours=5)
+    )
+    assert [h.window_start for h in ranged] == [T0 + timedelta(minutes=m) for m in (0, 5, 10)]
+    with pytest.raises(InvalidInput, match="at most 1000"):
+        ws.monitoring.drift_history("churn", window=300, start=T0 - timedelta(days=5))
+
+    drift, reference, current = ws.monitoring.drift_profiles(
+        "churn", window=300, start=T0 + timedelta(minutes=10), end=T0 + timedelta(minutes=15)
+    )
+    assert drift.report.current_rows == current.rows == 1000
+    assert reference.rows == len(X)
+    assert {f.feature for f in drift.report.features} <= set(reference.features)
+    assert current.features["f0"].mean > reference.features["f0"].mean + 1  # type: ignore[union-attr]
+
+
 def test_rebuilding_a_window_replaces_it(ws: Workspace) -> None:
     log_traffic(ws, T0, 200)
     service = ws.monitoring

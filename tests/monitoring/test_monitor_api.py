@@ -12,7 +12,7 @@ from tests.conftest import LiveServer
 from tests.monitoring.test_monitor import FEATURES, MODEL, log_traffic, training_frame
 
 from modelyard import Client
-from modelyard.errors import InvalidInput, NotFound
+from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.monitoring.windows import floor_time
 from modelyard.workspace import Workspace
 
@@ -78,9 +78,16 @@ def test_the_whole_loop_through_the_sdk(monitored: Workspace, client: Client) ->
 
     alerts = m.list_alerts("churn", "active")
     assert len(alerts) == 1 and alerts[0].metric == "drift.f0"
+    acked = m.acknowledge_alert(alerts[0].id, note="on it")
+    assert (acked.status, acked.acknowledgement_note) == ("open", "on it")
+    assert acked.acknowledged_by == monitored.actor and acked.acknowledged_at is not None
+    assert [a.id for a in m.list_alerts("churn", "acknowledged")] == [acked.id]
+    assert m.acknowledge_alert(acked.id).acknowledged_at == acked.acknowledged_at  # idempotent
     resolved = m.resolve_alert(alerts[0].id, note="retrained")
-    assert resolved.status == "resolved"
+    assert resolved.status == "resolved" and resolved.acknowledged_by == acked.acknowledged_by
     assert m.list_alerts("churn", "active") == []
+    with pytest.raises(Conflict, match="only an open or escalated alert can be acknowledged"):
+        m.acknowledge_alert(alerts[0].id)
 
 
 def test_errors_name_what_to_fix(monitored: Workspace, client: Client) -> None:
@@ -100,6 +107,8 @@ def test_errors_name_what_to_fix(monitored: Workspace, client: Client) -> None:
         m.list_held_feedback("churn", "lost")
     with pytest.raises(NotFound):
         m.resolve_alert("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    with pytest.raises(NotFound, match="monitor alerts"):
+        m.acknowledge_alert("01ARZ3NDEKTSV4RRFFQ69G5FAV")
     with pytest.raises(InvalidInput):
         m.create_rule(
             {
@@ -196,3 +205,28 @@ def test_cli_monitor_commands(monitored: Workspace, tmp_path: Path, run) -> None
     assert code == 0 and "rule slow" in out
     code, out = cli("monitor", "alerts", "--json")
     assert code == 0 and out.strip().startswith("[")
+
+
+def test_cli_acknowledges_then_resolves(monitored: Workspace, run) -> None:  # type: ignore[no-untyped-def]
+    monitored.monitoring.create_rule(
+        {
+            "name": "errors",
+            "endpoint": "churn",
+            "kind": "error_rate",
+            "metric": "error_rate",
+            "op": ">",
+            "threshold": 0.1,
+            "window": 300,
+        }
+    )
+    observation = {"requests": 100, "errors": 50, "error_rate": 0.5}
+    [alert] = monitored.monitoring.alerts.evaluate("churn", 300, T0, observation, 100)
+
+    result = run("monitor", "ack", alert.id, "--note", "paging the data team")
+    assert f"alert {alert.id} acknowledged by" in result.stdout
+    result = run("monitor", "alerts", "--status", "acknowledged", "--json")
+    assert alert.id in result.stdout and "paging the data team" in result.stdout
+    run("monitor", "resolve", alert.id, "--note", "fixed")
+    result = run("monitor", "ack", alert.id, ok=False)
+    assert result.returncode != 0
+    assert "only an open or escalated alert can be acknowledged" in result.stdout + result.stderr

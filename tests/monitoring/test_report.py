@@ -6,11 +6,12 @@ import re
 from html.parser import HTMLParser
 
 import numpy as np
+import pytest
 
 from modelyard.monitoring.config import DriftConfig
 from modelyard.monitoring.drift import compare
 from modelyard.monitoring.profiles import Profile
-from modelyard.monitoring.report import render_drift_html
+from modelyard.monitoring.report import histogram, render_drift_html
 
 EVIL = "<script>alert('x')</script>"
 
@@ -122,3 +123,21 @@ def test_constant_and_single_sided_features_plot() -> None:
     html = render_drift_html(compare(ref, cur), ref, cur, title="t")
     assert html.count("<svg") == 3
     assert 'height="nan"' not in html and "inf" not in html.replace("infinite", "")
+
+
+def test_histograms_give_both_sides_shares_per_bin() -> None:
+    ref, cur = _profiles()
+    age = histogram(ref.features["age"], cur.features["age"])
+    assert len(age.labels) == len(age.reference or []) == len(age.current or []) == 30
+    assert sum(age.reference or []) == pytest.approx(0.99, abs=0.01)  # the central 99 %
+    assert age.low is not None and age.high is not None and age.low < 40 < age.high
+    # The current side moved up: more of its mass is in the upper half of the bins.
+    assert sum((age.current or [])[15:]) > sum((age.reference or [])[15:])
+    plan = histogram(ref.features["plan"], cur.features["plan"])
+    assert set(plan.labels) == {"free", "pro", "team", "<b>enterprise</b>"}
+    shares = dict(zip(plan.labels, plan.current or [], strict=True))
+    assert shares["team"] == 0 and shares["free"] == pytest.approx(1 / 3, abs=0.03)
+    gone = histogram(ref.features["gone"], None)
+    assert gone.current is None and gone.reference is not None and not gone.empty
+    assert histogram(ref.features["never"], cur.features["never"]).empty == "no values to plot"
+    assert histogram(ref.features["age"], cur.features["plan"]).empty

@@ -67,6 +67,10 @@ class ResolveBody(BaseModel):
     note: str = ""
 
 
+class AcknowledgeBody(BaseModel):
+    note: str = Field(default="", description="what you are doing about it")
+
+
 @router.get("/status", response_model=list[EndpointStatus], responses=problems(404))
 def status(endpoint: str | None = None, ws: Workspace = Depends(viewer)) -> list[EndpointStatus]:
     return ws.monitoring.status(endpoint)
@@ -234,8 +238,8 @@ def delete_rule(name: str, ws: Workspace = Depends(editor)) -> None:
 @router.get("/alerts", response_model=list[Alert], responses=problems(404))
 def list_alerts(
     endpoint: str | None = None,
-    status: Literal["open", "escalated", "resolved", "active"] | None = Query(
-        None, description="active: open or escalated"
+    status: Literal["open", "escalated", "resolved", "active", "acknowledged"] | None = Query(
+        None, description="active: open or escalated; acknowledged: active and acknowledged"
     ),
     since: JsonTime | None = Query(None, description="opened at or after (ISO 8601)"),
     rule: str | None = None,
@@ -255,6 +259,15 @@ def resolve_alert(
     alert_id: str, body: ResolveBody | None = None, ws: Workspace = Depends(editor)
 ) -> Alert:
     return ws.monitoring.resolve_alert(alert_id, note=body.note if body else "")
+
+
+@router.post("/alerts/{alert_id}/acknowledge", response_model=Alert)
+def acknowledge_alert(
+    alert_id: str, body: AcknowledgeBody | None = None, ws: Workspace = Depends(editor)
+) -> Alert:
+    """Say you are on an open or escalated alert: it stays open but stops escalating. Again
+    on an acknowledged alert: unchanged (the first acknowledgement stands); 409 if resolved."""
+    return ws.monitoring.acknowledge_alert(alert_id, note=body.note if body else "")
 
 
 @router.get("/kpis", response_model=list[KpiEvaluation], responses=problems(404))

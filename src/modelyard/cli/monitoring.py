@@ -236,14 +236,27 @@ def operations(
 def alerts(
     ctx: typer.Context,
     endpoint: str = typer.Option(None, "--endpoint", help="one endpoint"),
-    status: str = typer.Option(None, "--status", help="open, escalated, resolved or active"),
+    status: str = typer.Option(
+        None, "--status", help="open, escalated, resolved, active or acknowledged"
+    ),
     as_json: bool = JSON,
 ) -> None:
-    """Alerts, oldest first, with the value that fired them."""
+    """Alerts, oldest first, with the value that fired them and who acknowledged them."""
     found = _monitoring(ctx).list_alerts(endpoint, status)
     table(
         found,
-        ["id", "rule", "endpoint", "status", "metric", "op", "threshold", "value", "opened_at"],
+        [
+            "id",
+            "rule",
+            "endpoint",
+            "status",
+            "metric",
+            "op",
+            "threshold",
+            "value",
+            "opened_at",
+            "acknowledged_by",
+        ],
         as_json=as_json,
         title="alerts",
     )
@@ -262,6 +275,21 @@ def resolve(
         record(alert, as_json=True)
     else:
         ok(f"alert {alert.id} resolved")
+
+
+@app.command("ack")
+def acknowledge(
+    ctx: typer.Context,
+    alert_id: str,
+    note: str = typer.Option("", "--note", help="what you are doing about it"),
+    as_json: bool = JSON,
+) -> None:
+    """Acknowledge an open or escalated alert: you are on it (it stays open, stops escalating)."""
+    alert = _monitoring(ctx).acknowledge_alert(alert_id, note=note)
+    if as_json:
+        record(alert, as_json=True)
+    else:
+        ok(f"alert {alert.id} acknowledged by {alert.acknowledged_by}")
 
 
 @app.command("feedback")

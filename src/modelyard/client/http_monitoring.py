@@ -177,6 +177,11 @@ class HttpMonitoring:
             "POST", f"/monitoring/alerts/{_q(alert_id)}/resolve", Alert, {"note": note}
         )
 
+    def acknowledge_alert(self, alert_id: str, note: str = "") -> Alert:
+        return self.t.send(
+            "POST", f"/monitoring/alerts/{_q(alert_id)}/acknowledge", Alert, {"note": note}
+        )
+
     def kpis(self, project: str, **kw: Any) -> list[KpiEvaluation]:
         return self._list("/monitoring/kpis", list[KpiEvaluation], project=project, **kw)
 

@@ -34,10 +34,13 @@ AlertKind = Literal[
 ]
 Op = Literal[">", ">=", "<", "<="]
 AlertStatus = Literal["open", "escalated", "resolved"]
-EventKind = Literal["opened", "escalated", "resolved"]
+EventKind = Literal["opened", "escalated", "acknowledged", "resolved"]
 
 #: Statuses of an alert that still needs attention.
 ACTIVE = ("open", "escalated")
+#: What a list of alerts may be filtered by: a status, ``active`` (open or escalated), or
+#: ``acknowledged`` (active, and someone said they are on it).
+ALERT_FILTERS = ("open", "escalated", "resolved", "active", "acknowledged")
 
 #: Metrics a ``performance`` rule may watch (``<metric>.<slice>`` is accepted too).
 PERFORMANCE_METRICS = frozenset(
@@ -192,8 +195,10 @@ class Alert(BaseModel):
 
     ``value`` and ``window_start`` are those of the window that opened it; ``evidence`` also
     holds the observation subset it fired on, the newest breaching window (``latest``), how
-    many windows breached (``breaching_windows``) and, once resolved, the ``resolution``.
-    ``notifications`` lists webhook deliveries (event, url, ok, status, attempts, error, at).
+    many windows breached (``breaching_windows``), once acknowledged the ``acknowledgement``
+    and once resolved the ``resolution``. An acknowledged alert keeps its status (open or
+    escalated) until resolved, but no longer escalates. ``notifications`` lists webhook
+    deliveries (event, url, ok, status, attempts, error, at).
     """
 
     id: str
@@ -212,6 +217,9 @@ class Alert(BaseModel):
     status: AlertStatus
     opened_at: datetime
     escalated_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str = ""
+    acknowledgement_note: str = ""
     resolved_at: datetime | None = None
     resolved_by: str = ""
     resolution_note: str = ""
@@ -220,7 +228,8 @@ class Alert(BaseModel):
 
 
 class AlertEvent(BaseModel):
-    """What subscribers and webhooks receive when an alert opens, escalates or resolves."""
+    """What subscribers and webhooks receive when an alert opens, escalates, is acknowledged
+    or resolves."""
 
     kind: EventKind
     alert: Alert
@@ -276,6 +285,7 @@ def _rule_row(s: Session, name: str, *, lock: bool = False) -> AlertRuleRow:
 def _alert(row: AlertRow) -> Alert:
     ev = row.evidence
     resolution = ev.get("resolution") or {}
+    acknowledgement = ev.get("acknowledgement") or {}
     return Alert(
         id=row.id,
         rule=ev["rule"],
@@ -293,6 +303,9 @@ def _alert(row: AlertRow) -> Alert:
         status=row.status,
         opened_at=row.opened_at,
         escalated_at=row.escalated_at,
+        acknowledged_at=row.acknowledged_at,
+        acknowledged_by=row.acknowledged_by or "",
+        acknowledgement_note=acknowledgement.get("note", ""),
         resolved_at=row.resolved_at,
         resolved_by=row.resolved_by,
         resolution_note=resolution.get("note", ""),

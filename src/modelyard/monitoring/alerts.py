@@ -20,7 +20,13 @@ opens two alerts. The check
 runs in the write transaction with the rule row locked (PostgreSQL ``FOR UPDATE``; SQLite
 serialises write transactions already).
 
-Every opening, escalation and resolution is (a) audited in the same transaction, (b) posted
+Someone on call *acknowledges* an active alert (:meth:`AlertService.acknowledge`) to say
+they are on it: the alert keeps its status (open or escalated) until it is resolved, records
+who and when (and a note), and no longer escalates. Acknowledging is idempotent (a second
+acknowledgement keeps the first); acknowledging a resolved alert is a :class:`Conflict`.
+
+Every opening, escalation, acknowledgement and resolution is (a) audited in the same
+transaction, (b) posted
 as JSON to the rule's webhooks after commit, from a background thread with retries (the
 outcome is appended to the alert's ``notifications``), and (c) published to in-process
 subscribers (:meth:`AlertService.subscribe`) as an :class:`AlertEvent`.
@@ -40,10 +46,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, get_args
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
 from ulid import ULID
 
 from modelyard.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from modelyard.governance.entities import Permission
 from modelyard.monitoring.alert_evaluation import _Check, _number, _resolve_row, _samples
 from modelyard.monitoring.alert_notifications import (
     Subscriber,
@@ -54,6 +62,7 @@ from modelyard.monitoring.alert_notifications import (
 )
 from modelyard.monitoring.alert_rules import (
     ACTIVE,
+    ALERT_FILTERS,
     EXTRACTION_METRICS,
     PERFORMANCE_METRICS,
     VOLUME_METRICS,
@@ -76,6 +85,7 @@ from modelyard.monitoring.alert_rules import METRIC_HELP as METRIC_HELP
 from modelyard.monitoring.alert_rules import EventKind as EventKind
 from modelyard.monitoring.alert_rules import Op as Op
 from modelyard.monitoring.alert_rules import metric_fits as metric_fits
+from modelyard.page import Page, check_limit, decode_token
 from modelyard.store.tables import AlertRow, AlertRuleRow
 
 if TYPE_CHECKING:
@@ -86,6 +96,7 @@ log = logging.getLogger("modelyard.monitoring.alerts")
 
 __all__ = [
     "ACTIVE",
+    "ALERT_FILTERS",
     "EXTRACTION_METRICS",
     "PERFORMANCE_METRICS",
     "VOLUME_METRICS",
@@ -292,7 +303,8 @@ class AlertService:
     ) -> list[Alert]:
         """Escalate the open alerts older than their rule's ``escalate_after``.
 
-        Alerts of disabled rules are left alone (disabling a rule mutes it).
+        Alerts of disabled rules are left alone (disabling a rule mutes it), and so are
+        acknowledged alerts (someone is on it already).
         """
         now = _utc(now) if now is not None else datetime.now(UTC)
         pending = _Pending()
@@ -300,7 +312,7 @@ class AlertService:
         with self.store.write(self.ws.actor) as tx:
             s = tx.session
             query = select(AlertRow.id, AlertRow.rule_id, AlertRow.opened_at).where(
-                AlertRow.status == "open"
+                AlertRow.status == "open", AlertRow.acknowledged_at.is_(None)
             )
             if endpoint is not None:
                 query = query.where(AlertRow.endpoint == endpoint)
@@ -325,10 +337,14 @@ class AlertService:
                     continue
                 row = s.scalar(
                     select(AlertRow)
-                    .where(AlertRow.id == alert_id, AlertRow.status == "open")
+                    .where(
+                        AlertRow.id == alert_id,
+                        AlertRow.status == "open",
+                        AlertRow.acknowledged_at.is_(None),
+                    )
                     .with_for_update()
                 )
-                if row is None:  # resolved meanwhile
+                if row is None:  # resolved or acknowledged meanwhile
                     continue
                 row.status, row.escalated_at = "escalated", now
                 tx.record("alert.escalate", "alert", row.id, {"status": "open"}, _audit_state(row))
@@ -337,20 +353,15 @@ class AlertService:
         return escalated
 
     def resolve(self, alert_id: str, by: str | None = None, note: str = "") -> Alert:
-        """Resolve an open or escalated alert; :class:`Conflict` if it is resolved already."""
+        """Resolve an open or escalated alert; :class:`Conflict` if it is resolved already.
+
+        Needs the write permission on the workspace, as the API's route does.
+        """
+        self.ws.access.require(Permission.write, action="resolve alerts")
         pending = _Pending()
         with self.store.write(self.ws.actor) as tx:
             s = tx.session
-            rule_id = s.scalar(select(AlertRow.rule_id).where(AlertRow.id == alert_id))
-            if rule_id is None:
-                raise NotFound(_no_alert(alert_id))
-            # Rule first, then alert: the lock order evaluate() uses.
-            rule = s.scalar(
-                select(AlertRuleRow).where(AlertRuleRow.id == rule_id).with_for_update()
-            )
-            row = s.scalar(select(AlertRow).where(AlertRow.id == alert_id).with_for_update())
-            if rule is None or row is None:
-                raise NotFound(_no_alert(alert_id))
+            rule, row = _locked(s, alert_id)
             if row.status == "resolved":
                 raise Conflict(
                     f"alert {alert_id} was resolved already at {row.resolved_at:%Y-%m-%d %H:%M:%S}"
@@ -360,6 +371,35 @@ class AlertService:
             _resolve_row(row, by or self.ws.actor, note, datetime.now(UTC), auto=False)
             tx.record("alert.resolve", "alert", row.id, before, _audit_state(row))
             alert = pending.add("resolved", row, rule)
+        self._publish(pending)
+        return alert
+
+    def acknowledge(self, alert_id: str, by: str | None = None, note: str = "") -> Alert:
+        """Say someone is on an open or escalated alert: it stays active, records who, when
+        and ``note``, and no longer escalates.
+
+        :class:`Conflict` if the alert is resolved. Acknowledging an acknowledged alert
+        changes nothing and returns it (the first acknowledgement stands). Needs the write
+        permission on the workspace, as resolving does.
+        """
+        self.ws.access.require(Permission.write, action="acknowledge alerts")
+        pending = _Pending()
+        with self.store.write(self.ws.actor) as tx:
+            s = tx.session
+            rule, row = _locked(s, alert_id)
+            if row.status == "resolved":
+                raise Conflict(
+                    f"alert {alert_id} was resolved at {row.resolved_at:%Y-%m-%d %H:%M:%S} UTC"
+                    f" by {row.resolved_by or 'unknown'}; only an open or escalated alert can "
+                    "be acknowledged"
+                )
+            if row.acknowledged_at is not None:
+                return _alert(row)  # idempotent: a retry or a second responder
+            before = {"status": row.status}
+            row.acknowledged_at, row.acknowledged_by = datetime.now(UTC), by or self.ws.actor
+            row.evidence = {**row.evidence, "acknowledgement": {"note": note}}
+            tx.record("alert.acknowledge", "alert", row.id, before, _audit_state(row))
+            alert = pending.add("acknowledged", row, rule)
         self._publish(pending)
         return alert
 
@@ -383,16 +423,17 @@ class AlertService:
     ) -> list[Alert]:
         """Alerts oldest first (by ``opened_at``, then id), opened at or after ``since``.
 
-        ``status`` is one status, several, or ``"active"`` (open or escalated). Pollers pass
-        the ``opened_at`` of the newest alert they saw as ``since`` and skip ids they know:
-        the order is stable, and ``since`` is inclusive so no alert is ever skipped.
+        ``status`` is one status, several, ``"active"`` (open or escalated) or
+        ``"acknowledged"`` (active and acknowledged). Pollers pass the ``opened_at`` of the
+        newest alert they saw as ``since`` and skip ids they know: the order is stable, and
+        ``since`` is inclusive so no alert is ever skipped.
         """
-        statuses = _statuses(status)
+        wanted = _status_filter(status)
         query = select(AlertRow).order_by(AlertRow.opened_at, AlertRow.id)
         if endpoint is not None:
             query = query.where(AlertRow.endpoint == endpoint)
-        if statuses is not None:
-            query = query.where(AlertRow.status.in_(statuses))
+        if wanted is not None:
+            query = query.where(wanted)
         if since is not None:
             query = query.where(AlertRow.opened_at >= _utc(since))
         if limit is not None:
@@ -404,10 +445,34 @@ class AlertService:
                 query = query.where(AlertRow.rule_id == _rule_row(s, rule).id)
             return [_alert(r) for r in s.scalars(query)]
 
+    def recent_alerts(
+        self,
+        endpoint: str | None = None,
+        status: str | Sequence[str] | None = None,
+        *,
+        limit: int = 20,
+        page_token: str | None = None,
+    ) -> Page[Alert]:
+        """Alerts newest first (by ``opened_at``, then id), a page at a time; ``status`` as
+        in :meth:`list_alerts`."""
+        check_limit(limit)
+        offset = decode_token(page_token)
+        wanted = _status_filter(status)
+        query = select(AlertRow).order_by(AlertRow.opened_at.desc(), AlertRow.id.desc())
+        if endpoint is not None:
+            query = query.where(AlertRow.endpoint == endpoint)
+        if wanted is not None:
+            query = query.where(wanted)
+        with self.store.read() as s:
+            rows = s.scalars(query.offset(offset).limit(limit + 1)).all()
+            items = [_alert(r) for r in rows[:limit]]
+        return Page.of(items, offset, limit, more=len(rows) > limit)
+
     # events -----------------------------------------------------------------------------
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call ``callback(event)`` for every alert opened, escalated or resolved in-process.
+        """Call ``callback(event)`` for every alert opened, escalated, acknowledged or resolved
+        in-process.
 
         Callbacks run in the thread that made the change, after it committed; keep them quick
         (hand long work to a thread). Returns a function that unsubscribes.
@@ -460,10 +525,26 @@ def _audit_state(row: AlertRow) -> dict[str, Any]:
         "window": ev["window"],
         "window_start": ev["window_start"],
     }
+    if row.acknowledged_at is not None:
+        state["acknowledged_by"] = row.acknowledged_by
+        state["acknowledgement_note"] = ev.get("acknowledgement", {}).get("note", "")
     if row.status == "resolved":
         state["resolved_by"] = row.resolved_by
         state["note"] = ev.get("resolution", {}).get("note", "")
     return state
+
+
+def _locked(s: Session, alert_id: str) -> tuple[AlertRuleRow, AlertRow]:
+    """An alert and its rule, locked for a change; :class:`NotFound` if there is none."""
+    rule_id = s.scalar(select(AlertRow.rule_id).where(AlertRow.id == alert_id))
+    if rule_id is None:
+        raise NotFound(_no_alert(alert_id))
+    # Rule first, then alert: the lock order evaluate() uses.
+    rule = s.scalar(select(AlertRuleRow).where(AlertRuleRow.id == rule_id).with_for_update())
+    row = s.scalar(select(AlertRow).where(AlertRow.id == alert_id).with_for_update())
+    if rule is None or row is None:
+        raise NotFound(_no_alert(alert_id))
+    return rule, row
 
 
 def _no_alert(alert_id: str) -> str:
@@ -477,17 +558,26 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _statuses(status: str | Sequence[str] | None) -> list[str] | None:
+def _status_filter(status: str | Sequence[str] | None) -> ColumnElement[bool] | None:
+    """The condition on alert rows that ``status`` (one filter or several, any of them) asks
+    for; None for every alert."""
     if status is None:
         return None
     wanted: Iterable[str] = [status] if isinstance(status, str) else status
-    result: list[str] = []
+    statuses: list[str] = []
+    acknowledged = False
     valid = get_args(AlertStatus)
     for s in wanted:
         if s == "active":
-            result.extend(ACTIVE)
+            statuses.extend(ACTIVE)
+        elif s == "acknowledged":
+            acknowledged = True
         elif s in valid:
-            result.append(s)
+            statuses.append(s)
         else:
-            raise InvalidInput(f"alert status {s!r} is not one of {', '.join(valid)}, active")
-    return result
+            raise InvalidInput(f"alert status {s!r} is not one of {', '.join(ALERT_FILTERS)}")
+    condition: ColumnElement[bool] = AlertRow.status.in_(statuses)
+    if acknowledged:
+        ack = and_(AlertRow.status.in_(ACTIVE), AlertRow.acknowledged_at.is_not(None))
+        condition = or_(condition, ack) if statuses else ack
+    return condition

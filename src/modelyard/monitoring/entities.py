@@ -17,6 +17,7 @@ __all__ = [
     "OpsWindow",
     "ReferenceProfile",
     "VariantDeadline",
+    "WindowDrift",
     "WindowSummary",
 ]
 
@@ -119,6 +120,24 @@ class WindowSummary(BaseModel):
     drift_status: str | None = None  # ok | drift | insufficient | no-reference
     drifted_features: list[str] = Field(default_factory=list)
     deadline: DeadlineSummary | None = None  # only when requests in it carried a deadline
+
+
+class WindowDrift(BaseModel):
+    """The drift verdict of one closed window: drift over time, a window at a time.
+
+    ``status``: ``ok``, ``drift`` or ``insufficient`` (too few rows for a verdict), as a
+    drift report has it; ``no-reference`` (the version has no reference profile),
+    ``no-traffic`` (nothing was requested) or ``failed`` (requests came, none was answered).
+    """
+
+    window_start: datetime
+    window_end: datetime
+    model: str | None = None
+    version: int | None = None
+    rows: int = 0
+    status: str
+    drift_share: float | None = None  # drifted / checked features
+    drifted_features: list[str] = Field(default_factory=list)
 
 
 class EndpointStatus(BaseModel):

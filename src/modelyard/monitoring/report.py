@@ -23,7 +23,7 @@ from modelyard.monitoring.profiles import (
     Profile,
 )
 
-__all__ = ["render_drift_html"]
+__all__ = ["Histogram", "histogram", "render_drift_html"]
 
 PLOT_WIDTH = 420
 PLOT_HEIGHT = 140
@@ -116,11 +116,44 @@ def _bars(ref: np.ndarray | None, cur: np.ndarray | None, grouped: bool) -> list
     return out
 
 
-def _numeric_plot(ref: NumericProfile | None, cur: NumericProfile | None) -> _Plot:
+@dataclass
+class Histogram:
+    """One feature's values on both sides of a drift comparison, as shares per bin.
+
+    Numbers: ``PLOT_BINS`` equal bins over the central 99 % of both sides (one far outlier
+    must not squash the rest), labelled by their centres; categories: the most frequent
+    ``PLOT_CATEGORIES`` of either side, the rest summed as "(other)". A side without values
+    is None; ``empty`` says why there is no histogram at all.
+    """
+
+    labels: list[str]
+    reference: list[float] | None
+    current: list[float] | None
+    empty: str = ""
+    low: float | None = None  # numbers: the range the bins cover
+    high: float | None = None
+
+
+def histogram(ref: FeatureProfile | None, cur: FeatureProfile | None) -> Histogram:
+    """The histogram a drift plot of one feature draws (its reference and current profiles)."""
+    kinds = {p.kind for p in (ref, cur) if p is not None}
+    if len(kinds) != 1:
+        return Histogram([], None, None, empty="the two sides have different kinds")
+    if kinds == {"numeric"}:
+        return _numeric_histogram(
+            ref if isinstance(ref, NumericProfile) else None,
+            cur if isinstance(cur, NumericProfile) else None,
+        )
+    return _categorical_histogram(
+        ref if isinstance(ref, CategoricalProfile) else None,
+        cur if isinstance(cur, CategoricalProfile) else None,
+    )
+
+
+def _numeric_histogram(ref: NumericProfile | None, cur: NumericProfile | None) -> Histogram:
     present = [p for p in (ref, cur) if p is not None and p.count > 0]
     if not present:
-        return _Plot(empty="no values to plot")
-    # The central 99 % of both sides: one far outlier must not squash the histogram.
+        return Histogram([], None, None, empty="no values to plot")
     lo = min(float(p.quantiles([0.005])[0]) for p in present)
     hi = max(float(p.quantiles([0.995])[0]) for p in present)
     if not hi > lo:
@@ -128,21 +161,21 @@ def _numeric_plot(ref: NumericProfile | None, cur: NumericProfile | None) -> _Pl
         lo, hi = lo - pad, hi + pad
     edges = np.linspace(lo, hi, PLOT_BINS + 1)
 
-    def shares(p: NumericProfile | None) -> np.ndarray | None:
+    def shares(p: NumericProfile | None) -> list[float] | None:
         if p is None or p.count == 0:
             return None
-        return np.clip(np.diff(p.cdf(edges)), 0.0, None)
+        return [float(x) for x in np.clip(np.diff(p.cdf(edges)), 0.0, None)]
 
-    return _Plot(
-        bars=_bars(shares(ref), shares(cur), grouped=False),
-        labels=[(0.0, _num(lo)), (PLOT_WIDTH / 2, _num((lo + hi) / 2)), (PLOT_WIDTH, _num(hi))],
-    )
+    centres = [_num(float(x)) for x in (edges[:-1] + edges[1:]) / 2]
+    return Histogram(centres, shares(ref), shares(cur), low=lo, high=hi)
 
 
-def _categorical_plot(ref: CategoricalProfile | None, cur: CategoricalProfile | None) -> _Plot:
+def _categorical_histogram(
+    ref: CategoricalProfile | None, cur: CategoricalProfile | None
+) -> Histogram:
     present = [p for p in (ref, cur) if p is not None and p.total > 0]
     if not present:
-        return _Plot(empty="no values to plot")
+        return Histogram([], None, None, empty="no values to plot")
     score: dict[str, float] = {}
     for p in present:
         for key, share in p.frequencies().items():
@@ -150,22 +183,46 @@ def _categorical_plot(ref: CategoricalProfile | None, cur: CategoricalProfile | 
     shown = sorted(score, key=lambda k: (-score[k], k))[:PLOT_CATEGORIES]
     others = len(score) > len(shown) or any(p.other for p in present)
 
-    def shares(p: CategoricalProfile | None) -> np.ndarray | None:
+    def shares(p: CategoricalProfile | None) -> list[float] | None:
         if p is None or p.total == 0:
             return None
         freq = p.frequencies()
-        values = [freq.get(k, 0.0) for k in shown]
+        values = [float(freq.get(k, 0.0)) for k in shown]
         rest = 1.0 - sum(values)
-        return np.asarray(values + ([max(rest, 0.0)] if others else []))
+        return values + ([max(rest, 0.0)] if others else [])
 
     names = [*shown, "(other)"] if others else shown
-    slot = PLOT_WIDTH / len(names)
+    return Histogram(names, shares(ref), shares(cur))
+
+
+def _array(shares: list[float] | None) -> np.ndarray | None:
+    return None if shares is None else np.asarray(shares)
+
+
+def _numeric_plot(ref: NumericProfile | None, cur: NumericProfile | None) -> _Plot:
+    h = _numeric_histogram(ref, cur)
+    if h.empty or h.low is None or h.high is None:
+        return _Plot(empty=h.empty)
+    lo, hi = h.low, h.high
+    return _Plot(
+        bars=_bars(_array(h.reference), _array(h.current), grouped=False),
+        labels=[(0.0, _num(lo)), (PLOT_WIDTH / 2, _num((lo + hi) / 2)), (PLOT_WIDTH, _num(hi))],
+    )
+
+
+def _categorical_plot(ref: CategoricalProfile | None, cur: CategoricalProfile | None) -> _Plot:
+    h = _categorical_histogram(ref, cur)
+    if h.empty:
+        return _Plot(empty=h.empty)
+    slot = PLOT_WIDTH / len(h.labels)
     labels = [
         (round((i + 0.5) * slot, 2), n if len(n) <= 14 else n[:13] + "…")
-        for i, n in enumerate(names)
+        for i, n in enumerate(h.labels)
     ]
     return _Plot(
-        bars=_bars(shares(ref), shares(cur), grouped=True), labels=labels, rotate_labels=True
+        bars=_bars(_array(h.reference), _array(h.current), grouped=True),
+        labels=labels,
+        rotate_labels=True,
     )
 
 

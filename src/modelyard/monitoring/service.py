@@ -33,6 +33,7 @@ from modelyard.monitoring.entities import (
     MonitorPass,
     OpsWindow,
     ReferenceProfile,
+    WindowDrift,
     WindowSummary,
 )
 from modelyard.monitoring.kpis import (
@@ -42,6 +43,7 @@ from modelyard.monitoring.kpis import (
     kpi_observation,
     kpi_samples,
 )
+from modelyard.page import Page
 from modelyard.store.leases import Lease, process_owner
 from modelyard.store.tables import (
     AlertRow,
@@ -84,6 +86,9 @@ LATE_LABEL_SLACK = timedelta(minutes=2)
 REFERENCE_CHUNK_ROWS = 50_000
 #: Granularities must divide a day, so windows of every size line up with each other.
 DAY = 86_400
+#: Drift over time: windows judged by default, and at most.
+HISTORY_WINDOWS = 48
+MAX_HISTORY_WINDOWS = 1000
 
 
 class MonitoringService:
@@ -733,8 +738,24 @@ class MonitoringService:
     def get_alert(self, alert_id: str) -> Alert:
         return self.alerts.get_alert(alert_id)
 
+    def recent_alerts(
+        self,
+        endpoint: str | None = None,
+        status: str | Sequence[str] | None = None,
+        *,
+        limit: int = 20,
+        page_token: str | None = None,
+    ) -> Page[Alert]:
+        """Alerts newest first, a page at a time (``status`` as in :meth:`list_alerts`)."""
+        return self.alerts.recent_alerts(endpoint, status, limit=limit, page_token=page_token)
+
     def resolve_alert(self, alert_id: str, note: str = "") -> Alert:
         return self.alerts.resolve(alert_id, by=self.ws.actor, note=note)
+
+    def acknowledge_alert(self, alert_id: str, note: str = "") -> Alert:
+        """Say you are on an open or escalated alert: it stays open but stops escalating;
+        :class:`~modelyard.errors.Conflict` if it is resolved, unchanged if acknowledged."""
+        return self.alerts.acknowledge(alert_id, by=self.ws.actor, note=note)
 
     def kpis(
         self,
@@ -765,6 +786,22 @@ class MonitoringService:
         coarsest); with no closed window yet, the last ``window`` seconds, profiled from the
         log directly.
         """
+        found, _, _ = self.drift_profiles(
+            endpoint, window=window, start=start, end=end, version=version
+        )
+        return found
+
+    def drift_profiles(
+        self,
+        endpoint: str,
+        *,
+        window: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        version: int | None = None,
+    ) -> tuple[EndpointDrift, Profile, Profile]:
+        """:meth:`drift` with the two profiles it compared, reference and current (their
+        histograms are what a drift plot draws: :func:`~modelyard.monitoring.report.histogram`)."""
         from modelyard.monitoring.drift import compare
 
         config = self.get_config(endpoint)
@@ -790,7 +827,7 @@ class MonitoringService:
         if reference is None:
             raise NotFound(_no_reference(self.ws.registry.get_version(main.model, main.version)))
         report = compare(reference[0], main.features, config.drift)
-        return EndpointDrift(
+        drift = EndpointDrift(
             endpoint=endpoint,
             model=main.model,
             version=main.version,
@@ -800,25 +837,85 @@ class MonitoringService:
             reference_source=reference[1],
             report=report,
         )
+        return drift, reference[0], main.features
 
     def drift_html(self, endpoint: str, **kwargs: Any) -> str:
         """The drift report as a self-contained HTML page with plots."""
         from modelyard.monitoring.report import render_drift_html
 
-        drift = self.drift(endpoint, **kwargs)
-        reference = self._reference_profile(drift.model, drift.version)
-        assert reference is not None
-        contents = [
-            c
-            for c in self._contents(endpoint, drift.granularity, drift.start, drift.end)
-            if c.model == drift.model and c.version == drift.version
-        ]
-        current = _merged(contents[0], contents).features
+        drift, reference, current = self.drift_profiles(endpoint, **kwargs)
         title = (
             f"Drift of {endpoint} (models:/{drift.model}/{drift.version}), "
             f"{drift.start:%Y-%m-%d %H:%M} to {drift.end:%Y-%m-%d %H:%M} UTC"
         )
-        return render_drift_html(drift.report, reference[0], current, title=title)
+        return render_drift_html(drift.report, reference, current, title=title)
+
+    def drift_history(
+        self,
+        endpoint: str,
+        *,
+        window: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[WindowDrift]:
+        """The drift verdict of every closed window in ``[start, end)``, oldest first: each
+        window's most answering version against its reference, as the monitor judged it.
+
+        By default hourly windows (else the finest granularity of at least half an hour, else
+        the coarsest) of the day before the newest closed window, at most 48 of them. Windows
+        without traffic are there too (status ``no-traffic``), so a line has its gaps.
+        """
+        from modelyard.monitoring.drift import compare
+        from modelyard.monitoring.windows import floor_time
+
+        config = self.get_config(endpoint)
+        granularity = window or history_granularity(config.granularities)
+        step = timedelta(seconds=granularity)
+        closed = self.windows.watermark(endpoint, granularity)
+        end = floor_time(end, granularity) if end is not None else closed
+        if end is None:
+            return []  # no window of this size has closed yet
+        if closed is not None:
+            end = min(end, closed)
+        if start is None:
+            start = end - min(timedelta(days=1), HISTORY_WINDOWS * step)
+        start = floor_time(start, granularity)
+        if (end - start) / step > MAX_HISTORY_WINDOWS:
+            raise InvalidInput(
+                f"{(end - start) // step} windows of {granularity} s are too many to judge at "
+                f"once; ask for at most {MAX_HISTORY_WINDOWS} (a shorter range, or a coarser "
+                "window)"
+            )
+        by_window: dict[datetime, list[WindowContent]] = {}
+        for window_start, content in self.windows.contents(endpoint, granularity, start, end):
+            by_window.setdefault(window_start, []).append(content)
+        references: dict[tuple[str, int], Profile | None] = {}
+        history = []
+        at = start
+        while at < end:
+            contents = by_window.get(at, [])
+            item = WindowDrift(window_start=at, window_end=at + step, status="no-traffic")
+            main = _main(contents)
+            if main is not None:
+                item.model, item.version, item.rows = main.model, main.version, main.rows
+                key = (main.model, main.version)
+                if key not in references:
+                    found = self._reference_profile(*key)
+                    references[key] = None if found is None else found[0]
+                reference = references[key]
+                if reference is None:
+                    item.status = "no-reference"
+                else:
+                    report = compare(reference, main.features, config.drift)
+                    item.status = report.status
+                    if report.status != "insufficient":
+                        item.drift_share = report.drift_share
+                    item.drifted_features = [f.feature for f in report.features if f.drifted]
+            elif contents:
+                item.status = "failed"  # requests came, none was answered
+            history.append(item)
+            at += step
+        return history
 
     def operations(
         self,
@@ -1079,6 +1176,15 @@ def _no_reference(version: ModelVersion) -> str:
         f"`modelyard monitor reference {uri} --data train.parquet` (or --dataset NAME), "
         "or register the version with a training dataset in its lineage"
     )
+
+
+def history_granularity(granularities: Sequence[int]) -> int:
+    """Hourly if kept, else the finest of at least half an hour, else the coarsest: a day's
+    drift over time in a few dozen windows."""
+    if 3600 in granularities:
+        return 3600
+    coarse = [g for g in granularities if g >= 1800]
+    return min(coarse) if coarse else max(granularities)
 
 
 def _first_error(exc: ValidationError) -> str:
