@@ -777,13 +777,16 @@ def list_promotions(
     *,
     alias: str | None = None,
     promoted: bool | None = None,
+    pipeline_run_id: str | None = None,
     limit: int = 100,
 ) -> list[Promotion]:
-    """Promotion decisions, newest first."""
+    """Promotion decisions, newest first (``pipeline_run_id``: only that run's)."""
     check_limit(limit)
     query = select(PromotionRow).order_by(PromotionRow.decided_at.desc(), PromotionRow.id.desc())
     if model is not None:
         query = query.where(PromotionRow.model == model)
+    if pipeline_run_id is not None:
+        query = query.where(PromotionRow.pipeline_run_id == pipeline_run_id)
     if alias is not None:
         query = query.where(PromotionRow.alias == alias)
     if promoted is not None:
