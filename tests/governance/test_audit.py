@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,14 @@ def test_every_registry_change_is_audited(any_workspace: Workspace, model_dir: P
     # Filters.
     assert [r.seq for r in ws.audit.list(actor="bob").items] == [7, 4, 3]
     assert [r.seq for r in ws.audit.list(action="alias.set").items] == [6, 5]
+    assert [r.seq for r in ws.audit.list(before_seq=4, limit=2).items] == [3, 2]
+    assert ws.audit.list(before_seq=4, limit=2).next_page_token is not None
+    assert [r.seq for r in ws.audit.list(actor="bob", before_seq=4).items] == [3]
+    at = by_seq[4].at
+    assert {r.seq for r in ws.audit.list(since=at, until=at).items} == {
+        r.seq for r in records if r.at == at
+    }
+    assert ws.audit.list(until=by_seq[1].at - timedelta(seconds=1)).items == []
     result = ws.audit.verify()
     assert result.ok, result.reason
     assert result.records == 8

@@ -218,11 +218,22 @@ class AuditLog:
         entity_id: str | None = None,
         actor: str | None = None,
         action: str | None = None,
+        before_seq: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> Page[AuditRecord]:
-        """Records, newest first, optionally filtered."""
+        """Records, newest first, optionally filtered: older than record ``before_seq`` (a
+        cursor that stays put while new records arrive, unlike ``offset``), written at or
+        after ``since`` and at or before ``until``."""
         query = select(AuditRow).order_by(AuditRow.seq.desc())
+        if before_seq is not None:
+            query = query.where(AuditRow.seq < before_seq)
+        if since is not None:
+            query = query.where(AuditRow.at >= since)
+        if until is not None:
+            query = query.where(AuditRow.at <= until)
         for column, value in (
             (AuditRow.entity_type, entity_type),
             (AuditRow.entity_id, entity_id),
