@@ -71,3 +71,17 @@ def test_htmx_requests_without_a_session_are_told_where_to_sign_in(auth_server: 
     answer = httpx.get(f"{auth_server.url}/ui/", headers={"hx-request": "true"})
     assert answer.status_code == 401
     assert answer.headers["hx-redirect"].startswith("/ui/login?next=/ui/")
+
+
+def test_signing_in_returns_to_the_page_asked_for_with_its_query(
+    browser: Any, auth_server: AuthServer
+) -> None:
+    context = browser.new_context(base_url=auth_server.url)
+    try:
+        page = context.new_page()
+        page.goto("/ui/audit?actor=admin&limit=5")
+        page.get_by_label("API token").fill(auth_server.tokens["carol"])
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url("**/ui/audit?actor=admin&limit=5")
+    finally:
+        context.close()

@@ -67,20 +67,33 @@ class Chart:
     def svg(self) -> Markup:
         width, height, pad_left, pad_bottom, pad_top = self.width, self.height, 44, 18, 8
         plot_w, plot_h = width - pad_left - 6, height - pad_bottom - pad_top
-        known = [float(v) for values in self.series.values() for v in values if v is not None]
+        known = [
+            float(v)
+            for values in self.series.values()
+            for v in values
+            if v is not None and math.isfinite(float(v))
+        ]
+        # the axis spans zero and every value: a log-likelihood is drawn below zero
         top = _nice_top(max(known, default=0.0))
+        bottom = -_nice_top(-min(known)) if known and min(known) < 0 else 0.0
+        if max(known, default=0.0) <= 0 < -bottom:
+            top = 0.0
+
+        def y_of(value: float) -> float:
+            return pad_top + plot_h * (top - value) / (top - bottom)
+
         n = max(len(self.labels), 1)
         out = [
             f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
             f'preserveAspectRatio="none" aria-label="{escape(self.summary)}">',
             f"<title>{escape(self.title)}</title>",
         ]
-        for frac in (0.0, 0.5, 1.0):
-            y = pad_top + plot_h * (1 - frac)
+        for tick in dict.fromkeys((bottom, (bottom + top) / 2, top, 0.0)):
+            y = y_of(tick)
             out.append(
                 f'<line class="grid" x1="{pad_left}" x2="{width - 6}" y1="{y:.1f}" y2="{y:.1f}"/>'
                 f'<text class="axis" x="{pad_left - 4}" y="{y + 4:.1f}" text-anchor="end">'
-                f"{escape(_fmt(top * frac))}</text>"
+                f"{escape(_fmt(tick))}</text>"
             )
         for i in sorted({0, n // 2, n - 1}) if self.labels else []:
             x = pad_left + plot_w * (i + 0.5) / n
@@ -95,20 +108,19 @@ class Chart:
                 slot = plot_w / n
                 bar = slot * 0.8 / count
                 for i, value in enumerate(values):
-                    if value is None:
+                    if value is None or not math.isfinite(float(value)):
                         continue
-                    h = plot_h * float(value) / top if top else 0
+                    y0, y1 = sorted((y_of(0.0), y_of(float(value))))
                     x = pad_left + slot * i + slot * 0.1 + bar * k
                     out.append(
-                        f'<rect x="{x:.1f}" y="{pad_top + plot_h - h:.1f}" width="{bar:.1f}" '
-                        f'height="{h:.1f}" fill="{colour}"><title>{escape(name)} '
+                        f'<rect x="{x:.1f}" y="{y0:.1f}" width="{bar:.1f}" '
+                        f'height="{y1 - y0:.1f}" fill="{colour}"><title>{escape(name)} '
                         f"{escape(self.labels[i])}: {_fmt(value)}{escape(self.unit)}</title></rect>"
                     )
             else:
                 for segment in _segments(values):
                     points = " ".join(
-                        f"{pad_left + plot_w * (i + 0.5) / n:.1f},"
-                        f"{pad_top + plot_h * (1 - (float(v) / top if top else 0)):.1f}"
+                        f"{pad_left + plot_w * (i + 0.5) / n:.1f},{y_of(float(v)):.1f}"
                         for i, v in segment
                     )
                     if len(segment) == 1:
@@ -130,20 +142,29 @@ def sparkline(
     values: Sequence[Number], label: str, *, width: int = 120, height: int = 28
 ) -> Markup:
     """A small line without axes, for tables; ``label`` names it for screen readers."""
-    known = [float(v) for v in values if v is not None]
+    known = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not known:
         return Markup(f'<span class="muted" title="{escape(label)}">no data</span>')
-    top = max(known) or 1.0
+    low, high = min(min(known), 0.0), max(known)
+    span = (high - low) or 1.0
     n = len(values)
     lines = []
     for segment in _segments(values):
-        points = " ".join(
-            f"{width * (i + 0.5) / n:.1f},{height - 2 - (height - 4) * float(v) / top:.1f}"
+        points = [
+            (width * (i + 0.5) / n, height - 2 - (height - 4) * (float(v) - low) / span)
             for i, v in segment
-        )
-        lines.append(
-            f'<polyline fill="none" stroke="{PALETTE[0]}" stroke-width="1.5" points="{points}"/>'
-        )
+        ]
+        if len(points) == 1:
+            lines.append(
+                f'<circle cx="{points[0][0]:.1f}" cy="{points[0][1]:.1f}" r="1.5" '
+                f'fill="{PALETTE[0]}"/>'
+            )
+        else:
+            joined = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+            lines.append(
+                f'<polyline fill="none" stroke="{PALETTE[0]}" stroke-width="1.5" '
+                f'points="{joined}"/>'
+            )
     text = f"{label}: {_fmt(min(known))} to {_fmt(max(known))}, last {_fmt(known[-1])}"
     return Markup(
         f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
@@ -158,7 +179,7 @@ def _segments(values: Sequence[Number]) -> list[list[tuple[int, float]]]:
     runs: list[list[tuple[int, float]]] = []
     current: list[tuple[int, float]] = []
     for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if v is None or not math.isfinite(float(v)):
             if current:
                 runs.append(current)
             current = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -62,9 +62,11 @@ def error_page(
 
 
 def _to_login(request: Request, reason: str) -> Response:
-    target = (
-        f"{PREFIX}/login?next={quote(local_path(str(request.url.path)))}&reason={quote(reason)}"
-    )
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":  # after signing in, show the page the form was on
+        here = request.headers.get("hx-current-url") or PREFIX
+        here = urlsplit(here).path
+    target = f"{PREFIX}/login?next={quote(local_path(here), safe='/')}&reason={quote(reason)}"
     if request.headers.get("hx-request"):
         return Response(status_code=401, headers={"HX-Redirect": target})
     return RedirectResponse(target, status_code=303)
