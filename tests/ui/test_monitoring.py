@@ -304,3 +304,25 @@ def test_only_writers_are_offered_acknowledge_and_resolve(
         assert "by alice" in page.locator("dl.facts").inner_text()
     finally:
         context.close()
+
+
+def test_a_window_at_the_ends_of_the_calendar_is_a_bad_request(ui_server: ServeProcess) -> None:
+    for at in ("9999-12-31T23:30:00", "0001-01-01T00:00:00+05:00"):
+        answer = httpx.get(f"{ui_server.url}/ui/monitoring", params={"endpoint": "fraud", "at": at})
+        assert answer.status_code == 422, answer.text
+        assert "leaves no room" in answer.text and "Drift over time" in answer.text
+
+
+def test_performance_section_is_a_page_of_its_own_without_scripts(
+    monitored: Monitored, ui_server: ServeProcess
+) -> None:
+    url = f"{ui_server.url}/ui/monitoring/performance"
+    answer = httpx.get(url, params={"endpoint": ENDPOINT, "window": 300})
+    assert answer.status_code == 200
+    assert "<h1>Performance of" in answer.text and 'id="performance"' in answer.text
+    fragment = httpx.get(
+        url, params={"endpoint": ENDPOINT, "window": 300}, headers={"hx-request": "true"}
+    )
+    assert "<h1>" not in fragment.text and "Performance from feedback" in fragment.text
+    bad = httpx.get(url, params={"endpoint": ENDPOINT, "window": 7})
+    assert bad.status_code == 422 and "pick one of" in bad.text

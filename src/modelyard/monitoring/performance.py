@@ -27,8 +27,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 
 from modelyard.errors import InvalidInput
 from modelyard.monitoring.config import MonitorConfig
@@ -287,11 +288,14 @@ def _load(
     ]
     if version is not None:
         where.append(FeedbackRow.version == version)
+    # The JSON columns are read as text and parsed here: SQLite hands a JSON number back as
+    # a number, which SQLAlchemy's JSON type meets with a TypeError and an ABC check per row
+    # (a third of a day's labels' loading time); orjson parses the rest several times faster.
     columns: list[Any] = [
         FeedbackRow.version,
         FeedbackRow.predicted_at,
-        FeedbackRow.label,
-        FeedbackRow.prediction,
+        cast(FeedbackRow.label, Text),
+        cast(FeedbackRow.prediction, Text),
     ]
     if slice_by is not None:
         # Only the one input is read from the database, not every row's whole feature dict.
@@ -308,6 +312,7 @@ def _load(
         result = session.execute(select(*columns).where(*where)).all()
     if not result:
         return [], config.prediction, config.probabilities
+    result = [(r[0], r[1], _json(r[2]), _json(r[3]), *r[4:]) for r in result]
     first = result[0][3]
     probabilities = _probabilities_output(first, config)
     prediction = config.prediction or next(
@@ -325,6 +330,17 @@ def _load(
         feature = found[4] if slice_by is not None else None
         rows.append(_Row(ver, window, label, predicted, proba, feature))
     return rows, prediction, probabilities
+
+
+def _json(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN or Infinity, which Python's json writes and reads
+        import json
+
+        return json.loads(text)
 
 
 def _probabilities_output(outputs: dict[str, Any], config: MonitorConfig) -> str | None:
@@ -407,10 +423,16 @@ def _positive(configured: Any, classes: list[Any]) -> tuple[Any, str]:
 def _metrics(
     rows: list[_Row], ctx: _Context
 ) -> tuple[dict[str, float | None], dict[str, str], ConfusionMatrix | None]:
-    if ctx.task == "regression":
-        metrics, reasons = _regression(rows)
-        return metrics, reasons, None
-    return _classification(rows, ctx)
+    from sklearn import config_context
+
+    # The arguments are this module's constants: checking them was most of each metric
+    # call's time on a window of a few hundred labels (a day of hourly windows on the
+    # dashboard: bench/ui/NOTES.md). The arrays are still checked.
+    with config_context(skip_parameter_validation=True):
+        if ctx.task == "regression":
+            metrics, reasons = _regression(rows)
+            return metrics, reasons, None
+        return _classification(rows, ctx)
 
 
 def _regression(rows: list[_Row]) -> tuple[dict[str, float | None], dict[str, str]]:
@@ -444,13 +466,7 @@ def _regression(rows: list[_Row]) -> tuple[dict[str, float | None], dict[str, st
 def _classification(
     rows: list[_Row], ctx: _Context
 ) -> tuple[dict[str, float | None], dict[str, str], ConfusionMatrix | None]:
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_score,
-        recall_score,
-    )
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     names = ["accuracy", "precision", "recall", "f1"]
     if ctx.has_proba:
@@ -473,9 +489,11 @@ def _classification(
             # Booleans against the positive class: exactly sklearn's binary metrics, and
             # defined even when a window holds one class only.
             yb, pb = y == ctx.positive, p == ctx.positive
-            metrics["precision"] = float(precision_score(yb, pb, zero_division=np.nan))
-            metrics["recall"] = float(recall_score(yb, pb, zero_division=np.nan))
-            metrics["f1"] = float(f1_score(yb, pb, zero_division=np.nan))
+            # one call for the three: each of precision_score, recall_score and f1_score
+            # computes all of them
+            scores = precision_recall_fscore_support(yb, pb, average="binary", zero_division=np.nan)
+            for name, value in zip(("precision", "recall", "f1"), scores[:3], strict=True):
+                metrics[name] = float(value)
             undefined = {
                 "precision": f"no row was predicted {ctx.positive!r}",
                 "recall": f"no row is labelled {ctx.positive!r}",
@@ -486,12 +504,9 @@ def _classification(
                 if value is not None and math.isnan(value):
                     metrics[name], reasons[name] = None, text
     else:
-        for name, fn in (
-            ("precision", precision_score),
-            ("recall", recall_score),
-            ("f1", f1_score),
-        ):
-            metrics[name] = float(fn(y, p, average="macro", zero_division=0.0))
+        scores = precision_recall_fscore_support(y, p, average="macro", zero_division=0.0)
+        for name, value in zip(("precision", "recall", "f1"), scores[:3], strict=True):
+            metrics[name] = float(value)
     if ctx.has_proba:
         _probability_metrics(rows, y, ctx, metrics, reasons)
     confusion = None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
@@ -72,11 +72,15 @@ def monitoring(
     granularity = window or history_granularity(config.granularities)
     history = _section(lambda: ws.monitoring.drift_history(name, window=granularity))
     if at is not None:
-        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        at = _window_start(at, granularity)
     else:
         at = next((h.window_start for h in reversed(history.value or []) if h.rows), None)
     drift = _section(lambda: _drift(ws, name, granularity, at))
-    performance = _section(lambda: _performance(ws, name, granularity, metric))
+    # Performance is computed from every label of the day (the page's slowest part): it
+    # arrives after the page, from its own route (performance_section below).
+    section = {"endpoint": name, "window": granularity, "status": status, "metric": metric}
+    if at is not None:
+        section["at"] = at.isoformat()
     alerts = ws.monitoring.recent_alerts(
         name,
         None if status == "all" else status,
@@ -96,11 +100,43 @@ def monitoring(
         history=history,
         history_chart=_history_chart(history.value or [], granularity),
         drift=drift,
-        performance=performance,
+        performance_url=f"{PREFIX}/monitoring/performance?"
+        + urlencode({k: v for k, v in section.items() if v is not None}),
         alert_status=status,  # (``status`` is the response's)
         statuses=STATUS_FILTERS,
         alerts=alerts,
         here=_here(request),
+    )
+
+
+@router.get("/monitoring/performance")
+def performance_section(
+    request: Request,
+    endpoint: str,
+    window: int,
+    status: str = "active",
+    at: datetime | None = None,
+    metric: str | None = None,
+    who: Viewer = Depends(viewer),
+) -> Response:
+    """The monitoring page's performance section (htmx loads it after the page)."""
+    ws = who.ws
+    config = ws.monitoring.get_config(endpoint)
+    if window not in config.granularities:
+        raise InvalidInput(
+            f"window {window} s is not one of endpoint {endpoint!r}'s monitoring windows; "
+            f"pick one of {', '.join(str(g) for g in config.granularities)}"
+        )
+    return render(
+        request,
+        who,
+        "monitoring/_performance.html",
+        endpoint=endpoint,
+        granularity=window,
+        window_names={g: _duration(g) for g in config.granularities},
+        alert_status=status,
+        at=at,
+        performance=_section(lambda: _performance(ws, endpoint, window, metric)),
     )
 
 
@@ -192,6 +228,21 @@ def _drift(ws: Workspace, endpoint: str, granularity: int, at: datetime | None) 
     return {"drift": found, "histograms": views, "hidden": len(features) - len(drawn)}
 
 
+def _window_start(at: datetime, granularity: int) -> datetime:
+    """``at`` in UTC; :class:`InvalidInput` unless it and the end of its window are times
+    (year 1 to 9999), so that no date arithmetic overflows into a 500."""
+    try:
+        utc = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or utc > datetime.max.replace(tzinfo=UTC) - timedelta(seconds=granularity):
+        raise InvalidInput(
+            f"at {at.isoformat()} leaves no room for a {_duration(granularity)} window (times "
+            "run from year 1 to 9999); pick a window under Drift over time"
+        )
+    return utc
+
+
 def _percent(shares: Sequence[float]) -> list[float | None]:
     return [100 * s for s in shares]
 
@@ -246,6 +297,7 @@ def _performance(
         "metric": chosen,
         "chart": chart,
         "samples": samples,
+        "span": _duration(int(span.total_seconds())),
     }
 
 
