@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     gateway_refresh_seconds: float = Field(
         default=0.5, gt=0, description="how often the gateway checks for alias and endpoint changes"
     )
+    live_stats_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="how often each gateway worker writes its recent per-endpoint counters "
+        "(requests, errors, latency, batch sizes, cache hits) to the metadata store, where "
+        "the dashboard's live charts read them (only when they changed); 0 turns it off",
+    )
     prediction_log_queue_rows: int = Field(
         default=200_000, ge=1, description="rows the prediction log may hold before it drops"
     )

@@ -31,6 +31,7 @@ from modelyard.serving.runtime import choose_runtime
 from modelyard.store.tables import EndpointRow
 
 if TYPE_CHECKING:
+    from modelyard.serving.live import LiveSeries
     from modelyard.store.db import Tx
     from modelyard.workspace import Workspace
 
@@ -230,6 +231,15 @@ class EndpointService:
                 )
             )
         return result
+
+    def live(self, name: str, seconds: float = 300.0) -> LiveSeries:
+        """The endpoint's last ``seconds`` (at most 300) as its gateway workers counted
+        them, in 2-second buckets: requests/s, errors/s, latency percentiles, batch size,
+        cache hit rate (see serving/live.py)."""
+        from modelyard.serving.live import read_live
+
+        self.get(name)  # NotFound names the command that lists them
+        return read_live(self.ws, name, seconds)
 
     def delete(self, name: str) -> None:
         with self.store.write(self.ws.actor) as tx:

@@ -40,6 +40,7 @@ from modelyard.registry import ModelVersion
 from modelyard.serving import plans
 from modelyard.serving.batcher import Overloaded
 from modelyard.serving.guard import Guard, Inactive, apply_guard, load_guards
+from modelyard.serving.live import LivePublisher
 from modelyard.serving.metrics import GatewayMetrics, gateway_families, rollout_families
 from modelyard.serving.plans import Plan, Resolved
 from modelyard.serving.pool import LoadedModel, ModelPool
@@ -204,6 +205,8 @@ class Gateway:
         #: Per switched endpoint: the switch whose qualities were read last, and when.
         self._qualities_read: dict[str, tuple[Switcher, float]] = {}
         self._qualities: asyncio.Task[None] | None = None
+        #: Publishes this worker's recent counters for the dashboard (see serving/live.py).
+        self.live: LivePublisher | None = None
         self.metrics.add_collector(partial(gateway_families, self))
         self.metrics.add_collector(lambda: rollout_families(self.rollouts))
         self.metrics.add_collector(lambda: switching_families(self.state.served))
@@ -236,6 +239,7 @@ class Gateway:
             self.limits.keep(self.ws.limits, self.ws.settings.limits_flush_seconds)
         )
         self._refresher = asyncio.create_task(self._refresh_forever(verify=cached is not None))
+        self.live = LivePublisher.start_for(self)
 
     async def stop(self) -> None:
         """Stop following the registry, let in-flight requests finish, flush the log."""
@@ -243,6 +247,8 @@ class Gateway:
             self._refresher.cancel()
         if self._qualities is not None:
             self._qualities.cancel()
+        if self.live is not None:
+            await self.live.stop()
         await self.pool.close()
         if self._limits_keeper is not None:
             self._limits_keeper.cancel()

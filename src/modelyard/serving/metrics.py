@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,6 +57,19 @@ class _Counters:
         for labels, (value, created) in self.series.items():
             family.add_metric(list(labels), value, created=created)
         return family
+
+
+@dataclass
+class EndpointTotals:
+    """One endpoint's counters so far: requests answered (failed ones too), requests failed,
+    latency bucket counts (one per :data:`LATENCY_BUCKETS` bound, then +Inf), cache hits
+    and misses."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    latency: list[float] = field(default_factory=lambda: [0.0] * _NO_LATENCY)
+    cache_hits: float = 0.0
+    cache_misses: float = 0.0
 
 
 class GatewayMetrics:
@@ -133,6 +147,33 @@ class GatewayMetrics:
         """Requests answered so far with these labels."""
         cell = self._requests.get((endpoint, version, protocol, str(code)))
         return 0.0 if cell is None else cell[0]
+
+    def endpoint_totals(self) -> dict[str, EndpointTotals]:
+        """Per endpoint label, its counters so far (summed over versions, protocols, codes
+        and reasons): what the live figures publish (serving/live.py). Call it on the
+        event loop's thread, as the scrape does."""
+        totals: dict[str, EndpointTotals] = {}
+
+        def of(endpoint: str) -> EndpointTotals:
+            found = totals.get(endpoint)
+            if found is None:
+                found = totals[endpoint] = EndpointTotals()
+            return found
+
+        for (endpoint, *_), (count, _created) in self._requests.items():
+            of(endpoint).requests += count
+        for (endpoint, _version), series in self._latency.items():
+            latency = of(endpoint).latency
+            for i in range(_NO_LATENCY):
+                latency[i] += series[i]
+        for (endpoint, _reason), (count, _created) in self.errors.series.items():
+            of(endpoint).errors += count
+        for (endpoint, result), (count, _created) in self.cache.series.items():
+            if result == "hit":
+                of(endpoint).cache_hits += count
+            else:
+                of(endpoint).cache_misses += count
+        return totals
 
     def add_collector(self, collect: Callable[[], Iterable[Any]]) -> None:
         """Add metrics computed at scrape time by ``collect``."""
