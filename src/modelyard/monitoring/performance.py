@@ -312,15 +312,15 @@ def _load(
         result = session.execute(select(*columns).where(*where)).all()
     if not result:
         return [], config.prediction, config.probabilities
-    result = [(r[0], r[1], _json(r[2]), _json(r[3]), *r[4:]) for r in result]
-    first = result[0][3]
+    parsed = [(r[0], r[1], _json(r[2]), _json(r[3]), *r[4:]) for r in result]
+    first = parsed[0][3]
     probabilities = _probabilities_output(first, config)
     prediction = config.prediction or next(
         (k for k, v in first.items() if k != probabilities and not isinstance(v, list)), None
     )
     step = timedelta(seconds=granularity) if granularity else None
     rows = []
-    for found in result:
+    for found in parsed:
         ver, at, label, outputs = found[0], found[1], found[2], found[3]
         predicted = outputs.get(prediction) if prediction else None
         if predicted is None or isinstance(predicted, list) or label is None:
