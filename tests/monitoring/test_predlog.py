@@ -536,3 +536,36 @@ def test_segments_without_deadlines_have_no_deadline_columns(plog: PredictionLog
     assert both[VARIANT].to_pylist() == [None, "fast", "fast"]
     assert both[DEADLINE_MS].to_pylist() == [None, 30.0, None]
     assert both[DEADLINE_MET].to_pylist() == [None, False, None]
+
+
+def test_newest_reads_only_the_newest_segments(workspace: Workspace) -> None:
+    pl = PredictionLog(workspace, segment_rows=4, flush_seconds=3600)
+    pl.start()
+    for i in range(5):  # five 3-row requests: 15 rows -> 4 + 4 + 4 + 3
+        assert pl.log(
+            endpoint="e",
+            model="m",
+            version=1,
+            request_id=f"r{i}",
+            inputs={"x": np.arange(3, dtype=np.float64) + 10 * i},
+            outputs={"y": np.zeros(3)},
+            rows=3,
+            latency_ms=1.0,
+            at=T0 + timedelta(seconds=i),
+        )
+    pl.close()
+    table, until = pl.newest("e", 5)
+    # the two newest segments, newest request first (a request's rows in their order)
+    assert table.column("in__x").to_pylist() == [40, 41, 42, 30, 31, 32, 22]
+    assert until == T0 + timedelta(seconds=4)
+    empty, nothing = pl.newest("other", 5)
+    assert empty.num_rows == 0 and nothing is None
+
+
+def test_recent_predictions_of_an_endpoint(workspace: Workspace) -> None:
+    from modelyard.errors import InvalidInput, NotFound
+
+    with pytest.raises(NotFound):
+        workspace.monitoring.recent_predictions("no-such-endpoint")
+    with pytest.raises(InvalidInput):
+        workspace.monitoring.recent_predictions("churn", limit=0)

@@ -695,6 +695,41 @@ class PredictionLog:
         with self.ws.store.read() as session:
             return [PredictionSegment.from_row(row) for row in session.scalars(query)]
 
+    def newest(self, endpoint: str, rows: int) -> tuple[pa.Table, datetime | None]:
+        """At least ``rows`` of the newest logged rows of ``endpoint`` (all, if it logged
+        fewer), newest first, and the time the log reaches (None: nothing logged).
+
+        Reads the newest segments only, by the (endpoint, start_at) index: a month of log
+        costs what a minute does."""
+        from sqlalchemy import select
+
+        from modelyard.store.tables import PredictionSegmentRow
+
+        query = (
+            select(PredictionSegmentRow)
+            .where(PredictionSegmentRow.endpoint == endpoint)
+            .order_by(PredictionSegmentRow.start_at.desc(), PredictionSegmentRow.id.desc())
+        )
+        picked: list[PredictionSegment] = []
+        with self.ws.store.read() as session:
+            # A segment holds at least one row; flushes of one request are common.
+            for row in session.scalars(query.limit(max(rows, 1))):
+                picked.append(PredictionSegment.from_row(row))
+                if sum(s.rows for s in picked) >= rows:
+                    break
+        if not picked:
+            return BASE_SCHEMA.empty_table(), None
+        tables = [
+            pq.read_table(pa.BufferReader(self.ws.artifacts.get_bytes(s.digest))) for s in picked
+        ]
+        table = (
+            tables[0]
+            if len(tables) == 1
+            else pa.concat_tables(tables, promote_options="permissive")
+        )
+        table = table.sort_by([("at", "descending")])
+        return table, max(s.end_at for s in picked)
+
     def read(
         self,
         endpoint: str,

@@ -43,7 +43,7 @@ from modelyard.monitoring.kpis import (
     kpi_observation,
     kpi_samples,
 )
-from modelyard.page import Page
+from modelyard.page import Page, check_limit
 from modelyard.store.leases import Lease, process_owner
 from modelyard.store.tables import (
     AlertRow,
@@ -58,6 +58,7 @@ from modelyard.store.tables import (
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
     from modelyard.monitoring.deadlines import Quality
     from modelyard.monitoring.feedback import (
@@ -838,6 +839,16 @@ class MonitoringService:
             report=report,
         )
         return drift, reference[0], main.features
+
+    def recent_predictions(
+        self, endpoint: str, limit: int = 50
+    ) -> tuple[pa.Table, datetime | None]:
+        """The newest ``limit`` logged predictions of ``endpoint``, newest first, and the
+        time the log reaches (it is written every few seconds; None: nothing logged yet)."""
+        check_limit(limit)
+        self.ws.endpoints.get(endpoint)  # NotFound for a name that is no endpoint
+        table, until = self.windows.log.newest(endpoint, limit)
+        return table.slice(0, limit), until
 
     def drift_html(self, endpoint: str, **kwargs: Any) -> str:
         """The drift report as a self-contained HTML page with plots."""

@@ -30,9 +30,8 @@ PAGE = 50
 LIVE_SECONDS = 300.0
 #: The "last hour" charts, from the monitor's closed windows.
 HOUR = timedelta(hours=1)
-#: Recent predictions shown, and how far back the log is searched for them.
+#: Recent predictions shown.
 PREDICTIONS = 50
-LOOK_BACK = (timedelta(minutes=10), timedelta(hours=1), timedelta(days=1))
 #: Inputs and outputs shown per prediction, and the characters of each value.
 SHOWN_INPUTS, SHOWN_OUTPUTS, VALUE_CHARS = 4, 2, 24
 
@@ -232,25 +231,10 @@ class Predictions:
 
 
 def recent_predictions(ws: Workspace, endpoint: str, limit: int = PREDICTIONS) -> Predictions:
-    """The newest ``limit`` logged rows of ``endpoint``, newest first: only the newest
-    segments are read, those of the last ten minutes, else hour, else day."""
-    log = ws.monitoring.windows.log
-    now = datetime.now(UTC)
-    segments = []
-    for back in LOOK_BACK:
-        segments = log.segments(endpoint, now - back)
-        if segments:
-            break
-    if not segments:
+    """The newest ``limit`` logged rows of ``endpoint``, newest first, as the page shows them."""
+    table, until = ws.monitoring.recent_predictions(endpoint, limit)
+    if until is None:
         return Predictions([], [], [], None)
-    picked, rows = [], 0
-    for segment in sorted(segments, key=lambda s: s.end_at, reverse=True):
-        picked.append(segment)
-        rows += segment.rows
-        if rows >= limit:
-            break
-    table = log.read(endpoint, start=min(s.start_at for s in picked))
-    table = table.sort_by([("at", "descending")]).slice(0, limit)
     names = table.column_names
     inputs = [c for c in names if c.startswith("in__")][:SHOWN_INPUTS]
     outputs = [c for c in names if c.startswith("out__")][:SHOWN_OUTPUTS]
@@ -269,7 +253,7 @@ def recent_predictions(ws: Workspace, endpoint: str, limit: int = PREDICTIONS) -
         shown,
         [c.removeprefix("in__") for c in inputs],
         [c.removeprefix("out__") for c in outputs],
-        max(s.end_at for s in segments),
+        until,
     )
 
 
