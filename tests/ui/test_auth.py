@@ -85,3 +85,20 @@ def test_signing_in_returns_to_the_page_asked_for_with_its_query(
         page.wait_for_url("**/ui/audit?actor=admin&limit=5")
     finally:
         context.close()
+
+
+def test_a_csrf_token_with_other_characters_is_refused_not_a_server_error(
+    auth_server: AuthServer,
+) -> None:
+    with httpx.Client(base_url=auth_server.url) as http:
+        http.get("/ui/login")
+        # sent by hand: the jar keeps a Secure cookie from plain HTTP to itself
+        cookie = f"modelyard_csrf={http.cookies['modelyard_csrf']}".encode()
+        cases: list[tuple[dict[str, str], dict[bytes, bytes]]] = [
+            ({"csrf_token": "jeton-\u00e9"}, {b"cookie": cookie}),  # the form's field
+            ({}, {b"cookie": cookie, b"x-csrf-token": b"\xe9"}),  # htmx's header (latin-1)
+        ]
+        for form, headers in cases:
+            answer = http.post("/ui/login", data=form, headers=headers)
+            assert answer.status_code == 403, answer.text
+            assert "reload the page" in answer.text

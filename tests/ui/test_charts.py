@@ -49,3 +49,14 @@ def test_sparkline_names_its_range_and_escapes_its_label() -> None:
     assert "&lt;b&gt;" in spark and "<b>" not in spark
     assert "1 to 5, last 5" in spark
     assert "no data" in str(sparkline([None, None], "empty"))
+
+
+def test_values_near_the_largest_float_are_drawn_inside_the_plot() -> None:
+    # e.g. a run that logged np.finfo(np.float64).max as a "not yet" loss
+    for values in ([0.0, 1e308], [-1.7976931348623157e308, 1.7976931348623157e308]):
+        svg = Chart("loss", ["1", "2"], {"loss": values}, height=200).svg()
+        ys = [y for line in _points(svg) for _, y in line]
+        assert len(ys) == 2 and all(8 <= y <= 182 for y in ys)
+        bars = Chart("h", ["1", "2"], {"n": values}, kind="bars").svg()
+        heights = [float(h) for h in re.findall(r'<rect[^>]* height="([\d.]+)"', bars)]
+        assert len(heights) == 2 and all(0 <= h <= 174 for h in heights)

@@ -139,8 +139,13 @@ async def check_csrf(request: Request) -> None:
         form = await request.form()
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    if not expected or not sent or not hmac.compare_digest(expected, sent):
+    # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+    if not expected or not sent or not hmac.compare_digest(_utf8(expected), _utf8(sent)):
         raise Forbidden("this form has expired: reload the page and try again")
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _secure(request: Request) -> bool:

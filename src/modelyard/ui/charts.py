@@ -8,6 +8,7 @@ text alternative is the very numbers the chart was drawn from (``Chart.rows``).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -80,7 +81,8 @@ class Chart:
             top = 0.0
 
         def y_of(value: float) -> float:
-            return pad_top + plot_h * (top - value) / (top - bottom)
+            # halves first: near the largest floats, top - bottom itself would overflow
+            return pad_top + plot_h * ((top / 2 - value / 2) / (top / 2 - bottom / 2))
 
         n = max(len(self.labels), 1)
         out = [
@@ -194,11 +196,13 @@ def _nice_top(value: float) -> float:
     """The smallest 1, 2, 2.5 or 5 times a power of ten at or above ``value``."""
     if value <= 0:
         return 1.0
-    power = 10 ** math.floor(math.log10(value))
+    # a float power (an int one is exact, and too large to convert back near 1e308), and
+    # never past the largest float: a step above it is infinite
+    power = 10.0 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * power:
-            return step * power
-    return 10 * power
+            return min(step * power, sys.float_info.max)
+    return min(10 * power, sys.float_info.max)
 
 
 def _fmt(value: float | int | None) -> str:
