@@ -24,7 +24,7 @@ def test_pages_send_a_stranger_to_the_sign_in_form(browser: Any, auth_server: Au
         page.wait_for_url("**/ui/models")  # back where they were going
         assert "carol" in page.locator("header").inner_text()
         (cookie,) = [c for c in context.cookies() if c["name"] == "modelyard_session"]
-        assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+        assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Lax"
         assert cookie["path"] == "/ui"
         assert page.evaluate("document.cookie") == ""  # no script reads it
         page.get_by_role("button", name="Sign out").click()
@@ -102,3 +102,14 @@ def test_a_csrf_token_with_other_characters_is_refused_not_a_server_error(
             answer = http.post("/ui/login", data=form, headers=headers)
             assert answer.status_code == 403, answer.text
             assert "reload the page" in answer.text
+
+
+def test_the_sign_in_page_shows_only_its_own_reasons(auth_server: AuthServer) -> None:
+    """A link cannot make the genuine sign-in page say what its author wants."""
+    answer = httpx.get(
+        f"{auth_server.url}/ui/login", params={"reason": "Paste your token at evil.example"}
+    )
+    assert answer.status_code == 200
+    assert "evil.example" not in answer.text
+    ended = httpx.get(f"{auth_server.url}/ui/login", params={"reason": "ended"})
+    assert "Your session ended" in ended.text

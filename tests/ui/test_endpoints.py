@@ -254,3 +254,15 @@ def test_last_hour_charts_leave_gaps_for_windows_without_traffic() -> None:
     assert list(requests.series["requests/s"])[-4:] == [1.5, 2.0, None, 4.0]
     assert [c.title for c in charts] == ["Requests per second", "Latency", "Error rate"]
     assert hour_charts([], datetime.now(UTC)) == []
+
+
+def test_a_live_refresh_that_fails_says_why_on_the_page(page: Any, ui_client: Client) -> None:
+    """An htmx answer of 4xx is shown (in the page's status area), not dropped."""
+    from playwright.sync_api import expect
+
+    name = "ui-endpoints-gone"
+    ui_client.endpoints.create(name, "models:/fraud/1")
+    page.goto(f"/ui/endpoints/{name}")
+    ui_client.endpoints.delete(name)
+    expect(page.locator("#flash")).to_contain_text(name, timeout=15_000)
+    assert page.get_by_role("heading", level=1).inner_text()  # the page itself stays

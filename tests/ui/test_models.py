@@ -213,3 +213,11 @@ def test_phone_width_pages_fit_the_screen(
             assert width <= PHONE["width"], path
     finally:
         context.close()
+
+
+def test_the_dataset_pages_its_two_lists_each_by_its_own_token(ui_server: ServeProcess) -> None:
+    base = f"{ui_server.url}/ui/datasets/fraud-train/1"
+    for parameter in ("runs_page", "versions_page"):
+        answer = httpx.get(base, params={parameter: "not-a-token"})
+        assert answer.status_code == 422, parameter  # read under its own name
+    assert httpx.get(base, params={"page": "not-a-token"}).status_code == 200  # not theirs

@@ -29,7 +29,8 @@ def login_form(request: Request, next: str = PREFIX, reason: str = "") -> Respon
     ws = request.app.state.workspace
     if not ws.settings.auth:
         return RedirectResponse(local_path(next), status_code=303)
-    return render(request, None, "login.html", next=local_path(next), reason=reason)
+    shown = auth.SIGN_IN_REASONS.get(reason, "")  # a code: a link cannot put words here
+    return render(request, None, "login.html", next=local_path(next), reason=shown)
 
 
 @router.post("/login")

@@ -53,10 +53,22 @@ class Viewer:
 
 
 class LoginRequired(ModelyardError):
-    """No valid session: the page sends the browser to the sign-in form."""
+    """No valid session: the page sends the browser to the sign-in form, which says why by
+    :data:`SIGN_IN_REASONS` (a code in the address, never text a link could make it show)."""
 
     status = 401
     title = "Sign-in required"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(SIGN_IN_REASONS[reason])
+        self.reason = reason
+
+
+SIGN_IN_REASONS = {
+    "signin": "Sign in with an API token to see this page.",
+    "ended": "Your session ended (the token was revoked or expired, or its user disabled): "
+    "sign in again.",
+}
 
 
 async def viewer(request: Request) -> Viewer:
@@ -67,11 +79,11 @@ async def viewer(request: Request) -> Viewer:
         return Viewer(LOCAL_USER, ws.as_identity(LOCAL_USER), signed_in=False)
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
-        raise LoginRequired("sign in with an API token to see this page")
+        raise LoginRequired("signin")
     try:
         who = await identify(request, ws, secret)
-    except (Unauthenticated, Forbidden) as exc:
-        raise LoginRequired(f"your session ended: {exc.detail}") from None
+    except (Unauthenticated, Forbidden):
+        raise LoginRequired("ended") from None
     return Viewer(who, ws.as_identity(who), signed_in=True)
 
 
@@ -95,13 +107,15 @@ def set_session(request: Request, response: Response, secret: str) -> None:
         path=COOKIE_PATH,
         httponly=True,
         secure=_secure(request),
-        samesite="strict",
+        # Lax: a link to a page from a chat or a mail opens it signed in; forms are guarded
+        # by the CSRF token and the Origin check, not by the cookie's SameSite
+        samesite="lax",
     )
 
 
 def clear_session(request: Request, response: Response) -> None:
     response.delete_cookie(
-        SESSION_COOKIE, path=COOKIE_PATH, httponly=True, secure=_secure(request), samesite="strict"
+        SESSION_COOKIE, path=COOKIE_PATH, httponly=True, secure=_secure(request), samesite="lax"
     )
 
 

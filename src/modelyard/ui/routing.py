@@ -37,7 +37,7 @@ class UiRoute(APIRoute):
                     await auth.check_csrf(request)
                 return await handler(request)
             except LoginRequired as exc:
-                return _to_login(request, exc.detail)
+                return _to_login(request, exc.reason)
             except ModelyardError as exc:
                 return error_page(request, exc.status, exc.title, exc.detail)
             except RequestValidationError as exc:

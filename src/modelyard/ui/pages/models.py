@@ -51,7 +51,12 @@ RUNTIME_FACTS = (
     "label_mismatches",
     "seconds",
 )
-Token = Query(None, max_length=200, description="the next_page_token of the previous page")
+
+
+def token() -> Any:
+    """A page-token query parameter (a new one per parameter: FastAPI binds each to the
+    first name it is used under)."""
+    return Query(None, max_length=200, description="the next_page_token of the previous page")
 
 
 @router.get("/models")
@@ -59,7 +64,7 @@ def models_list(
     request: Request,
     q: str = Query("", max_length=200),
     tag: str = Query("", max_length=600),
-    page: str | None = Token,
+    page: str | None = token(),
     who: Viewer = Depends(viewer),
 ) -> Response:
     """Models by name; ``q`` matches part of a name or description, ``tag`` is key=value."""
@@ -76,7 +81,7 @@ def models_list(
 
 @router.get("/models/{name}")
 def model_page(
-    request: Request, name: str, page: str | None = Token, who: Viewer = Depends(viewer)
+    request: Request, name: str, page: str | None = token(), who: Viewer = Depends(viewer)
 ) -> Response:
     ws = who.ws
     model = ws.registry.get_model(name)
@@ -123,7 +128,7 @@ def version_page(
 def datasets_list(
     request: Request,
     q: str = Query("", max_length=200),
-    page: str | None = Token,
+    page: str | None = token(),
     who: Viewer = Depends(viewer),
 ) -> Response:
     found = who.ws.tracking.list_datasets(q=q.strip() or None, limit=PAGE, page_token=page)
@@ -142,8 +147,8 @@ def dataset_page(
     request: Request,
     name: str,
     version: str,
-    runs_page: str | None = Token,
-    versions_page: str | None = Token,
+    runs_page: str | None = token(),
+    versions_page: str | None = token(),
     who: Viewer = Depends(viewer),
 ) -> Response:
     ws = who.ws
