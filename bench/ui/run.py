@@ -88,13 +88,15 @@ PAGES: list[tuple[str, str, str, dict[str, str]]] = [
     ("endpoint live", "its live fragment (htmx)",
      rf"^/endpoints/{_P}/(live|charts?|stats|metrics|fragment)", {}),
     ("monitoring", "monitoring of fraud", r"^/monitoring$", {"endpoint": "fraud"}),
+    ("monitoring performance", "its performance section (htmx, after the page): a day of labels",
+     r"^/monitoring/performance$", {"endpoint": "fraud", "window": "3600"}),
     ("pipelines", "pipeline runs", r"^/pipelines$", {}),
     ("pipeline run", "a run's DAG, steps, logs", rf"^/pipelines/(runs/{_P}|{_P}/runs/{_P})$", {}),
     ("approvals", "pending approvals", r"^/approvals$", {}),
     ("audit", "audit log ({audit_records:,} records)", r"^/audit$", {}),
 ]  # fmt: skip
 SKIP_ROUTES = re.compile(r"^/(login|logout|static)")
-HX_PATHS = re.compile(r"live|fragment|chart|stats|poll", re.I)
+HX_PATHS = re.compile(r"live|fragment|chart|stats|poll|performance", re.I)
 ULID = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}\b")
 
 

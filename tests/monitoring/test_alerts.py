@@ -425,6 +425,11 @@ def test_acknowledged_alerts_stay_open_and_do_not_escalate(
     )
     assert acked.acknowledged_at is not None
     assert acked.evidence["acknowledgement"] == {"note": "looking at the gateway logs"}
+    # A note past the limit is refused, and nothing changes.
+    with pytest.raises(InvalidInput, match="at most 2000 characters"):
+        alerts.acknowledge(errors.id, note="x" * 2001)
+    with pytest.raises(InvalidInput, match="at most 2000 characters"):
+        alerts.resolve(errors.id, note="x" * 2001)
     # Twice: unchanged, the first acknowledgement stands, no second audit record.
     again = alerts.acknowledge(errors.id, note="me too")
     assert (again.acknowledged_by, again.acknowledged_at) == ("ann", acked.acknowledged_at)

@@ -232,7 +232,9 @@ def test_empty_states_say_what_to_do(page: Any, monitored: Monitored) -> None:
     assert "modelyard monitor rules create" in main  # no alerts: how to get some
 
 
-def test_unknown_alert_and_endpoint_are_404_pages(ui_server: ServeProcess) -> None:
+def test_unknown_alert_and_endpoint_are_404_pages(
+    ui_server: ServeProcess, monitored: Monitored
+) -> None:
     answer = httpx.get(f"{ui_server.url}/ui/monitoring/alerts/01ARZ3NDEKTSV4RRFFQ69G5FAV")
     assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html")
     assert "no alert &#39;01ARZ3NDEKTSV4RRFFQ69G5FAV&#39;" in answer.text

@@ -358,6 +358,7 @@ class AlertService:
         Needs the write permission on the workspace, as the API's route does.
         """
         self.ws.access.require(Permission.write, action="resolve alerts")
+        _check_note(note)
         pending = _Pending()
         with self.store.write(self.ws.actor) as tx:
             s = tx.session
@@ -383,6 +384,7 @@ class AlertService:
         permission on the workspace, as resolving does.
         """
         self.ws.access.require(Permission.write, action="acknowledge alerts")
+        _check_note(note)
         pending = _Pending()
         with self.store.write(self.ws.actor) as tx:
             s = tx.session
@@ -581,3 +583,12 @@ def _status_filter(status: str | Sequence[str] | None) -> ColumnElement[bool] | 
         ack = and_(AlertRow.status.in_(ACTIVE), AlertRow.acknowledged_at.is_not(None))
         condition = or_(condition, ack) if statuses else ack
     return condition
+
+
+#: The longest note an acknowledgement or a resolution may carry (it is kept with the alert).
+MAX_NOTE = 2000
+
+
+def _check_note(note: str) -> None:
+    if len(note) > MAX_NOTE:
+        raise InvalidInput(f"a note holds at most {MAX_NOTE} characters, not {len(note)}")

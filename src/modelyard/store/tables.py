@@ -142,6 +142,8 @@ class ModelVersionDatasetRow(Base):
     """Lineage: which registered datasets a version was trained or evaluated on."""
 
     __tablename__ = "model_version_datasets"
+    # the versions trained on a dataset (the dataset page); the key starts with version_id
+    __table_args__ = (Index("ix_model_version_datasets_dataset", "dataset_id"),)
     version_id: Mapped[str] = mapped_column(
         ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
     )
@@ -236,6 +238,7 @@ class DatasetRow(Base):
 
 class RunInputRow(Base):
     __tablename__ = "run_inputs"
+    __table_args__ = (Index("ix_run_inputs_dataset", "dataset_id"),)  # a dataset's runs
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     dataset_id: Mapped[str] = mapped_column(
         ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
@@ -691,7 +694,10 @@ class PromotionRow(Base):
     """A candidate checked by quality gates, and the alias it moved (or did not)."""
 
     __tablename__ = "promotions"
-    __table_args__ = (Index("ix_promotions_model_decided", "model", "decided_at"),)
+    __table_args__ = (
+        Index("ix_promotions_model_decided", "model", "decided_at"),
+        Index("ix_promotions_pipeline_run", "pipeline_run_id"),  # a pipeline run's promotions
+    )
     id: Mapped[str] = mapped_column(String(26), primary_key=True)
     model: Mapped[str] = mapped_column(String(256))
     version: Mapped[int] = mapped_column(Integer)

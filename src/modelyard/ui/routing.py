@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -9,6 +11,8 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
 from modelyard.errors import ModelyardError
@@ -17,6 +21,7 @@ from modelyard.ui.auth import LoginRequired, Viewer
 from modelyard.ui.templating import render
 
 PREFIX = "/ui"
+log = logging.getLogger("modelyard.ui")
 
 
 def page_router() -> APIRouter:
@@ -45,6 +50,19 @@ class UiRoute(APIRoute):
                     f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()
                 )
                 return error_page(request, 400, "Bad request", detail)
+            except (HTTPException, ClientDisconnect):
+                raise
+            except Exception:
+                # a bug: logged with its trace for us, a page without it for the user
+                incident = uuid.uuid4().hex[:12]
+                log.exception("dashboard page %s failed (incident %s)", request.url.path, incident)
+                return error_page(
+                    request,
+                    500,
+                    "Internal error",
+                    f"this page failed on the server (incident {incident} in its log); "
+                    "reload it, and report the incident if it fails again",
+                )
 
         return page
 
@@ -54,7 +72,7 @@ def error_page(
 ) -> Response:
     headers = {}
     if request.headers.get("hx-request"):
-        # htmx swaps only 2xx answers by default: show the message in the page's error area
+        # the message goes to the page's status area, not where the fragment would have gone
         headers = {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
     return render(
         request, who, "error.html", status=status, headers=headers, title=title, detail=detail

@@ -31,7 +31,7 @@ def home(request: Request, who: Viewer = Depends(viewer)) -> Response:
         who,
         "home.html",
         endpoints=endpoints,
-        alerts=ws.monitoring.list_alerts(status=["open", "escalated"])[-20:][::-1],
+        alerts=ws.monitoring.recent_alerts(status="active", limit=20).items,
         rollouts=ws.rollouts.active(),
         pipeline_runs=ws.pipelines.list_runs(limit=10).items,
         approvals=ws.approvals.list(status="pending", limit=20),

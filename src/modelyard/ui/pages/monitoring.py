@@ -13,6 +13,7 @@ from fastapi import Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from modelyard.errors import InvalidInput, ModelyardError
+from modelyard.monitoring import alerts
 from modelyard.monitoring.drift import FeatureDrift
 from modelyard.monitoring.entities import EndpointDrift, WindowDrift
 from modelyard.monitoring.performance import PerformanceReport
@@ -32,7 +33,7 @@ ALERTS_PER_PAGE = 20
 #: Histograms drawn per window (drifted features first); the table lists every feature.
 MAX_HISTOGRAMS = 12
 #: What a note may hold (it is kept in the alert's evidence).
-MAX_NOTE = 2000
+MAX_NOTE = alerts.MAX_NOTE
 #: Metrics a performance chart shows first, if the labels give them.
 PREFERRED_METRICS = ("accuracy", "f1", "roc_auc", "rmse", "mae", "r2")
 
