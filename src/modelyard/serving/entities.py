@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -175,6 +175,17 @@ class GuardStatus(BaseModel):
     versions: list[GuardVersion] = Field(default_factory=list)
 
 
+class Destination(NamedTuple):
+    """A model URI an endpoint sends requests to: as its target, a weighted route, an SLO
+    variant (``name``), or a shadow copy."""
+
+    target: str
+    role: Literal["target", "route", "variant", "shadow"]
+    #: Percent of requests; None: chosen per request (a variant) or a copy of each (shadow).
+    share: float | None
+    name: str = ""
+
+
 class Endpoint(BaseModel):
     id: str
     name: str
@@ -192,6 +203,20 @@ class Endpoint(BaseModel):
     created_at: datetime
     updated_at: datetime
     created_by: str = ""
+
+    def destinations(self) -> list[Destination]:
+        """Where this endpoint sends requests, and each one's share of them."""
+        policy = self.policy
+        if policy.variants:
+            found = [Destination(v.target, "variant", None, v.name) for v in policy.variants]
+        elif policy.routes:
+            total = sum(r.weight for r in policy.routes)
+            found = [Destination(r.target, "route", 100 * r.weight / total) for r in policy.routes]
+        else:
+            found = [Destination(self.target, "target", 100.0)]
+        if policy.shadow:
+            found.append(Destination(policy.shadow, "shadow", None))
+        return found
 
     def targets(self) -> list[str]:
         """Every model URI this endpoint may send a request to (shadow included)."""

@@ -101,13 +101,11 @@ def endpoint_live(
 def serving(endpoint: Endpoint) -> list[tuple[str, str, float | None]]:
     """What answers the endpoint's requests: (name, model URI, share in percent), a
     variant's share being its deadline's choice (None)."""
-    policy = endpoint.policy
-    if policy.variants:
-        return [(v.name, v.target, None) for v in policy.variants]
-    if policy.routes:
-        total = sum(r.weight for r in policy.routes)
-        return [(r.target, r.target, 100 * r.weight / total) for r in policy.routes]
-    return [(endpoint.target, endpoint.target, 100.0)]
+    return [
+        (d.name or d.target, d.target, d.share)
+        for d in endpoint.destinations()
+        if d.role != "shadow"
+    ]
 
 
 def model_href(uri: str) -> str:

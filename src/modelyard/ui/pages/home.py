@@ -11,6 +11,7 @@ from starlette.responses import Response
 from modelyard.errors import ModelyardError
 from modelyard.serving.entities import Endpoint
 from modelyard.ui.auth import Viewer, viewer
+from modelyard.ui.pages.endpoints import serving
 from modelyard.ui.routing import page_router
 from modelyard.ui.templating import render
 from modelyard.workspace import Workspace
@@ -41,14 +42,6 @@ def home(request: Request, who: Viewer = Depends(viewer)) -> Response:
 def endpoint_summary(ws: Workspace, endpoint: Endpoint, now: datetime) -> dict[str, Any]:
     """An endpoint's row on the home page: what it serves and its last hour in windows."""
     policy = endpoint.policy
-    serving: list[tuple[str, str, float | None]]
-    if policy.variants:
-        serving = [(v.name, v.target, None) for v in policy.variants]
-    elif policy.routes:
-        total = sum(r.weight for r in policy.routes)
-        serving = [(r.target, r.target, 100 * r.weight / total) for r in policy.routes]
-    else:
-        serving = [(endpoint.target, endpoint.target, 100.0)]
     try:
         ops = ws.monitoring.operations(endpoint.name, start=now - HOUR, end=now)
     except ModelyardError:
@@ -63,7 +56,7 @@ def endpoint_summary(ws: Workspace, endpoint: Endpoint, now: datetime) -> dict[s
     last = ops[-1] if ops else None
     return {
         "endpoint": endpoint,
-        "serving": serving,
+        "serving": serving(endpoint),
         "shadow": policy.shadow,
         "rps": [w.throughput_rps for w in ops],
         "p99": [w.latency_p99_ms for w in ops],

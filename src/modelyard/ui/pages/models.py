@@ -360,15 +360,10 @@ def serving_endpoints(ws: Workspace, v: ModelVersion) -> list[tuple[Endpoint, li
 
 def endpoint_targets(endpoint: Endpoint) -> list[tuple[str, str]]:
     """``(how, target)`` for every model URI an endpoint sends requests to."""
-    policy = endpoint.policy
-    pairs: list[tuple[str, str]]
-    if policy.routes:
-        total = sum(r.weight for r in policy.routes)
-        pairs = [(f"{r.target} at {100 * r.weight / total:.0f} %", r.target) for r in policy.routes]
-    elif policy.variants:
-        pairs = [(f"{var.target} as variant {var.name}", var.target) for var in policy.variants]
-    else:
-        pairs = [(endpoint.target, endpoint.target)]
-    if policy.shadow:
-        pairs.append((f"{policy.shadow} as shadow", policy.shadow))
-    return pairs
+    how = {
+        "target": "{target}",
+        "route": "{target} at {share:.0f} %",
+        "variant": "{target} as variant {name}",
+        "shadow": "{target} as shadow",
+    }
+    return [(how[d.role].format(**d._asdict()), d.target) for d in endpoint.destinations()]
