@@ -8,6 +8,7 @@ import pytest
 
 from modelyard.client import Client
 from modelyard.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from modelyard.workspace import Workspace
 
 
 def test_log_model_versions_aliases_and_load(
@@ -186,3 +187,29 @@ def test_every_change_is_audited(
     actions = [r.action for r in client.audit.list(limit=10).items]
     assert actions[:3] == ["alias.set", "version.create", "model.create"]
     assert client.audit.verify().ok
+
+
+def test_search_versions_by_run_and_by_dataset(
+    workspace: Workspace, logreg: object, training_data: tuple[pd.DataFrame, pd.Series]
+) -> None:
+    X, _ = training_data
+    client = Client(settings=workspace.settings)
+    with client.start_run(experiment="lineage") as run:
+        ds = client.log_dataset("train", X)
+        trained = [
+            client.log_model(logreg, name, input_example=X[:5], datasets=[{"dataset_id": ds.id}])
+            for name in ("a", "b", "a")
+        ]
+    other = client.log_model(logreg, "a", input_example=X[:5])  # no run, no dataset
+    client.close()
+    by_run = workspace.registry.search_versions(run_id=run.id)
+    assert [(v.model, v.version) for v in by_run.items] == [("a", 2), ("b", 1), ("a", 1)]
+    first = workspace.registry.search_versions(dataset_id=ds.id, limit=2)
+    rest = workspace.registry.search_versions(
+        dataset_id=ds.id, limit=2, page_token=first.next_page_token
+    )
+    assert [v.id for v in first.items + rest.items] == [v.id for v in trained[::-1]]
+    assert rest.next_page_token is None
+    assert all(v.datasets for v in first.items)
+    assert other.id not in {v.id for v in by_run.items}
+    assert workspace.registry.search_versions(run_id="no-such-run").items == []

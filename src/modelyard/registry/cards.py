@@ -13,11 +13,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from modelyard.errors import InvalidInput
 from modelyard.governance.entities import Permission
-from modelyard.page import Page, check_limit, decode_token
 from modelyard.registry.entities import (
     DatasetLink,
     Lineage,
@@ -27,9 +25,6 @@ from modelyard.registry.entities import (
 )
 from modelyard.registry.rows import RegistryRows
 from modelyard.store.tables import (
-    ModelVersionDatasetRow,
-    ModelVersionRow,
-    RegisteredModelRow,
     VersionRuntimeRow,
 )
 
@@ -159,37 +154,6 @@ class RegistryCards(RegistryRows):
                 }
             )
         return lineage
-
-    def dataset_versions(
-        self, dataset_id: str, *, limit: int = 100, page_token: str | None = None
-    ) -> Page[ModelVersion]:
-        """The versions (of any model) trained or evaluated on the dataset version
-        ``dataset_id``, newest first; each one's ``datasets`` says in which role."""
-        check_limit(limit)
-        offset = decode_token(page_token)
-        query = (
-            select(ModelVersionRow, RegisteredModelRow.name)
-            .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
-            .where(
-                ModelVersionRow.id.in_(
-                    select(ModelVersionDatasetRow.version_id).where(
-                        ModelVersionDatasetRow.dataset_id == dataset_id
-                    )
-                )
-            )
-            .order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.id.desc())
-        )
-        with self.store.read() as s:
-            found = s.execute(query.offset(offset).limit(limit + 1)).all()
-            by_model: dict[str, list[ModelVersionRow]] = {}
-            for row, name in found[:limit]:
-                by_model.setdefault(name, []).append(row)
-            # a model's versions are built together: a few queries per model, not per version
-            built = {
-                v.id: v for name, rows in by_model.items() for v in self._versions(s, name, rows)
-            }
-        items = [built[row.id] for row, _ in found[:limit]]
-        return Page.of(items, offset, limit, more=len(found) > limit)
 
     def _generated_card(
         self,

@@ -532,25 +532,44 @@ class RegistryService(RegistryAliases, RegistryCards):
             items = self._versions(s, name, rows[:limit])
         return Page.of(items, offset, limit, more=len(rows) > limit)
 
-    def versions_from_run(self, run_id: str, *, limit: int = 100) -> list[ModelVersion]:
-        """Versions registered from tracking run ``run_id``, newest first, at most ``limit``."""
+    def search_versions(
+        self,
+        *,
+        run_id: str | None = None,
+        dataset_id: str | None = None,
+        limit: int = 100,
+        page_token: str | None = None,
+    ) -> Page[ModelVersion]:
+        """Versions of any model, newest first: those registered from tracking run
+        ``run_id``, and (or) trained or evaluated on dataset version ``dataset_id`` (each
+        one's ``datasets`` says in which role)."""
         check_limit(limit)
+        offset = decode_token(page_token)
+        query = select(ModelVersionRow, RegisteredModelRow.name).join(
+            RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id
+        )
+        if run_id is not None:
+            query = query.where(ModelVersionRow.run_id == run_id)
+        if dataset_id is not None:
+            query = query.where(
+                ModelVersionRow.id.in_(
+                    select(ModelVersionDatasetRow.version_id).where(
+                        ModelVersionDatasetRow.dataset_id == dataset_id
+                    )
+                )
+            )
+        query = query.order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.id.desc())
         with self.store.read() as s:
-            found = s.execute(
-                select(ModelVersionRow, RegisteredModelRow.name)
-                .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
-                .where(ModelVersionRow.run_id == run_id)
-                .order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.id.desc())
-                .limit(limit)
-            ).all()
+            found = s.execute(query.offset(offset).limit(limit + 1)).all()
             by_model: dict[str, list[ModelVersionRow]] = {}
-            for row, name in found:
+            for row, name in found[:limit]:
                 by_model.setdefault(name, []).append(row)
-            # One entity build per model (a run registers few), not one per version.
+            # a model's versions are built together: a few queries per model, not per version
             built = {
                 v.id: v for name, rows in by_model.items() for v in self._versions(s, name, rows)
             }
-        return [built[row.id] for row, _ in found]
+        items = [built[row.id] for row, _ in found[:limit]]
+        return Page.of(items, offset, limit, more=len(found) > limit)
 
     def update_version(
         self,

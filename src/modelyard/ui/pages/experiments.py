@@ -158,7 +158,7 @@ def run_page(request: Request, run_id: str, who: Viewer = Depends(viewer)) -> Re
         who,
         "experiments/run.html",
         run=run,
-        versions=ws.registry.versions_from_run(run.id, limit=MAX_VERSIONS),
+        versions=ws.registry.search_versions(run_id=run.id, limit=MAX_VERSIONS).items,
         charts=charts,
         chart_ids=chart_ids,
         more_charts=max(len(keys) - MAX_CHARTS, 0),

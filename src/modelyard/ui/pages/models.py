@@ -159,7 +159,9 @@ def dataset_page(
         "models/dataset.html",
         ds=ds,
         runs=ws.tracking.dataset_runs(ds.id, limit=PAGE, page_token=runs_page),
-        model_versions=ws.registry.dataset_versions(ds.id, limit=PAGE, page_token=versions_page),
+        model_versions=ws.registry.search_versions(
+            dataset_id=ds.id, limit=PAGE, page_token=versions_page
+        ),
         siblings=ws.tracking.list_datasets(name=name, limit=20).items,
     )
 
