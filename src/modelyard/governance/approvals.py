@@ -226,7 +226,7 @@ class ApprovalService:
 
     def _required(self, subject: str) -> int:
         """Approvers a subject needs: what the alias policies covering it ask, else one."""
-        match = _MOVE.match(subject)
+        match = ALIAS_MOVE.match(subject)
         if match is None:
             return 1
         model, alias = match.group(1), match.group(3)
@@ -263,7 +263,8 @@ def _approval(row: ApprovalRow) -> Approval:
     )
 
 
-_MOVE = re.compile(r"^models:/([^/@]+)/(\d+)@([^/@]+)$")
+#: The subject of an approval that clears one alias move: models:/NAME/VERSION@ALIAS.
+ALIAS_MOVE = re.compile(r"^models:/([^/@]+)/(\d+)@([^/@]+)$")
 
 
 def _model_of(subject: str) -> str | None:

@@ -9,7 +9,6 @@ people, which is what four eyes means.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -18,7 +17,7 @@ from fastapi import Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from modelyard.errors import InvalidInput, NotFound
-from modelyard.governance.approvals import MAX_NOTE, Approval
+from modelyard.governance.approvals import ALIAS_MOVE, MAX_NOTE, Approval
 from modelyard.governance.policies import AliasPolicy
 from modelyard.page import MAX_LIMIT, check_limit
 from modelyard.registry.entities import Alias
@@ -31,7 +30,6 @@ router = page_router()
 PAGE = 50
 #: The approval's own records in the audit chain, its history.
 HISTORY_ACTIONS = ("approval.request", "approval.approve", "approval.reject", "approval.use")
-_MOVE = re.compile(r"^models:/([^/@]+)/(\d+)@([^/@]+)$")
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class Move:
 
     @classmethod
     def of(cls, subject: str) -> Move | None:
-        found = _MOVE.match(subject)
+        found = ALIAS_MOVE.match(subject)
         if found is None:
             return None
         return cls(found.group(1), int(found.group(2)), found.group(3))
