@@ -31,7 +31,7 @@ def test_negative_values_stay_inside_the_plot_above_a_zero_line() -> None:
     assert all(8 <= y <= 182 for y in ys)  # inside the plot's top and bottom padding
     assert ">0</text>" in svg and ">-5</text>" in svg  # the axis names zero and its floor
     bars = Chart("h", ["x", "y"], {"n": [-2.0, 2.0]}, kind="bars").svg()
-    heights = [float(h) for h in re.findall(r'height="([\d.]+)"', bars)]
+    heights = [float(h) for h in re.findall(r'<rect [^>]*height="([\d.]+)"', bars)]
     assert heights[0] == heights[1] > 0  # equal magnitudes, drawn from the zero line
 
 

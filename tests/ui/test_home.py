@@ -91,3 +91,19 @@ def test_pages_may_not_be_framed_or_cached(ui_server: ServeProcess) -> None:
     answer = httpx.get(f"{ui_server.url}/ui/")
     assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
     assert answer.headers["cache-control"] == "no-store"
+
+
+def test_what_routing_refuses_under_ui_is_a_page_and_the_api_keeps_problem_json(
+    ui_server: ServeProcess,
+) -> None:
+    with httpx.Client(base_url=ui_server.url) as http:
+        wrong_method = http.post("/ui/models")  # before any CSRF check: no route takes it
+        assert wrong_method.status_code == 405
+        assert wrong_method.headers["content-type"].startswith("text/html")
+        assert "open it as a page" in wrong_method.text
+        missing = http.get("/ui/static/nope.css")
+        assert missing.status_code == 404 and "there is no page" in missing.text
+        api = http.get("/api/v1/nope")
+        assert api.status_code == 404
+        assert api.headers["content-type"] == "application/problem+json"
+        assert http.get("/ui/audit/verify").status_code == 303  # the result's address

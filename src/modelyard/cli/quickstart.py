@@ -156,7 +156,7 @@ Try next:
   modelyard models lineage models:/{name}@champion
   modelyard runs list quickstart
   modelyard audit verify
-  modelyard serve             # then open http://127.0.0.1:8080/docs
+  modelyard serve             # then open http://127.0.0.1:8080/ui
 """,
         highlight=False,
     )

@@ -7,10 +7,12 @@ schema: the API is ``/api/v1``; these pages are for people.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse, Response
 
 from modelyard.errors import ModelyardError, Unauthenticated
@@ -71,3 +73,21 @@ def install(app: FastAPI) -> None:
 
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(router)
+    api_errors = app.exception_handlers[HTTPException]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Under /ui, what routing refuses (a method, a static file, a form it cannot read)
+        is a page too; elsewhere it is the API's problem+json."""
+        if not request.url.path.startswith(f"{PREFIX}/") or not isinstance(exc, HTTPException):
+            answer = api_errors(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
+        detail = {
+            404: f"there is no page {request.url.path}",
+            405: f"{request.method} is not how {request.url.path} is used: open it as a page",
+        }.get(exc.status_code, str(exc.detail))
+        response = error_page(request, exc.status_code, "Not a page here", detail)
+        if exc.status_code == 405:
+            response.headers["allow"] = "GET"
+        return response
+
+    app.add_exception_handler(HTTPException, http_error)

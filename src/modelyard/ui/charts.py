@@ -33,8 +33,10 @@ class Chart:
     series: dict[str, Sequence[Number]]
     unit: str = ""
     kind: str = "line"
-    width: int = 640
-    height: int = 200
+    #: Drawn at this size and shrunk (never stretched) to fit, so its text stays 11 px on a
+    #: screen as wide as the chart; 420 fits a column of a three-column grid at 1280 px.
+    width: int = 420
+    height: int = 180
     description: str = ""
     id: str = field(default="")
 
@@ -86,8 +88,8 @@ class Chart:
 
         n = max(len(self.labels), 1)
         out = [
-            f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-            f'preserveAspectRatio="none" aria-label="{escape(self.summary)}">',
+            f'<svg class="chart" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(self.summary)}">',
             f"<title>{escape(self.title)}</title>",
         ]
         for tick in dict.fromkeys((bottom, (bottom + top) / 2, top, 0.0)):
@@ -99,8 +101,11 @@ class Chart:
             )
         for i in sorted({0, n // 2, n - 1}) if self.labels else []:
             x = pad_left + plot_w * (i + 0.5) / n
+            # the first and last labels keep inside the chart
+            anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
+            x = pad_left if anchor == "start" else width - 6 if anchor == "end" else x
             out.append(
-                f'<text class="axis" x="{x:.1f}" y="{height - 4}" text-anchor="middle">'
+                f'<text class="axis" x="{x:.1f}" y="{height - 4}" text-anchor="{anchor}">'
                 f"{escape(self.labels[i])}</text>"
             )
         count = max(len(self.series), 1)

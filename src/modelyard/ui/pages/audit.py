@@ -7,14 +7,14 @@ from typing import Any
 
 import orjson
 from fastapi import Depends, Query, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from modelyard.errors import Forbidden
 from modelyard.governance.entities import AuditRecord
 from modelyard.page import MAX_LIMIT, check_limit
 from modelyard.registry.history import parse_instant
 from modelyard.ui.auth import Viewer, viewer
-from modelyard.ui.routing import page_router
+from modelyard.ui.routing import PREFIX, page_router
 from modelyard.ui.templating import render
 
 router = page_router()
@@ -107,6 +107,12 @@ def audit_log(
         filtered=bool(params.keys() - {"limit"}),
         may_verify=who.can("admin"),
     )
+
+
+@router.get("/audit/verify")
+def verify_again() -> Response:
+    """The verify result's address, reloaded or typed: the audit page, with the button."""
+    return RedirectResponse(f"{PREFIX}/audit", status_code=303)
 
 
 @router.post("/audit/verify")

@@ -259,6 +259,8 @@ def _history_chart(history: list[WindowDrift], granularity: int) -> Chart:
         },
         unit=" %",
         id="drift-over-time",
+        width=840,
+        height=220,
     )
 
 
@@ -290,6 +292,8 @@ def _performance(
             for v in versions
         },
         id="performance",
+        width=840,
+        height=220,
     )
     samples = sum(w.samples for w in report.windows)
     return {
