@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from modelyard.errors import Conflict
 from modelyard.ui.routing import PREFIX, page_router
+from modelyard.workspace import Workspace
 from tests.conftest import LiveServer
 
 
@@ -55,3 +56,21 @@ def test_an_error_of_the_user_keeps_its_status_and_message(pages: httpx.Client) 
     fragment = pages.get("/ui/conflict", headers={"hx-request": "true"})
     assert fragment.headers["hx-retarget"] == "#flash"
     assert "<html" not in fragment.text  # a fragment for the status area
+
+
+def test_building_the_app_again_adds_nothing_to_it(workspace: Workspace) -> None:
+    """Each app gets its own dashboard router: built many times in one process (as the
+    tests do), the routes and the lifespans it merges must not pile up."""
+    from fastapi.routing import iter_route_contexts
+
+    from modelyard.api.app import create_app
+
+    counts = {
+        len(list(iter_route_contexts(create_app(workspace=workspace).routes))) for _ in range(3)
+    }
+    assert len(counts) == 1
+    server = LiveServer(create_app(workspace=workspace))  # starts: its lifespan runs
+    try:
+        assert httpx.get(f"{server.url}/ui/").status_code == 200
+    finally:
+        server.stop()

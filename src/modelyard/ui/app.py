@@ -1,8 +1,9 @@
 """The dashboard under ``/ui``: page routers, static files, sign-in, and HTML errors.
 
-Every page is a route of :data:`router` (each page module adds its own), rendered on the
-server from the domain services as the signed-in identity. Nothing here is in the OpenAPI
-schema: the API is ``/api/v1``; these pages are for people.
+Every page is a route of a page module's router (``pages.ROUTERS``; sign-in and sign-out are
+:data:`session`'s), rendered on the server from the domain services as the signed-in
+identity. Nothing here is in the OpenAPI schema: the API is ``/api/v1``; these pages are for
+people.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from starlette.responses import RedirectResponse, Response
 from modelyard.errors import ModelyardError, Unauthenticated
 from modelyard.ui import auth
 from modelyard.ui.auth import Viewer, viewer
-from modelyard.ui.routing import PREFIX, UiRoute, error_page, local_path
+from modelyard.ui.routing import PREFIX, UiRoute, error_page, local_path, page_router
 from modelyard.ui.templating import render
 
 STATIC = Path(__file__).parent / "static"
 
-router = APIRouter(prefix=PREFIX, route_class=UiRoute, include_in_schema=False)
+session = page_router()
 
 
-@router.get("/login")
+@session.get("/login")
 def login_form(request: Request, next: str = PREFIX, reason: str = "") -> Response:
     ws = request.app.state.workspace
     if not ws.settings.auth:
@@ -35,7 +36,7 @@ def login_form(request: Request, next: str = PREFIX, reason: str = "") -> Respon
     return render(request, None, "login.html", next=local_path(next), reason=shown)
 
 
-@router.post("/login")
+@session.post("/login")
 async def login(request: Request, token: str = Form(""), next: str = Form(PREFIX)) -> Response:
     ws = request.app.state.workspace
     if not ws.settings.auth:
@@ -53,24 +54,27 @@ async def login(request: Request, token: str = Form(""), next: str = Form(PREFIX
     return response
 
 
-@router.post("/logout")
+@session.post("/logout")
 def logout(request: Request) -> Response:
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
     auth.clear_session(request, response)
     return response
 
 
+async def not_found(request: Request, path: str, who: Viewer = Depends(viewer)) -> Response:
+    return error_page(request, 404, "Not found", f"there is no page /ui/{path}", who)
+
+
 def install(app: FastAPI) -> None:
     """Serve the dashboard from ``app``: pages under ``/ui``, static files, HTML 404s."""
     from modelyard.ui.pages import ROUTERS
 
-    for page_router in ROUTERS:
-        router.include_router(page_router)
-
-    @router.get("/{path:path}")
-    async def not_found(request: Request, path: str, who: Viewer = Depends(viewer)) -> Response:
-        return error_page(request, 404, "Not found", f"there is no page /ui/{path}", who)
-
+    # A new router per app: the module-level routers are only read (an app built many times
+    # in one process, as the tests do, must not pile routes onto a shared one).
+    router = APIRouter(prefix=PREFIX, route_class=UiRoute, include_in_schema=False)
+    for child in (session, *ROUTERS):
+        router.include_router(child)
+    router.add_api_route("/{path:path}", not_found, methods=["GET"])
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(router)
     api_errors = app.exception_handlers[HTTPException]
