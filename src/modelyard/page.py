@@ -46,7 +46,8 @@ def decode_token(token: str | None) -> int:
             raise ValueError
     except ValueError:
         raise InvalidInput(
-            "page_token is not valid; pass the next_page_token of the previous page"
+            "page_token is not valid (out of date, or not made by this server): pass the "
+            "next_page_token of the previous page, or start again from the first page"
         ) from None
     return offset
 

@@ -365,7 +365,7 @@ class TrackingService:
     def _run_row(session: Session, run_id: str) -> RunRow:
         row = session.get(RunRow, run_id) if isinstance(run_id, str) else None
         if row is None:
-            raise NotFound(f"no run {run_id!r}; check the run id (search_runs lists runs)")
+            raise NotFound(_no_run(run_id))
         return row
 
     def _running_row(self, session: Session, run_id: str, what: str) -> RunRow:
@@ -482,7 +482,7 @@ class TrackingService:
         with self.store.write(self.ws.actor) as tx:
             status = tx.session.scalar(select(RunRow.status).where(RunRow.id == run_id))
             if status is None:
-                raise NotFound(f"no run {run_id!r}; check the run id (search_runs lists runs)")
+                raise NotFound(_no_run(run_id))
             if status != "running":
                 raise Conflict(
                     f"run {run_id} is {status}; metrics can only be logged to a running run, "
@@ -557,7 +557,9 @@ class TrackingService:
             self._run_row(s, run_id)
             row = s.get(RunArtifactRow, (run_id, rel))
         if row is None:
-            raise NotFound(f"run {run_id} has no artifact {rel!r}; list_artifacts shows its files")
+            raise NotFound(
+                f"run {run_id} has no artifact {rel!r}; `modelyard runs show {run_id}` lists them"
+            )
         return self.ws.artifacts.get_bytes(row.digest)
 
     # --- datasets -------------------------------------------------------------------------
@@ -675,7 +677,7 @@ class TrackingService:
         with self.store.read() as s:
             row = s.get(DatasetRow, dataset_id)
         if row is None:
-            raise NotFound(f"no dataset with id {dataset_id!r}; list_datasets shows them")
+            raise NotFound(f"no dataset with id {dataset_id!r}; {_DATASETS_LISTED}")
         return _dataset(row)
 
     def list_datasets(
@@ -741,8 +743,8 @@ class TrackingService:
         row = session.scalar(query)
         if row is None:
             if version is None:
-                raise NotFound(f"no dataset {name!r}; list_datasets shows the logged datasets")
-            raise NotFound(f"dataset {name!r} has no version {version}; list_datasets shows them")
+                raise NotFound(f"no dataset {name!r}; {_DATASETS_LISTED}")
+            raise NotFound(f"dataset {name!r} has no version {version}; {_DATASETS_LISTED}")
         return row
 
 
@@ -1188,3 +1190,10 @@ def _profile(frame: pd.DataFrame) -> dict[str, NumericProfile | CategoricalProfi
                 ],
             )
     return profiles
+
+
+_DATASETS_LISTED = "`modelyard datasets list` shows the logged datasets"
+
+
+def _no_run(run_id: str) -> str:
+    return f"no run {run_id!r}; check the run id (`modelyard runs list EXPERIMENT` lists runs)"
