@@ -81,6 +81,8 @@ def test_an_approver_approves_and_the_requester_completes_the_move(
         # the approval clears the move; it does not make it, and bob (no write) cannot
         assert "clears one move" in page.inner_text("main")
         assert page.get_by_role("button", name="Move @champion to v2").count() == 0
+        # the reason is the server's own, as the move would be refused
+        assert "does not hold role deployer" in page.inner_text("main")
         assert page.get_by_role("button", name="Approve").count() == 0
         history = page.get_by_role("region", name="History").inner_text()
         assert "approval.approve" in history and "bob" in history

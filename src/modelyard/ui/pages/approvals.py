@@ -16,8 +16,9 @@ import orjson
 from fastapi import Depends, Form, Query, Request
 from starlette.responses import RedirectResponse, Response
 
-from modelyard.errors import InvalidInput, NotFound
+from modelyard.errors import Forbidden, InvalidInput, NotFound
 from modelyard.governance.approvals import ALIAS_MOVE, MAX_NOTE, Approval
+from modelyard.governance.entities import Permission
 from modelyard.governance.policies import AliasPolicy
 from modelyard.page import MAX_LIMIT, check_limit
 from modelyard.registry.entities import Alias
@@ -107,6 +108,7 @@ def approval_page(request: Request, approval_id: str, who: Viewer = Depends(view
     policies: list[AliasPolicy] = []
     model_exists = False
     newer = None
+    project = None
     if move is not None:
         try:
             project = ws.registry.get_model(move.model).project
@@ -118,9 +120,6 @@ def approval_page(request: Request, approval_id: str, who: Viewer = Depends(view
         latest = ws.approvals.latest(approval.subject)
         if latest is not None and latest.id != approval.id:
             newer = latest
-    approvers = approval.approved_by or ([approval.decided_by] if approval.decided_by else [])
-    # as the policy check counts: the mover's own approval does not clear their move
-    others = [a for a in approvers if a != me]
     clears = (
         move is not None
         and model_exists
@@ -128,12 +127,16 @@ def approval_page(request: Request, approval_id: str, who: Viewer = Depends(view
         and approval.used_at is None
         and newer is None
     )
-    may_move = (
-        clears
-        and who.can("write")
-        and all(who.identity.role.allows(p.role) for p in policies)
-        and len(others) >= approval.required
-    )
+    # Offered as the move itself will decide: the policies' role (bindings on the model or
+    # project count), four eyes, and write on the model.
+    refused = ""
+    if clears and move is not None:
+        try:
+            ws.policies.check_move(move.model, move.alias, move.version, project=project)
+            if not ws.access.allowed(Permission.write, model=move.model, project=project):
+                refused = f"{me} may not change model {move.model} (it needs write)"
+        except Forbidden as exc:
+            refused = exc.detail
     history = ws.audit.entity_records("approval", approval.id, actions=HISTORY_ACTIONS, limit=50)
     return render(
         request,
@@ -153,7 +156,8 @@ def approval_page(request: Request, approval_id: str, who: Viewer = Depends(view
         offer_withdraw=pending and approval.requested_by == me and not may_approve,
         own=pending and own and may_approve,
         clears=clears,
-        offer_move=may_move,
+        offer_move=clears and not refused,
+        move_refused=refused,
         max_note=MAX_NOTE,
     )
 
