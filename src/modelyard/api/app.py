@@ -75,7 +75,9 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
     ):
         api.include_router(module.router)
     app.include_router(api)
+    from modelyard.api.mlflow import install as install_mlflow
 
+    install_mlflow(app)
     from modelyard.ui.app import install as install_ui
 
     install_ui(app)

@@ -174,6 +174,15 @@ class ExperimentRow(Base):
     created_at: Mapped[datetime]
 
 
+class ExperimentTagRow(Base):
+    __tablename__ = "experiment_tags"
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+
+
 class RunRow(Base):
     __tablename__ = "runs"
     id: Mapped[str] = mapped_column(String(26), primary_key=True)
@@ -185,6 +194,8 @@ class RunRow(Base):
     start_time: Mapped[datetime]
     end_time: Mapped[datetime | None]
     created_by: Mapped[str] = mapped_column(String(256), default="")
+    #: Set by a delete (MLflow's lifecycle stage "deleted"); a restore clears it.
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RunParamRow(Base):
@@ -244,6 +255,35 @@ class RunInputRow(Base):
         ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
     )
     context: Mapped[str] = mapped_column(String(32), primary_key=True, default="training")
+
+
+class LoggedModelRow(Base):
+    """A model logged in a run before (or without) registration: MLflow 3's logged model."""
+
+    __tablename__ = "logged_models"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # m-<32 hex>, as MLflow's
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(256))
+    source_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|ready|failed
+    model_type: Mapped[str] = mapped_column(String(256), default="")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256), default="")
+
+
+class LoggedModelArtifactRow(Base):
+    __tablename__ = "logged_model_artifacts"
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("logged_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(80))
+    size: Mapped[int] = mapped_column(BigInteger)
 
 
 # --- governance -------------------------------------------------------------------------
