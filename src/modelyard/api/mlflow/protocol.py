@@ -131,3 +131,24 @@ class MlflowRoute(ApiRoute):
                 )
 
         return handler
+
+
+# -- where artifacts live, as MLflow's client sees them ------------------------------------
+# The proxy (``/api/2.0/mlflow-artifacts/artifacts/<path>``) maps these paths onto the files
+# of runs, of logged models and of registered versions; the layout is MLflow's own, so
+# paths copied from an MLflow server's UI read the same.
+
+
+def run_artifact_uri(experiment_id: str, run_id: str) -> str:
+    """A run's ``artifact_uri``: uploads under it go through modelyard to the run's files."""
+    return f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts"
+
+
+def logged_model_uri(experiment_id: str, model_id: str) -> str:
+    """A logged model's ``artifact_location`` (MLflow 3)."""
+    return f"mlflow-artifacts:/{experiment_id}/models/{model_id}/artifacts"
+
+
+def version_download_uri(name: str, version: int) -> str:
+    """Where a registered version's files are read (``get-download-uri``)."""
+    return f"mlflow-artifacts:/registry/{name}/{version}"
