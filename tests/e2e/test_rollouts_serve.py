@@ -227,6 +227,15 @@ def _roll(served: Served, ws: Workspace, kind: str, **plan: object) -> tuple[Rol
     return ended, load
 
 
+def _story(rollout: Rollout) -> str:
+    """Every analysis of ``rollout``, one line each, for a failure message."""
+    return "\n".join(
+        f"step {a.step} {a.verdict}{' (early)' if a.early else ''}: "
+        + "; ".join(c.summary for c in a.checks)
+        for a in rollout.analyses
+    )
+
+
 @pytest.mark.parametrize(
     ("kind", "check"),
     [("flaky", "errors"), ("slow", "latency"), ("shifted", "outputs")],
@@ -239,7 +248,7 @@ def test_a_bad_canary_is_rolled_back(served: Served, ws: Workspace, kind: str, c
     assert check in failed, ended.analyses
     # rolled back at its first step: worse beyond a margin but not yet significant is
     # inconclusive (the step waits), never a pass
-    assert ended.step == 0, ended.analyses
+    assert ended.step == 0, _story(ended)
     canary = f"fraud/{ended.version}"
     share = load.versions[canary] / max(1, sum(load.versions.values()))
     assert share < 0.35, load.versions  # its first step's 20 %, give or take chance
