@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelyard.jsonio import JsonFloat, JsonTime, NotABoolean
 
 RunStatus = Literal["running", "finished", "failed", "killed"]
+#: Which runs (or experiments) a search returns: those in use, the deleted (archived), or all.
+Lifecycle = Literal["active", "deleted", "all"]
 #: The largest metric step (a 64-bit column).
 MAX_STEP = 2**63 - 1
 #: The largest step a MetricPoint takes: JSON numbers are exact to 2**53 in most clients.
@@ -31,6 +33,7 @@ class Experiment(BaseModel):
     project: str | None = None
     archived: bool = False
     created_at: datetime
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class MetricPoint(BaseModel):
@@ -75,6 +78,8 @@ class Run(BaseModel):
     start_time: datetime
     end_time: datetime | None = None
     created_by: str = ""
+    #: When the run was deleted (it is kept, and can be restored); None while in use.
+    deleted_at: datetime | None = None
     params: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)

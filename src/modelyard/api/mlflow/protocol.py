@@ -16,6 +16,7 @@ import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from modelyard.api.requests import ApiRoute
 from modelyard.errors import (
@@ -94,6 +95,9 @@ def error_response(code: str, message: str, status: int | None = None) -> Respon
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "")
+            return f"the body is not valid JSON ({reason}); send a JSON object in UTF-8"
         where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query"))
         parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
     return "; ".join(parts) or "the request is not valid"
@@ -122,6 +126,8 @@ class MlflowRoute(ApiRoute):
                     RESOURCE_DOES_NOT_EXIST if exc.status_code == 404 else INVALID_PARAMETER_VALUE
                 )
                 return error_response(code, str(exc.detail), exc.status_code)
+            except ClientDisconnect:  # not a fault: the app's handler ends it quietly
+                raise
             except Exception:  # a bug: its trace goes to the log, the client gets an incident
                 incident = uuid.uuid4().hex[:12]
                 log.exception("unexpected error, incident %s", incident)
