@@ -143,7 +143,7 @@ def register(
     ctx: typer.Context,
     name: str,
     path: str = typer.Argument(
-        ..., help="a model directory saved by modelyard, or models:/OTHER/N"
+        ..., help="a model directory saved by modelyard or by MLflow, or models:/OTHER/N"
     ),
     alias: str = typer.Option(None, help="point this alias at the new version"),
     run: str = typer.Option(None, help="the run that produced the model"),
@@ -197,6 +197,24 @@ def register(
             f"registered [bold]{v.model}[/bold] version {v.version} ({v.format})"
             + (f", alias {alias}" if alias else "")
         )
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    uri: str = typer.Argument(..., help="models:/NAME/VERSION or models:/NAME@alias"),
+    path: Path = typer.Argument(..., help="a new (or empty) directory to write"),
+    format: str = typer.Option("mlflow", "--format", help="the directory's format: mlflow"),
+    as_json: bool = JSON,
+) -> None:
+    """Write a version as an MLflow model directory (mlflow.pyfunc.load_model loads it)."""
+    c = client(ctx)
+    v = c.registry.resolve(uri)
+    out = c.export_model(v, path, format=format)
+    if as_json:
+        record({"model": v.model, "version": v.version, "path": str(out)}, as_json=True)
+    else:
+        ok(f"exported {v.model} v{v.version} ({v.format}) to {out} as an MLflow model")
 
 
 @app.command()

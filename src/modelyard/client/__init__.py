@@ -192,30 +192,46 @@ class Client:
     def upload_model_dir(self, path: Path, *, progress: Progress | None = None) -> str:
         """Upload a saved model's files, then its manifest; return the manifest's digest.
 
-        The manifest goes last, so a registration can only ever see a complete upload.
+        ``path`` is a directory save_model wrote, or an MLflow model directory (MLmodel, no
+        modelyard.json): its files go as they are, with a manifest derived from MLmodel
+        (see modelyard.formats.mlflow). The manifest goes last, so a registration can only
+        ever see a complete upload.
         """
         from modelyard.formats import MANIFEST_NAME, validate_model_dir
+        from modelyard.formats.mlflow import is_mlflow_dir, manifest_for_dir
 
         if not path.is_dir():
-            raise InvalidInput(f"{path} is not a directory; pass a model saved with save_model")
-        manifest = validate_model_dir(path)
+            raise InvalidInput(
+                f"{path} is not a directory; pass a model saved with save_model, or an MLflow "
+                "model directory"
+            )
+        mlflow = is_mlflow_dir(path)
+        manifest = manifest_for_dir(path) if mlflow else validate_model_dir(path)
         for rel, entry in manifest.files.items():
             self._artifacts.put_file(path / rel, entry.digest)
             if progress:
                 progress(rel, entry.size)
-        digest: str = self._artifacts.put_file(path / MANIFEST_NAME)
-        if progress:
-            progress(MANIFEST_NAME, (path / MANIFEST_NAME).stat().st_size)
+        if not mlflow:
+            digest: str = self._artifacts.put_file(path / MANIFEST_NAME)
+            if progress:
+                progress(MANIFEST_NAME, (path / MANIFEST_NAME).stat().st_size)
+            return digest
+        from modelyard.artifacts.scratch import scratch_dir
+
+        # the derived manifest is written beside nothing of the user's: MLflow's directory
+        # stays as it is
+        with scratch_dir(self.settings.staging_dir) as tmp:
+            file = tmp / MANIFEST_NAME
+            file.write_bytes(manifest.model_dump_json(indent=2).encode() + b"\n")
+            digest = self._artifacts.put_file(file)
+            if progress:
+                progress(MANIFEST_NAME, file.stat().st_size)
         return digest
 
-    def load_model(self, uri: str | ModelVersion, *, trusted: bool = False) -> Predictor:
-        """Load ``models:/name@alias`` (or ``/3``, ``/latest``) to a predictor, its signature
-        and files verified (see governance/signing.py; MODELYARD_REQUIRE_SIGNED_MODELS)."""
-        from modelyard.formats import load_model
+    def _verified_dir(self, version: ModelVersion) -> Path:
         from modelyard.governance.signing import verified_dir
 
-        version = uri if isinstance(uri, ModelVersion) else self.registry.resolve(uri)
-        path = verified_dir(
+        return verified_dir(
             self._artifacts,
             version,
             self.settings.cache_dir,
@@ -223,7 +239,27 @@ class Client:
             require=self.settings.require_signed_models,
             pinned=self.settings.pinned_key_ids,
         )
-        return load_model(path, trusted=trusted)
+
+    def load_model(self, uri: str | ModelVersion, *, trusted: bool = False) -> Predictor:
+        """Load ``models:/name@alias`` (or ``/3``, ``/latest``) to a predictor, its signature
+        and files verified (see governance/signing.py; MODELYARD_REQUIRE_SIGNED_MODELS)."""
+        from modelyard.formats import load_model
+
+        version = uri if isinstance(uri, ModelVersion) else self.registry.resolve(uri)
+        return load_model(self._verified_dir(version), trusted=trusted)
+
+    def export_model(
+        self, uri: str | ModelVersion, path: str | Path, *, format: str = "mlflow"
+    ) -> Path:
+        """Write a version as an MLflow model directory at ``path`` (new, or empty) that
+        ``mlflow.pyfunc.load_model`` loads: MLmodel with its flavor, signature, input example
+        and requirements beside the version's files (verified first, as load_model does)."""
+        from modelyard.formats.mlflow import export_mlflow
+
+        if format != "mlflow":
+            raise InvalidInput(f"cannot export to {format!r}; the export format is mlflow")
+        version = uri if isinstance(uri, ModelVersion) else self.registry.resolve(uri)
+        return export_mlflow(self._verified_dir(version), path)
 
     def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> Alias:
         """Move ``alias`` of model ``name`` to ``version`` (as its alias policies allow)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pickle
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from modelyard.errors import InvalidInput, MissingExtra
+from modelyard.errors import InvalidInput, InvalidModel, MissingExtra, UntrustedModel
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature, is_frame
 
@@ -204,3 +205,49 @@ def require(module: str, extra: str) -> Any:
         return importlib.import_module(module)
     except (ImportError, OSError) as exc:  # OSError: an install missing its native libraries
         raise MissingExtra(module.partition(".")[0], extra) from exc
+
+
+# MLflow's flavors keep their files under their own names, some pickled
+
+
+def model_file(manifest: Manifest, default: str) -> str:
+    """The model's file: ``options["model_file"]`` (MLflow's name for it), else ``default``;
+    one of the files the manifest lists (so checked to stay inside the model's directory)."""
+    name = manifest.options.get("model_file")
+    if name is None:
+        return default
+    if not isinstance(name, str) or name not in manifest.files:
+        raise InvalidModel(
+            f"modelyard.json names model_file {name!r}, which is not among the files it "
+            "lists; save or register the model again"
+        )
+    return name
+
+
+def load_pickle(file: Path, manifest: Manifest, trusted: bool) -> Any:
+    """Unpickle an MLflow flavor's pickled model, only when ``trusted``."""
+    if not trusted:
+        flavor = (manifest.options.get("mlflow") or {}).get("flavor", manifest.format)
+        how = manifest.options.get("serialization", "pickle")
+        raise UntrustedModel(
+            f"{file.name} is a {how}d model (MLflow's {flavor} flavor) and loading it runs "
+            f"code from the file; {UntrustedModel.HOW_TO_TRUST}"
+        )
+    try:
+        with file.open("rb") as handle:
+            return pickle.load(handle)  # only here: the caller trusts the file
+    except ModuleNotFoundError as exc:
+        raise InvalidModel(
+            f"{file.name} needs the Python module {exc.name!r}, which is not installed here; "
+            "install what the model's requirements.txt lists"
+        ) from exc
+    except Exception as exc:
+        raise InvalidModel(f"cannot unpickle {file.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def check_pickle(file: Path) -> None:
+    """Check, without unpickling, that ``file`` starts like a pickle (protocol 2 or later)."""
+    with file.open("rb") as handle:
+        head = handle.read(2)
+    if len(head) < 2 or head[0] != 0x80:
+        raise InvalidModel(f"{file.name} is not a pickle (expected pickle protocol 2 or later)")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from modelyard.errors import InvalidInput, InvalidModel
-from modelyard.formats.base import Outputs, Predictor, require
+from modelyard.formats.base import Outputs, Predictor, model_file, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.onnx_runtime import METADATA_KEY, predictor_for_session
 from modelyard.formats.signature import Signature, TensorSpec, dtype_name
@@ -108,12 +108,13 @@ class OnnxFormat:
         # thread pools would oversubscribe the CPU.
         session_options.intra_op_num_threads = 1
         session_options.inter_op_num_threads = 1
+        name = model_file(manifest, MODEL_FILE)  # MLflow's onnx flavor may name it otherwise
         try:
             session = ort.InferenceSession(
-                str(path / MODEL_FILE), session_options, providers=["CPUExecutionProvider"]
+                str(path / name), session_options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:
-            raise InvalidModel(f"onnxruntime cannot load {MODEL_FILE}: {exc}") from exc
+            raise InvalidModel(f"onnxruntime cannot load {name}: {exc}") from exc
         if METADATA_KEY in session.get_modelmeta().custom_metadata_map:
             # A graph converted from another format (e.g. a quantised variant of a sklearn
             # version): it takes and returns what the model it was converted from did.
@@ -122,11 +123,12 @@ class OnnxFormat:
 
     def validate(self, path: Path, manifest: Manifest) -> None:
         onnx = require("onnx", "onnx")
+        name = model_file(manifest, MODEL_FILE)
         try:
-            onnx.checker.check_model(str(path / MODEL_FILE))
+            onnx.checker.check_model(str(path / name))
         except Exception as exc:
             raise InvalidModel(
-                f"{MODEL_FILE} is not a valid ONNX model (expected a serialized "
+                f"{name} is not a valid ONNX model (expected a serialized "
                 f"onnx.ModelProto): {type(exc).__name__}: {exc}"
             ) from exc
 

@@ -494,16 +494,23 @@ def _native_model(predictor: Predictor, fmt: str) -> Any:
 
 
 def _output_maps(
-    native: Outputs, onnx_names: list[str], classes: list[Any] | None
+    native: Outputs,
+    onnx_names: list[str],
+    classes: list[Any] | None,
+    labels_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """Which ONNX output feeds which native output: labels first, then probabilities."""
+    """Which ONNX output feeds which native output: labels first, then probabilities.
+
+    ``labels_only``: a classifier whose version answers its labels alone (MLflow's, as
+    MLflow's pyfunc does): the graph's label output feeds "predictions", the rest is unused.
+    """
     unknown = sorted(set(native) - {"predictions", "probabilities"})
     if unknown:
         raise Unsupported(f"the native model has outputs {unknown} that no converter produces")
     classifier = "probabilities" in native
     if classifier and len(onnx_names) < 2:
         raise Unsupported(f"the converted classifier has outputs {onnx_names}, not label+proba")
-    if not classifier and len(onnx_names) != 1:
+    if not classifier and len(onnx_names) != 1 and not labels_only:
         raise Unsupported(
             f"the native model outputs only predictions but the graph gives {onnx_names} "
             "(a booster trained as a classifier, saved without its classes?)"
@@ -662,6 +669,8 @@ def convert(
         return done("failed", error=f"the native model failed on the sample: {_first_line(exc)}")
 
     classes = manifest.options.get("classes") if fmt == "lightgbm" else None
+    # MLflow's classifiers answer predict() alone (formats/mlflow.py records that)
+    labels_only = manifest.options.get("probabilities") is False
     dtypes = ["float32", "float64"] if fmt == "sklearn" else ["float32"]
     attempts: list[dict[str, Any]] = []
     report["attempts"] = attempts
@@ -671,7 +680,7 @@ def convert(
         attempts.append(attempt)
         try:
             raw = _CONVERTERS[fmt](model, plan, dtype)
-            meta = _meta(plan, dtype, fmt, raw, expected, classes)
+            meta = _meta(plan, dtype, fmt, raw, expected, classes, labels_only)
             onnx_bytes = _with_metadata(raw, meta)
             predictor = load_onnx_predictor(onnx_bytes, manifest)
             ok, details = compare(expected, predictor.predict(sample))
@@ -708,6 +717,7 @@ def _meta(
     raw: bytes,
     expected: Outputs,
     classes: list[Any] | None,
+    labels_only: bool = False,
 ) -> dict[str, Any]:
     import onnx
 
@@ -720,7 +730,7 @@ def _meta(
         "width": plan.width,
         "input_dtype": dtype,
         "input_name": graph.input[0].name,
-        "outputs": _output_maps(expected, onnx_names, classes),
+        "outputs": _output_maps(expected, onnx_names, classes, labels_only),
     }
     if plan.mode == "columns":
         by_name = {i.name: i for i in graph.input}

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.errors import InvalidInput, InvalidModel, UntrustedModel
-from modelyard.formats.base import Outputs, Predictor, require
+from modelyard.formats.base import Outputs, Predictor, model_file, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature, is_frame
 
@@ -86,6 +86,15 @@ class PyfuncFormat:
         }
 
     def load(self, path: Path, manifest: Manifest, trusted: bool) -> Predictor:
+        loader = manifest.options.get("loader_module")
+        if loader is not None:
+            # An MLflow PythonModel: its pickle imports mlflow, which modelyard never does
+            raise InvalidModel(
+                f"this is an MLflow python_function model ({loader}): unpickling "
+                f"{model_file(manifest, MODEL_FILE)} needs the mlflow package, which modelyard "
+                "does not load models with; serve it with MLflow, or log the model with a "
+                "flavor modelyard loads (sklearn, xgboost, lightgbm, onnx or pytorch)"
+            )
         if not trusted:
             author_class = manifest.options.get("class", "a PythonModel")
             raise UntrustedModel(
@@ -103,10 +112,11 @@ class PyfuncFormat:
 
     def validate(self, path: Path, manifest: Manifest) -> None:
         require("cloudpickle", "pyfunc")
-        file = path / MODEL_FILE
+        name = model_file(manifest, MODEL_FILE)
+        file = path / name
         # Never unpickle here: that would run the author's code.
         if not file.is_file() or file.stat().st_size == 0:
-            raise InvalidModel(f"{MODEL_FILE} is missing or empty (expected a pickled PythonModel)")
+            raise InvalidModel(f"{name} is missing or empty (expected a pickled PythonModel)")
 
 
 class PyfuncPredictor(Predictor):

@@ -1,4 +1,8 @@
-"""scikit-learn estimators and pipelines, saved with skops (never pickle)."""
+"""scikit-learn estimators and pipelines, saved with skops (never pickle).
+
+MLflow's sklearn flavor may have pickled its model instead (``options["serialization"]``:
+"pickle" or "cloudpickle", under ``options["model_file"]``): such a file loads only trusted.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,13 @@ import numpy as np
 import pandas as pd
 
 from modelyard.errors import InvalidModel, MissingExtra, UntrustedModel
-from modelyard.formats.base import Outputs, Predictor
+from modelyard.formats.base import Outputs, Predictor, check_pickle, load_pickle, model_file
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature
 
 MODEL_FILE = "model.skops"
+#: Serializations of MLflow's sklearn flavor that unpickle: loading runs code from the file.
+PICKLED = ("pickle", "cloudpickle")
 
 # skops reports every type it will not construct by default. Types from these packages are
 # library code that only builds data structures (e.g. sklearn.tree._tree.Tree), so loading
@@ -77,14 +83,17 @@ class SklearnFormat:
         }
 
     def load(self, path: Path, manifest: Manifest, trusted: bool) -> Predictor:
+        name = model_file(manifest, MODEL_FILE)
+        if manifest.options.get("serialization") in PICKLED:
+            return SklearnPredictor(manifest, load_pickle(path / name, manifest, trusted))
         sio = _skops_io()
-        file = path / MODEL_FILE
+        file = path / name
         # Ask the file itself, not the manifest: the manifest only says what was saved.
         untrusted = sorted(sio.get_untrusted_types(file=file))
         unknown = [t for t in untrusted if not t.startswith(AUTO_TRUSTED_PREFIXES)]
         if unknown and not trusted:
             raise UntrustedModel(
-                f"{MODEL_FILE} contains types outside scikit-learn, numpy and scipy: "
+                f"{name} contains types outside scikit-learn, numpy and scipy: "
                 f"{', '.join(unknown)}; loading them may run their code. "
                 f"{UntrustedModel.HOW_TO_TRUST[0].upper()}{UntrustedModel.HOW_TO_TRUST[1:]}",
                 untrusted_types=unknown,
@@ -97,18 +106,22 @@ class SklearnFormat:
         # estimator (and, where torch is installed, imports torch), seconds of CPU that a
         # registry or gateway should not pay to look at a file. A skops file is a zip
         # archive whose schema.json describes the object tree.
-        file = path / MODEL_FILE
+        name = model_file(manifest, MODEL_FILE)
+        file = path / name
+        if manifest.options.get("serialization") in PICKLED:
+            check_pickle(file)
+            return
         if not zipfile.is_zipfile(file):
-            raise InvalidModel(f"{MODEL_FILE} is not a skops file (expected a zip archive)")
+            raise InvalidModel(f"{name} is not a skops file (expected a zip archive)")
         try:
             with zipfile.ZipFile(file) as archive:
                 schema = json.loads(archive.read("schema.json"))
         except (KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise InvalidModel(
-                f"{MODEL_FILE} is not a valid skops file: it has no readable schema.json ({exc})"
+                f"{name} is not a valid skops file: it has no readable schema.json ({exc})"
             ) from None
         if not isinstance(schema, dict) or "__class__" not in schema:
-            raise InvalidModel(f"{MODEL_FILE} is not a valid skops file: its schema has no object")
+            raise InvalidModel(f"{name} is not a valid skops file: its schema has no object")
 
 
 class SklearnPredictor(Predictor):
@@ -118,6 +131,9 @@ class SklearnPredictor(Predictor):
         super().__init__(manifest)
         self.model = model
         self.feature_names: list[str] | None = manifest.options.get("feature_names")
+        if "feature_names" not in manifest.options:  # MLflow's files: ask the model itself
+            names = getattr(model, "feature_names_in_", None)
+            self.feature_names = None if names is None else [str(n) for n in names]
         self.probabilities = bool(manifest.options.get("probabilities"))
 
     def _features(self, batch: Any) -> Any:

@@ -1,4 +1,10 @@
-"""PyTorch models, saved as TorchScript (a plain nn.Module is traced with the input example)."""
+"""PyTorch models, saved as TorchScript (a plain nn.Module is traced with the input example).
+
+MLflow's pytorch flavor saves ``data/model.pth`` (``options["model_file"]``) with torch.save,
+which pickles the module unless it was scripted (then it is a TorchScript archive), or
+``data/model.pt2`` with torch.export (whose loading unpickles too). TorchScript loads freely;
+the others only when trusted.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelyard.errors import InvalidInput, InvalidModel
-from modelyard.formats.base import Outputs, Predictor, require
+from modelyard.errors import InvalidInput, InvalidModel, UntrustedModel
+from modelyard.formats.base import Outputs, Predictor, model_file, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature
 
@@ -90,27 +96,65 @@ class TorchFormat:
 
     def load(self, path: Path, manifest: Manifest, trusted: bool) -> Predictor:
         torch = require("torch", "torch")
+        name = model_file(manifest, MODEL_FILE)
+        file = path / name
+        if manifest.options.get("serialization") and not _is_torchscript(file):
+            return TorchPredictor(manifest, _load_pickled(torch, file, manifest, trusted), torch)
         # TorchScript is code in TorchScript's own language plus tensors; loading it does not
         # run arbitrary Python, so it needs no trust.
         try:
-            module = torch.jit.load(str(path / MODEL_FILE), map_location="cpu")
+            module = torch.jit.load(str(file), map_location="cpu")
         except Exception as exc:
-            raise InvalidModel(f"torch cannot load {MODEL_FILE} as TorchScript: {exc}") from exc
+            raise InvalidModel(f"torch cannot load {name} as TorchScript: {exc}") from exc
         module.eval()
         return TorchPredictor(manifest, module, torch)
 
     def validate(self, path: Path, manifest: Manifest) -> None:
         require("torch", "torch")
-        file = path / MODEL_FILE
+        name = model_file(manifest, MODEL_FILE)
+        file = path / name
+        if manifest.options.get("serialization"):
+            # MLflow's torch.save or torch.export file: checked when a trusted caller loads it
+            if file.stat().st_size == 0:
+                raise InvalidModel(f"{name} is empty (expected MLflow's saved PyTorch model)")
+            return
         if not zipfile.is_zipfile(file):
-            raise InvalidModel(f"{MODEL_FILE} is not a TorchScript archive (expected a zip file)")
-        with zipfile.ZipFile(file) as archive:
-            names = archive.namelist()
-        if not any("/code/" in n for n in names) or not any(n.endswith("data.pkl") for n in names):
+            raise InvalidModel(f"{name} is not a TorchScript archive (expected a zip file)")
+        if not _is_torchscript(file):
             raise InvalidModel(
-                f"{MODEL_FILE} is a zip file but not TorchScript (expected code/ and data.pkl; "
+                f"{name} is a zip file but not TorchScript (expected code/ and data.pkl; "
                 "save modules with torch.jit.save, not torch.save)"
             )
+
+
+def _is_torchscript(file: Path) -> bool:
+    """Whether ``file`` is a TorchScript archive (read from its zip directory, not loaded)."""
+    if not zipfile.is_zipfile(file):
+        return False
+    with zipfile.ZipFile(file) as archive:
+        names = archive.namelist()
+    return any("/code/" in n for n in names) and any(n.endswith("data.pkl") for n in names)
+
+
+def _load_pickled(torch: Any, file: Path, manifest: Manifest, trusted: bool) -> Any:
+    """MLflow's torch.save'd (pickled) or torch.export'ed module, only when ``trusted``."""
+    exported = manifest.options.get("serialization") == "pt2"
+    if not trusted:
+        how = "torch.export archive" if exported else "pickled module (torch.save)"
+        raise UntrustedModel(
+            f"{file.name} is a {how} from MLflow's pytorch flavor and loading it runs code "
+            f"from the file; {UntrustedModel.HOW_TO_TRUST}"
+        )
+    try:
+        if exported:
+            module = torch.export.load(str(file)).module()
+        else:
+            module = torch.load(str(file), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InvalidModel(f"torch cannot load {file.name}: {type(exc).__name__}: {exc}") from exc
+    if hasattr(module, "eval"):
+        module.eval()
+    return module
 
 
 class TorchPredictor(Predictor):

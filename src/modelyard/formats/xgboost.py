@@ -1,4 +1,8 @@
-"""XGBoost models (sklearn wrappers and Boosters), saved in XGBoost's native JSON."""
+"""XGBoost models (sklearn wrappers and Boosters), saved in XGBoost's native JSON.
+
+MLflow's xgboost flavor saves UBJSON (``model.ubj``) or the legacy binary format: the file
+is ``options["model_file"]`` then, and XGBoost reads each by itself (none is a pickle).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from modelyard.errors import InvalidModel
-from modelyard.formats.base import Outputs, Predictor, require
+from modelyard.formats.base import Outputs, Predictor, model_file, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.signature import Signature
 
@@ -20,6 +24,8 @@ MODEL_FILE = "model.json"
 # The classes load may instantiate: a name from the manifest never picks arbitrary code.
 _CLASSES = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
 _BOOSTER = "Booster"
+#: Every class an XGBoost model may be loaded as.
+CLASSES = (*_CLASSES, _BOOSTER)
 
 
 def _class_name(model: Any) -> str:
@@ -66,22 +72,30 @@ class XGBoostFormat:
                 f"{', '.join((*_CLASSES, _BOOSTER))}"
             )
         model = getattr(xgb, class_name)()
-        model.load_model(str(path / MODEL_FILE))
+        name = model_file(manifest, MODEL_FILE)
+        try:
+            model.load_model(str(path / name))
+        except xgb.core.XGBoostError as exc:
+            raise InvalidModel(f"XGBoost cannot load {name}: {str(exc).splitlines()[0]}") from exc
         return XGBoostPredictor(manifest, model, xgb)
 
     def validate(self, path: Path, manifest: Manifest) -> None:
         require("xgboost", "xgboost")
+        name = model_file(manifest, MODEL_FILE)
+        if not name.endswith(".json"):
+            # UBJSON or the legacy binary format: XGBoost checks them when it loads them
+            if (path / name).stat().st_size == 0:
+                raise InvalidModel(f"{name} is empty (expected an XGBoost model)")
+            return
         try:
-            with (path / MODEL_FILE).open("rb") as handle:
+            with (path / name).open("rb") as handle:
                 document = json.load(handle)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidModel(
-                f"{MODEL_FILE} is not an XGBoost model (expected XGBoost JSON): {exc}"
+                f"{name} is not an XGBoost model (expected XGBoost JSON): {exc}"
             ) from exc
         if not isinstance(document, dict) or "learner" not in document:
-            raise InvalidModel(
-                f'{MODEL_FILE} is JSON but not an XGBoost model (no "learner" section)'
-            )
+            raise InvalidModel(f'{name} is JSON but not an XGBoost model (no "learner" section)')
 
 
 class XGBoostPredictor(Predictor):
@@ -92,6 +106,8 @@ class XGBoostPredictor(Predictor):
         self.model = model
         self.xgb = xgb
         self.booster = model if isinstance(model, xgb.Booster) else model.get_booster()
+        # MLflow's xgboost pyfunc answers predict() alone; its versions record False here
+        self.probabilities = bool(manifest.options.get("probabilities", True))
 
     def _features(self, batch: Any) -> Any:
         if self.signature.kind == "columns":
@@ -108,7 +124,7 @@ class XGBoostPredictor(Predictor):
         if isinstance(self.model, self.xgb.Booster):
             return {"predictions": np.asarray(self.model.predict(self.xgb.DMatrix(features)))}
         outputs: Outputs = {"predictions": np.asarray(self.model.predict(features))}
-        if hasattr(self.model, "predict_proba") and isinstance(self.model, self.xgb.XGBClassifier):
+        if self.probabilities and isinstance(self.model, self.xgb.XGBClassifier):
             outputs["probabilities"] = np.asarray(self.model.predict_proba(features))
         return outputs
 

@@ -55,6 +55,8 @@ class ModelVersion(BaseModel):
     datasets: list[DatasetLink] = Field(default_factory=list)
     source: str = ""
     created_at: datetime
+    #: When its description or tags last changed (None from servers before this field).
+    updated_at: datetime | None = None
     created_by: str = ""
 
     @property

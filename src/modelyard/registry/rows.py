@@ -169,5 +169,6 @@ class RegistryRows:
             datasets=links,
             source=r.source,
             created_at=r.created_at,
+            updated_at=r.updated_at,
             created_by=r.created_by,
         )

@@ -49,6 +49,7 @@ from modelyard.registry.entities import (
     RegisteredModel,
     RetentionResult,
 )
+from modelyard.registry.search import RegistrySearch
 from modelyard.registry.uri import ModelRef, check_model_name, parse_model_uri
 from modelyard.store import Tx
 from modelyard.store.tables import (
@@ -61,7 +62,7 @@ from modelyard.store.tables import (
 )
 
 if TYPE_CHECKING:
-    from modelyard.formats import Predictor
+    from modelyard.formats import FileEntry, Predictor
     from modelyard.governance.signing import ModelSignature, SignatureCheck, Signer
     from modelyard.pipelines.variants import Progress as VariantProgress
     from modelyard.pipelines.variants import VariantReport
@@ -134,7 +135,7 @@ def _validate_files(ws: Workspace, digest: str, manifest: dict[str, Any]) -> Non
         validate_model_dir(path)
 
 
-class RegistryService(RegistryAliases, RegistryCards):
+class RegistryService(RegistryAliases, RegistryCards, RegistrySearch):
     """Registered models, versions, aliases, model cards and lineage."""
 
     def __init__(self, ws: Workspace) -> None:
@@ -293,6 +294,38 @@ class RegistryService(RegistryAliases, RegistryCards):
             )
         return after
 
+    def rename_model(self, name: str, new_name: str) -> RegisteredModel:
+        """Give a model a new name; its versions, aliases and tags go with it.
+
+        Refused (Conflict, naming them) while something refers to the model by name and
+        would not follow: an endpoint serving it, role bindings or alias policies on it.
+        """
+        self.ws.access.require(Permission.write, model=name, action="rename models")
+        check_model_name(new_name)
+        self.get_model(name)  # NotFound first
+        holders = [
+            f"endpoint {ep.name}"
+            for ep in self.ws.endpoints.list()
+            if any(_names_model(d.target, name) for d in ep.destinations())
+        ]
+        holders += [f"role binding {b.id}" for b in self.ws.access.list(scope=f"model:{name}")]
+        holders += [f"alias policy {p.name}" for p in self.ws.policies.list(f"model:{name}")]
+        if holders:
+            raise Conflict(
+                f"cannot rename model {name!r}: {', '.join(holders)} refer(s) to it by name; "
+                "remove them, rename, then make them again for the new name"
+            )
+        with self.store.write(self.ws.actor) as tx:
+            row = self._model_row(tx.session, name)
+            if tx.session.scalar(
+                select(RegisteredModelRow.id).where(RegisteredModelRow.name == new_name)
+            ):
+                raise AlreadyExists(f"model {new_name!r} exists already; choose another name")
+            row.name = new_name
+            row.updated_at = datetime.now(UTC)
+            tx.record("model.rename", "model", name, {"name": name}, {"name": new_name})
+        return self.get_model(new_name)
+
     def archive_model(self, name: str, archived: bool = True) -> RegisteredModel:
         """Hide a model from listings (``archived=False`` restores it); its versions stay."""
         self.ws.access.require(Permission.write, model=name, action="archive models")
@@ -390,6 +423,40 @@ class RegistryService(RegistryAliases, RegistryCards):
             except IntegrityError:
                 # Another writer created the same model first; its row exists now, so retry.
                 return insert(create_model=False)
+
+    def create_version_from_mlflow(
+        self,
+        name: str,
+        files: Mapping[str, FileEntry],
+        *,
+        where: str,
+        run_id: str | None = None,
+        description: str = "",
+        tags: Mapping[str, Any] | None = None,
+        source: str = "",
+    ) -> ModelVersion:
+        """Register the next version of ``name`` from an MLflow model's stored files
+        (relative path -> digest and size; ``where`` names them in errors); see
+        :func:`modelyard.registry.mlflow_files.register_mlflow_files`."""
+        from modelyard.registry.mlflow_files import register_mlflow_files
+
+        return register_mlflow_files(
+            self.ws,
+            name,
+            files,
+            where=where,
+            run_id=run_id,
+            description=description,
+            tags=tags,
+            source=source,
+        )
+
+    def mlflow_files(self, version: ModelVersion) -> dict[str, FileEntry]:
+        """The files MLflow's client reads as ``version``'s model directory (path -> digest
+        and size); see :func:`modelyard.registry.mlflow_files.mlflow_files`."""
+        from modelyard.registry.mlflow_files import mlflow_files
+
+        return mlflow_files(self.ws, version)
 
     def _insert_version(
         self,
@@ -531,45 +598,6 @@ class RegistryService(RegistryAliases, RegistryCards):
             rows = list(s.scalars(query.offset(offset).limit(limit + 1)))
             items = self._versions(s, name, rows[:limit])
         return Page.of(items, offset, limit, more=len(rows) > limit)
-
-    def search_versions(
-        self,
-        *,
-        run_id: str | None = None,
-        dataset_id: str | None = None,
-        limit: int = 100,
-        page_token: str | None = None,
-    ) -> Page[ModelVersion]:
-        """Versions of any model, newest first: those registered from tracking run
-        ``run_id``, and (or) trained or evaluated on dataset version ``dataset_id`` (each
-        one's ``datasets`` says in which role)."""
-        check_limit(limit)
-        offset = decode_token(page_token)
-        query = select(ModelVersionRow, RegisteredModelRow.name).join(
-            RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id
-        )
-        if run_id is not None:
-            query = query.where(ModelVersionRow.run_id == run_id)
-        if dataset_id is not None:
-            query = query.where(
-                ModelVersionRow.id.in_(
-                    select(ModelVersionDatasetRow.version_id).where(
-                        ModelVersionDatasetRow.dataset_id == dataset_id
-                    )
-                )
-            )
-        query = query.order_by(ModelVersionRow.created_at.desc(), ModelVersionRow.id.desc())
-        with self.store.read() as s:
-            found = s.execute(query.offset(offset).limit(limit + 1)).all()
-            by_model: dict[str, list[ModelVersionRow]] = {}
-            for row, name in found[:limit]:
-                by_model.setdefault(name, []).append(row)
-            # a model's versions are built together: a few queries per model, not per version
-            built = {
-                v.id: v for name, rows in by_model.items() for v in self._versions(s, name, rows)
-            }
-        items = [built[row.id] for row, _ in found[:limit]]
-        return Page.of(items, offset, limit, more=len(found) > limit)
 
     def update_version(
         self,
@@ -751,3 +779,11 @@ class RegistryService(RegistryAliases, RegistryCards):
     def verify_version(self, name: str, version: int) -> SignatureCheck:
         """Check a version's signature and its stored files against the signed digests."""
         return self.ws.signing.verify_version(name, version)
+
+
+def _names_model(target: str, name: str) -> bool:
+    """Whether an endpoint's target (``models:/NAME...``) is a version of model ``name``."""
+    try:
+        return parse_model_uri(target).name == name
+    except InvalidInput:
+        return False

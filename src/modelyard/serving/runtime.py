@@ -7,6 +7,7 @@ that arrives later (an alias moved) is checked by the gateway's background refre
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from modelyard.registry import ModelVersion, VersionRuntime
@@ -21,7 +22,18 @@ def check_onnx(ws: Workspace, version: ModelVersion) -> VersionRuntime:
     """Convert a version to ONNX, compare predictions, and record the outcome on the version."""
     from modelyard.formats.onnx_runtime import convert
 
-    result = convert(ws.registry.local_path(version))
+    result = convert(ws.registry.local_path(version), trusted=ws.settings.trust_pickled_models)
+    if str(result.report.get("error", "")).startswith("cannot load the model: UntrustedModel"):
+        # A pickled model (MLflow's sklearn flavor, say) in a process without trust: not a
+        # verdict on the model, so nothing is recorded; a trusting `serve` checks it itself.
+        return VersionRuntime(
+            model=version.model,
+            version=version.version,
+            runtime="onnx",
+            status="failed",
+            report=result.report,
+            created_at=datetime.now(UTC),
+        )
     digest = ws.artifacts.put_bytes(result.onnx_bytes) if result.onnx_bytes else None
     return ws.registry.record_runtime(
         version.model,
