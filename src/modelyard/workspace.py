@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from modelyard.rollouts.service import RolloutService
     from modelyard.serving.endpoints import EndpointService
     from modelyard.store import Store
+    from modelyard.tracking.logged_models import LoggedModelService
     from modelyard.tracking.service import TrackingService
 
 
@@ -136,6 +137,12 @@ class Workspace:
         from modelyard.tracking.service import TrackingService
 
         return TrackingService(self)
+
+    @cached_property
+    def logged_models(self) -> LoggedModelService:
+        from modelyard.tracking.logged_models import LoggedModelService
+
+        return LoggedModelService(self)
 
     @cached_property
     def projects(self) -> ProjectService:

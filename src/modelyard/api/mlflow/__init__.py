@@ -27,6 +27,4 @@ def install(app: FastAPI) -> None:
         for module in (tracking, registry, logged_models):
             api.include_router(module.router)
         app.include_router(api)
-    app.include_router(
-        APIRouter(prefix=ARTIFACTS_PREFIX, include_in_schema=False, routes=artifacts.router.routes)
-    )
+    app.include_router(artifacts.router, prefix=ARTIFACTS_PREFIX, include_in_schema=False)
