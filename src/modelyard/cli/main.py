@@ -60,6 +60,11 @@ COMMANDS: dict[str, CommandRef] = {
     "datasets": CommandRef(
         "modelyard.cli.tracking", "datasets", "Datasets with content hash, schema and profile."
     ),
+    "import": CommandRef(
+        "modelyard.cli.imports",
+        "app",
+        "Import experiments, runs and registered models from MLflow.",
+    ),
     "projects": CommandRef(
         "modelyard.cli.projects", "app", "Projects: objective, KPIs, constraints, stakeholders."
     ),
