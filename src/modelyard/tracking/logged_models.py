@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from modelyard.errors import Conflict, InvalidInput, NotFound
@@ -31,7 +31,6 @@ from modelyard.store.tables import (
     ExperimentRow,
     LoggedModelArtifactRow,
     LoggedModelRow,
-    MetricRow,
     RunRow,
 )
 from modelyard.tracking.entities import KEY, METRIC_JSON, MetricPoint
@@ -42,6 +41,7 @@ from modelyard.tracking.locations import (
     files_under,
     prefix_clause,
 )
+from modelyard.tracking.rows import latest_metric_points
 
 if TYPE_CHECKING:
     from modelyard.workspace import Workspace
@@ -411,7 +411,8 @@ class LoggedModelService:
 
     @staticmethod
     def _entities(session: Session, rows: Sequence[LoggedModelRow]) -> list[LoggedModel]:
-        metrics = _latest_metrics(session, {r.source_run_id for r in rows if r.source_run_id})
+        runs = sorted({r.source_run_id for r in rows if r.source_run_id})
+        metrics = latest_metric_points(session, runs)
         return [_entity(r, metrics.get(r.source_run_id or "", [])) for r in rows]
 
 
@@ -441,39 +442,6 @@ def _entity(row: LoggedModelRow, metrics: list[MetricPoint]) -> LoggedModel:
         updated_at=row.updated_at,
         created_by=row.created_by,
     )
-
-
-def _latest_metrics(session: Session, run_ids: set[str]) -> dict[str, list[MetricPoint]]:
-    """The last point of each metric of each run (highest step, then newest), by key."""
-    if not run_ids:
-        return {}
-    rank = func.row_number().over(
-        partition_by=(MetricRow.run_id, MetricRow.key),
-        order_by=(MetricRow.step.desc(), MetricRow.timestamp.desc(), MetricRow.id.desc()),
-    )
-    ranked = (
-        select(
-            MetricRow.run_id,
-            MetricRow.key,
-            MetricRow.value,
-            MetricRow.step,
-            MetricRow.timestamp,
-            rank.label("rank"),
-        )
-        .where(MetricRow.run_id.in_(run_ids))
-        .subquery()
-    )
-    query: Select[Any] = (
-        select(ranked.c.run_id, ranked.c.key, ranked.c.value, ranked.c.step, ranked.c.timestamp)
-        .where(ranked.c.rank == 1)
-        .order_by(ranked.c.key)
-    )
-    out: dict[str, list[MetricPoint]] = {}
-    for run_id, key, value, step, timestamp in session.execute(query):
-        out.setdefault(run_id, []).append(
-            MetricPoint(key=key, value=float(value), step=step, timestamp=timestamp)
-        )
-    return out
 
 
 # --- search -----------------------------------------------------------------------------
