@@ -59,6 +59,11 @@ _COLUMN_DTYPES = {
 _MLFLOW_TYPES = {dtype: kind for kind, dtype in _COLUMN_DTYPES.items()}
 
 
+#: libyaml's safe loader when PyYAML was built with it: MLmodel is read at every registration,
+#: and the pure-Python one took a quarter of its time.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def is_mlflow_dir(path: Path | str) -> bool:
     """Whether ``path`` is an MLflow model directory (MLmodel, no modelyard.json)."""
     root = Path(path)
@@ -68,14 +73,20 @@ def is_mlflow_dir(path: Path | str) -> bool:
 def read_mlmodel(data: bytes, where: str) -> dict[str, Any]:
     """MLmodel's YAML as a dict; InvalidModel naming ``where`` if it is not MLflow's MLmodel."""
     try:
-        document = yaml.safe_load(data)
+        document = yaml.load(data, Loader=_SAFE_LOADER)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InvalidModel(f"{where}/MLmodel is not valid YAML: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("flavors"), dict):
         raise InvalidModel(
             f"{where}/MLmodel has no 'flavors' section; it is not an MLflow model's MLmodel"
         )
-    return document
+    # YAML's own types (dates, !!binary bytes, sets) as text: what is kept of MLmodel goes
+    # into the manifest's JSON
+    try:
+        plain: dict[str, Any] = json.loads(json.dumps(document, default=str))
+    except (TypeError, ValueError) as exc:
+        raise InvalidModel(f"{where}/MLmodel holds something JSON cannot: {exc}") from None
+    return plain
 
 
 # --- MLflow's files -> a manifest -------------------------------------------------------
@@ -337,7 +348,13 @@ def _signature(
         return signature_from_mlflow(document, where)
     example = _input_example(mlmodel, files, read, where)
     if example is not None:
-        return infer_signature(example)
+        try:
+            return infer_signature(example)
+        except (TypeError, ValueError) as exc:
+            raise InvalidModel(
+                f"{where}: no signature can be inferred from its input example ({exc}); log "
+                "the model again with signature="
+            ) from None
     raise InvalidModel(
         f"{where}/MLmodel has neither a signature nor an input example, so modelyard cannot "
         "check requests for it; log the model again with input_example= (or signature=)"
@@ -363,6 +380,14 @@ def _input_example(
     if isinstance(data, Mapping) and info.get("params") is not None and "inputs" in data:
         data = data["inputs"]  # an example with params: {"inputs": ..., "params": ...}
     kind = info.get("type")
+    try:
+        return _example_batch(data, kind)
+    except (TypeError, ValueError) as exc:  # ragged rows, columns that do not fit the data
+        raise InvalidModel(f"{where}/{path} is not a {kind} input example: {exc}") from None
+
+
+def _example_batch(data: Any, kind: Any) -> Any:
+    """MLflow's saved input example (its JSON, of type ``kind``) as a batch, if it reads."""
     if kind == "dataframe":
         import pandas as pd
 
@@ -418,6 +443,10 @@ def _spec(
     optional = spec.get("required") is False
     if spec.get("type") == "tensor":
         tensor = spec.get("tensor-spec") or {}
+        if not isinstance(tensor, Mapping):
+            raise InvalidModel(
+                f"{where}/MLmodel: {role} {name!r} has a tensor-spec that is no object"
+            )
         raw = str(tensor.get("dtype", "float64"))
         try:
             dtype = np.dtype(raw)
@@ -426,7 +455,14 @@ def _spec(
                 f"{where}/MLmodel: {role} {name!r} has tensor dtype {raw!r}"
             ) from None
         text = "string" if dtype.kind in "OUS" else dtype.name
-        shape = [int(d) for d in tensor.get("shape") or [-1]]
+        shape = tensor.get("shape") or [-1]
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in shape
+        ):
+            raise InvalidModel(
+                f"{where}/MLmodel: {role} {name!r} has shape {shape!r}; a shape is a list of "
+                "integers (-1: any size)"
+            )
         return TensorSpec(name=name, dtype=text, shape=shape, optional=optional)
     kind = str(spec.get("type"))
     if kind not in _COLUMN_DTYPES:

@@ -119,10 +119,10 @@ class RegistryAliases(RegistryRows):
         return Alias(model=name, alias=alias, version=version, updated_at=now)
 
     def check_alias_move(
-        self, name: str, alias: str, version: int, *, gates_passed: bool = False
+        self, name: str, alias: str, version: int | None, *, gates_passed: bool = False
     ) -> None:
         """:class:`Forbidden` (naming what is missing) unless the caller could move ``alias``
-        to ``version`` now; nothing moves and no approval is used."""
+        to ``version`` (None: delete it) now; nothing moves and no approval is used."""
         self._clear_move(name, alias, version, gates_passed=gates_passed)
 
     def _clear_move(

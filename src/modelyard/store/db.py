@@ -35,6 +35,11 @@ def _refused(exc: Exception) -> InvalidInput | None:
             "a text of the request holds a NUL character (\\u0000), which the database "
             "cannot store; remove it"
         )
+    if "number of parameters must be between" in reason or "too many SQL variables" in reason:
+        return InvalidInput(
+            "the request names more values than one database query takes; split it into "
+            "several requests"
+        )
     out_of_range = getattr(getattr(exc, "orig", None), "sqlstate", None) == "22003"
     if out_of_range or "too large to convert to SQLite INTEGER" in reason:
         return InvalidInput(f"a number of the request is beyond the database's range ({reason})")
@@ -149,7 +154,8 @@ class Store:
             with self._sessions() as session:
                 yield session
         except OperationalError as exc:
-            raise StoreUnavailable(f"metadata database error: {exc.orig}") from exc
+            # psycopg reports a query with too many parameters as operational too
+            raise _refused(exc) or StoreUnavailable(f"metadata database error: {exc.orig}") from exc
         except (DataError, OverflowError) as exc:
             refused = _refused(exc)
             if refused is None:
@@ -167,7 +173,8 @@ class Store:
                     session.flush()
                     self.before_commit(tx)
         except OperationalError as exc:
-            raise StoreUnavailable(f"metadata database error: {exc.orig}") from exc
+            # psycopg reports a query with too many parameters as operational too
+            raise _refused(exc) or StoreUnavailable(f"metadata database error: {exc.orig}") from exc
         except (DataError, OverflowError) as exc:
             refused = _refused(exc)
             if refused is None:

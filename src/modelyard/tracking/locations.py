@@ -123,7 +123,7 @@ def parse_artifact_path(path: str) -> Location:
 
 
 def _version_number(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 2**31 - 1:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 2**31 - 1:
         raise InvalidInput(f"{text!r} is not a version number; use registry/<model>/<version>")
     return int(text)
 
@@ -236,10 +236,9 @@ def version_files(ws: Workspace, name: str, version: int) -> list[ArtifactFile]:
     MLflow-logged version's files as they were, a native one's under MLflow's names with an
     ``MLmodel`` made from its manifest (the registry's
     :func:`~modelyard.registry.mlflow_files.mlflow_files`)."""
-    from modelyard.registry.mlflow_files import mlflow_files
-
     found = ws.registry.get_version(name, version)
-    return [ArtifactFile(p, e.digest, e.size) for p, e in mlflow_files(ws, found).items()]
+    files = ws.registry.mlflow_files(found)
+    return [ArtifactFile(p, e.digest, e.size) for p, e in files.items()]
 
 
 def files_at(ws: Workspace, loc: Location) -> list[ArtifactFile]:

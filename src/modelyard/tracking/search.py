@@ -87,6 +87,9 @@ _ORDER = re.compile(
     re.IGNORECASE,
 )
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Most clauses a filter may hold: each is a subquery, and PostgreSQL's planner takes
+#: seconds from about a hundred of them (a minute at 300).
+MAX_CLAUSES = 50
 _EXAMPLE = "write clauses like \"metrics.rmse < 0.5 and params.alpha = '0.1'\" (strings in quotes)"
 
 
@@ -272,6 +275,11 @@ def parse_filter(text: str | None, fields: Fields = RUN_FIELDS) -> list[Clause]:
         clauses.append(_clause(fields, kind, key, op_name, raw, items))
         if _END.match(text, pos):
             return clauses
+        if len(clauses) == MAX_CLAUSES:
+            raise InvalidInput(
+                f"the filter has more than {MAX_CLAUSES} clauses; narrow it with fewer "
+                "(an 'in' list takes many values in one clause)"
+            )
         conj = _AND.match(text, pos)
         if conj is None:
             raise InvalidInput(

@@ -109,7 +109,7 @@ async def upload(path: str, request: Request, ws: Workspace = Depends(editor)) -
     await run_in_threadpool(check_writable, ws, loc)
     limit = ws.settings.max_upload_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
             f"upload of {declared} bytes is over the {limit} byte limit; "
             "raise MODELYARD_MAX_UPLOAD_BYTES on the server to accept it"

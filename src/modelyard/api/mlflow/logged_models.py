@@ -28,6 +28,7 @@ from modelyard.api.mlflow.protocol import (
 )
 from modelyard.api.mlflow.tracking import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID
 from modelyard.errors import NotFound
+from modelyard.page import MAX_LIMIT
 from modelyard.tracking.locations import Location, check_path, file_at, list_directory
 from modelyard.tracking.logged_models import LoggedModel
 from modelyard.workspace import Workspace
@@ -41,6 +42,8 @@ STATUS_NAMES = {
     "failed": "LOGGED_MODEL_UPLOAD_FAILED",
 }
 _STATUS_NUMBERS = {1: "pending", 2: "ready", 3: "failed"}
+#: How many models a search answers when MLflow's client asks for none in particular.
+DEFAULT_MAX_RESULTS = 100
 
 
 class _Body(BaseModel):
@@ -191,6 +194,17 @@ def _status(value: str | int) -> str:
     )
 
 
+def _limit(max_results: int | None) -> int:
+    if max_results is None:
+        return DEFAULT_MAX_RESULTS
+    if max_results < 1:
+        raise MlflowError(
+            INVALID_PARAMETER_VALUE, f"max_results must be positive, got {max_results}"
+        )
+    # MLflow's client asks for as many as it wants and pages on next_page_token
+    return min(max_results, MAX_LIMIT)
+
+
 @router.post("/logged-models")
 def create(body: CreateLoggedModel, ws: Workspace = Depends(editor)) -> Response:
     return _one(
@@ -225,7 +239,7 @@ def search(body: SearchLoggedModels, ws: Workspace = Depends(viewer)) -> Respons
         ids,
         filter_string=body.filter or "",
         order_by=[(o.field_name, o.ascending) for o in body.order_by],
-        limit=100 if body.max_results is None else body.max_results,
+        limit=_limit(body.max_results),
         page_token=body.page_token,
     )
     answer: dict[str, Any] = {"models": [model_json(m, wire(m.experiment_id)) for m in page.items]}

@@ -143,7 +143,8 @@ class TransitionStage(VersionRef):
 
 def _number(version: str | int) -> int:
     text = str(version).strip()
-    if not text.isdigit() or not 1 <= int(text) <= 2**31 - 1:
+    # isdigit() alone takes '²', which int() refuses
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 2**31 - 1:
         raise MlflowError(
             INVALID_PARAMETER_VALUE, f"version must be a positive integer, got {version!r}"
         )
@@ -260,6 +261,9 @@ _CLAUSE = re.compile(
     re.VERBOSE,
 )
 _AND = re.compile(r"and\b", re.IGNORECASE)
+#: Most clauses a filter may hold: each is a subquery, and PostgreSQL's planner takes
+#: seconds from about a hundred of them.
+MAX_CLAUSES = 50
 _QUOTED = re.compile(r"""'([^']*)'|"([^"]*)\"""")
 #: MLflow's searchable fields: name in the filter -> (modelyard's field, allowed operators).
 _MODEL_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -293,7 +297,8 @@ def _value(raw: str, field: str, op: str) -> str | int | tuple[str, ...]:
     if raw.startswith("("):
         raise MlflowError(INVALID_PARAMETER_VALUE, f"a list is only for IN, not {field} {op}")
     if field == "version":
-        if not raw.lstrip("-").isdigit():
+        digits = raw.lstrip("-")
+        if not (digits.isascii() and digits.isdigit()):
             raise MlflowError(
                 INVALID_PARAMETER_VALUE, f"version_number compares with a number, got {raw}"
             )
@@ -337,6 +342,12 @@ def parse_filter(text: str, fields: dict[str, tuple[str, tuple[str, ...]]]) -> l
         op_value: Op = op  # type: ignore[assignment]  # checked against ``allowed`` above
         matches.append(Match(field, op_value, _value(found["value"], field, op)))
         pos = found.end()
+        if pos < len(text) and len(matches) == MAX_CLAUSES:
+            raise MlflowError(
+                INVALID_PARAMETER_VALUE,
+                f"the filter has more than {MAX_CLAUSES} clauses; narrow it with fewer "
+                "(IN takes many values in one clause)",
+            )
         if pos < len(text):
             joined = _AND.match(text, pos)
             if joined is None:
@@ -627,6 +638,11 @@ def transition(
             "move or delete them first"
         )
     previous: int | None = None
+    # one stage at a time: the other stage's alias leaves this version
+    leaving = [a for a in STAGE_ALIASES.values() if a != alias and a in version.aliases]
+    # every alias change is checked before any is made, so that a refusal changes nothing
+    for other in leaving:
+        registry.check_alias_move(name, other, None)
     if alias is not None:
         registry.check_alias_move(name, alias, number)
         if version.status == "archived":
@@ -634,10 +650,8 @@ def transition(
         previous = registry.get_model(name).aliases.get(alias)
         if previous != number:
             registry.set_alias(name, alias, number, reason=f"MLflow stage {stage}")
-    # one stage at a time: the other stage's alias leaves this version
-    for other in STAGE_ALIASES.values():
-        if other != alias and other in version.aliases:
-            registry.delete_alias(name, other, reason=f"MLflow stage {stage}")
+    for other in leaving:
+        registry.delete_alias(name, other, reason=f"MLflow stage {stage}")
     if stage == "Archived" and version.status != "archived":
         registry.archive_version(name, number)
     elif stage == "None" and version.status == "archived":

@@ -70,6 +70,7 @@ from modelyard.api.mlflow.tracking_messages import (
     wire_experiment_id,
 )
 from modelyard.errors import NotFound
+from modelyard.governance import Role
 from modelyard.page import MAX_LIMIT, Page, decode_token, encode_token
 from modelyard.tracking.entities import Experiment, Lifecycle, Run
 from modelyard.tracking.service import ParamChanged
@@ -204,7 +205,11 @@ def create_experiment(body: CreateExperiment, ws: Workspace = Depends(editor)) -
 
 @router.get("/experiments/get")
 def get_experiment(experiment_id: str = Query(""), ws: Workspace = Depends(viewer)) -> Response:
-    exp = ws.tracking.get_experiment_by_id(_experiment_id(ws, experiment_id))
+    if experiment_id == DEFAULT_EXPERIMENT_ID and not ws.identity.role.allows(Role.editor):
+        # a viewer's read creates nothing: Default is made by the first who may write
+        exp = ws.tracking.get_experiment(DEFAULT_EXPERIMENT)
+    else:
+        exp = ws.tracking.get_experiment_by_id(_experiment_id(ws, experiment_id))
     return _json({"experiment": experiment_json(exp)})
 
 
@@ -253,7 +258,7 @@ def search_experiments_get(
     view_type: str = Query("ACTIVE_ONLY"),
     ws: Workspace = Depends(viewer),
 ) -> Response:
-    view: str | int = int(view_type) if view_type.isdigit() else view_type
+    view: str | int = int(view_type) if view_type.isascii() and view_type.isdigit() else view_type
     body = SearchExperiments(
         max_results=max_results,
         page_token=page_token,
