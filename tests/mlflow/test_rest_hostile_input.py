@@ -225,3 +225,30 @@ def test_more_values_than_one_query_takes_is_bad_input(pg_url: str, tmp_path: Pa
     finally:
         server.stop()
         ws.close()
+
+
+def test_an_mlflow_route_modelyard_does_not_serve_answers_in_mlflows_form(
+    tmp_path: Path,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from modelyard.api.app import create_app
+
+    ws = Workspace.open(Settings(home=tmp_path / "home"))
+    try:
+        with TestClient(create_app(workspace=ws)) as client:
+            for method, path in (
+                ("POST", "/api/2.0/mlflow/traces"),
+                ("GET", "/ajax-api/2.0/mlflow/gateway/routes"),
+                ("GET", "/api/2.0/mlflow/runs/log-batch"),  # a route, another method
+            ):
+                answer = client.request(method, path)
+                assert answer.status_code == 404, (path, answer.text)
+                body = answer.json()
+                assert body["error_code"] == "ENDPOINT_NOT_FOUND", body
+                assert path in body["message"] and "docs/mlflow.md" in body["message"]
+            # the served routes still answer
+            ok = client.get("/api/2.0/mlflow/experiments/get-by-name?experiment_name=none")
+            assert ok.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    finally:
+        ws.close()

@@ -10,7 +10,7 @@ docs/mlflow.md says what maps how, and what does not.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 
 #: Where MLflow's client sends its REST calls (the UI's ``ajax-api`` mirrors it).
 PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
@@ -26,5 +26,21 @@ def install(app: FastAPI) -> None:
         api = APIRouter(prefix=prefix, include_in_schema=False)
         for module in (tracking, registry, logged_models):
             api.include_router(module.router)
+        api.add_api_route("/{rest:path}", _not_served, methods=_METHODS)
         app.include_router(api)
     app.include_router(artifacts.router, prefix=ARTIFACTS_PREFIX, include_in_schema=False)
+
+
+_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+
+
+async def _not_served(request: Request) -> Response:
+    """Any other MLflow route, in MLflow's form: its client then says which call failed,
+    where a problem+json 404 would reach the user as an internal error."""
+    from modelyard.api.mlflow.protocol import ENDPOINT_NOT_FOUND, error_response
+
+    return error_response(
+        ENDPOINT_NOT_FOUND,
+        f"modelyard does not serve MLflow's {request.method} {request.url.path}; "
+        "docs/mlflow.md lists the MLflow routes it serves",
+    )
