@@ -557,9 +557,41 @@ def test_a_pickled_mlflow_version_serves_through_the_gateway(
         oip = httpx.post(f"{url}/v2/models/churn/infer", json={"inputs": inputs}, timeout=60)
         assert oip.status_code == 200, oip.text
         assert oip.json()["outputs"][0]["data"] == want
+        # a process that trusts pickles checked it against ONNX: the fast path serves it
+        runtime = ws.registry.get_runtime("churn", 1, "onnx")
+        assert runtime is not None and runtime.status == "identical", runtime
     finally:
         gateway.stop()
         ws.close()
+
+
+def test_a_pickled_version_is_not_judged_for_onnx_without_trust(
+    tmp_path: Path, mlflow_dirs: Path
+) -> None:
+    """Without trust the check cannot load the model: that is no verdict on the model, so
+    nothing is recorded and a trusting process checks it later."""
+    from modelyard.client import Client
+    from modelyard.serving.runtime import check_onnx
+
+    home = tmp_path / "home"
+    client = Client(str(home))
+    try:
+        version = client.register_model(mlflow_dirs / "sklearn-cloudpickle", "churn")
+    finally:
+        client.close()
+    ws = Workspace.open(Settings(home=home))
+    try:
+        result = check_onnx(ws, version)
+        assert result.status == "failed" and "UntrustedModel" in result.report["error"]
+        assert ws.registry.get_runtime("churn", version.version, "onnx") is None
+    finally:
+        ws.close()
+    trusted = Workspace.open(Settings(home=home, trust_pickled_models=True))
+    try:
+        assert check_onnx(trusted, version).status == "identical"
+        assert trusted.registry.get_runtime("churn", version.version, "onnx") is not None
+    finally:
+        trusted.close()
 
 
 # --- MLflow's own client --------------------------------------------------------------------
