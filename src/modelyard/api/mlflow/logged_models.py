@@ -9,9 +9,7 @@ run (``runs/outputs``), uploads its files through the artifact proxy to the mode
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -27,6 +25,7 @@ from modelyard.api.mlflow.protocol import (
     logged_model_uri,
 )
 from modelyard.api.mlflow.tracking import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID
+from modelyard.api.mlflow.tracking_messages import double, ms
 from modelyard.errors import NotFound
 from modelyard.page import MAX_LIMIT
 from modelyard.tracking.locations import Location, check_path, file_at, list_directory
@@ -103,19 +102,6 @@ class LogOutputs(_Body):
     models: list[ModelOutput] = Field(default_factory=list)
 
 
-def _ms(when: datetime) -> int:
-    return int(when.timestamp() * 1000)
-
-
-def _double(value: float) -> float | str:
-    """A metric value as protobuf's JSON writes it: non-finite values are strings."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
-
-
 def _experiment_id(ws: Workspace, wire_id: str) -> str:
     """modelyard's id of the experiment MLflow's ``wire_id`` names ("0": the one named
     Default, made on first use, as the tracking routes have it)."""
@@ -147,8 +133,8 @@ def model_json(model: LoggedModel, experiment_id: str) -> dict[str, Any]:
         "model_id": model.id,
         "experiment_id": experiment_id,
         "name": model.name,
-        "creation_timestamp_ms": _ms(model.created_at),
-        "last_updated_timestamp_ms": _ms(model.updated_at),
+        "creation_timestamp_ms": ms(model.created_at),
+        "last_updated_timestamp_ms": ms(model.updated_at),
         "artifact_uri": logged_model_uri(experiment_id, model.id),
         "status": STATUS_NAMES[model.status],
         "model_type": model.model_type,
@@ -159,8 +145,8 @@ def model_json(model: LoggedModel, experiment_id: str) -> dict[str, Any]:
     metrics = [
         {
             "key": m.key,
-            "value": _double(m.value),
-            "timestamp": _ms(m.timestamp) if m.timestamp else 0,
+            "value": double(m.value),
+            "timestamp": ms(m.timestamp) if m.timestamp else 0,
             "step": m.step,
             "run_id": model.source_run_id,
             "model_id": model.id,

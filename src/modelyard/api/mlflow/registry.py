@@ -33,6 +33,7 @@ from modelyard.api.mlflow.protocol import (
     MlflowRoute,
     version_download_uri,
 )
+from modelyard.api.mlflow.tracking_messages import ms
 from modelyard.errors import Conflict
 from modelyard.formats.manifest import FileEntry
 from modelyard.page import MAX_LIMIT
@@ -166,7 +167,7 @@ def _limit(max_results: int | None) -> int:
 
 
 def _ms(when: datetime | None) -> int:
-    return 0 if when is None else int(when.timestamp() * 1000)
+    return ms(when) or 0
 
 
 def stage_of(version: ModelVersion) -> str:
