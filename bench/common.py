@@ -46,12 +46,15 @@ def _proc_table() -> dict[int, tuple[int, float, int]]:
                 raw = f.read().decode(errors="replace")
         except OSError:
             continue
-        rest = raw[raw.rfind(")") + 2:].split()
+        rest = raw[raw.rfind(")") + 2 :].split()
         # fields after the name: state(0) ppid(1) ... utime(11) stime(12) ... rss(21, pages)
         if rest[0] == "Z":
             continue
-        out[int(d)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK,
-                       int(rest[21]) * PAGE)
+        out[int(d)] = (
+            int(rest[1]),
+            (int(rest[11]) + int(rest[12])) / CLK_TCK,
+            int(rest[21]) * PAGE,
+        )
     return out
 
 
@@ -75,6 +78,28 @@ def tree_snapshot(root: int) -> dict[int, tuple[float, int]]:
     return {p: (table[p][1], table[p][2]) for p in descendants(root, table)}
 
 
+def tree_pss(root: int) -> int:
+    """Proportional set size in bytes of the live processes of the tree under ``root``.
+
+    The sum of ``Pss:`` from /proc/<pid>/smaps_rollup: a page shared by k processes counts
+    1/k in each, so the pages a forked worker shares with its parent count once over the
+    tree, where summed RSS counts them once per process. (Pages shared with processes outside
+    the tree, libc and the like, count only their share.) A process that exits meanwhile is
+    left out.
+    """
+    total = 0
+    for pid in descendants(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024  # kB
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def proc_label(pid: int) -> str:
     """A short name for a process, from its command line."""
     try:
@@ -85,9 +110,13 @@ def proc_label(pid: int) -> str:
     if not argv:
         return "?"
     joined = " ".join(argv)
-    for key, name in (("multiprocessing.spawn", "mp-worker"), ("multiprocessing.fork", "mp-worker"),
-                      ("resource_tracker", "mp-tracker"), ("_bentoml_impl.worker", "bento-worker"),
-                      ("circus", "bento-arbiter")):
+    for key, name in (
+        ("multiprocessing.spawn", "mp-worker"),
+        ("multiprocessing.fork", "mp-worker"),
+        ("resource_tracker", "mp-tracker"),
+        ("_bentoml_impl.worker", "bento-worker"),
+        ("circus", "bento-arbiter"),
+    ):
         if key in joined:
             return name
     skip_next = False
@@ -124,9 +153,15 @@ class Server:
         log(f"starting {self.name}: {shlex.join(self.cmd)}  (log: {self.log_path})")
         self.started = time.monotonic()
         # Own session: Ctrl-C in the terminal reaches only this script, which stops it.
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     cwd=self.cwd)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            env=self.env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.cwd,
+        )
         logf.close()
 
     def alive(self) -> bool:
@@ -209,10 +244,12 @@ def keepalive_load(
 
     async def main() -> None:
         until = time.monotonic() + seconds
-        await asyncio.gather(*(
-            _keepalive_connection(port, requests, until, latencies, failed)
-            for _ in range(connections)
-        ))
+        await asyncio.gather(
+            *(
+                _keepalive_connection(port, requests, until, latencies, failed)
+                for _ in range(connections)
+            )
+        )
 
     try:
         import uvloop
@@ -249,6 +286,19 @@ def tree_cpu(root: int) -> float:
     return sum(cpu for cpu, _ in tree_snapshot(root).values())
 
 
+def wait_quiet(root: int, below: float = 0.10, limit: float = 60.0) -> float:
+    """Wait until the tree under ``root`` uses less than ``below`` of a core over 1 s, at most
+    ``limit`` s (workers may still import or load after the first answer). Returns the
+    seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = tree_cpu(root)
+        time.sleep(1.0)
+        if tree_cpu(root) - before < below:
+            break
+    return time.monotonic() - start
+
+
 def write_results(heading: str, section: str, replaces: tuple[str, ...] = ()) -> None:
     """Replace (or append) only the ``heading`` section ("## serving"...) of bench/RESULTS.md.
 
@@ -262,8 +312,9 @@ def write_results(heading: str, section: str, replaces: tuple[str, ...] = ()) ->
         start = next((i for i, ln in enumerate(lines) if ln.strip() == old), None)
         if start is None:
             continue
-        end = next((i for i in range(start + 1, len(lines))
-                    if lines[i].startswith("## ")), len(lines))
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
         del lines[start:end]
         at = start if at is None else min(at, start)
     if at is None:
