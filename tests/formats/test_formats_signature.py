@@ -146,3 +146,16 @@ def test_example_batch_for_tensors() -> None:
     assert isinstance(batch, dict)
     assert batch["a"].shape == (1, 2, 2)
     assert batch["b"].dtype == np.int32
+
+
+def test_is_frame_while_another_thread_imports_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload's warm-up asked is_frame while another thread was importing pandas: the
+    half-made module has no DataFrame yet, and the answer is no (it raised AttributeError,
+    which the gateway answered with a 500)."""
+    import sys
+    import types
+
+    from modelyard.formats.signature import is_frame
+
+    monkeypatch.setitem(sys.modules, "pandas", types.ModuleType("pandas"))
+    assert is_frame(object()) is False

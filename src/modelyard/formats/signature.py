@@ -25,10 +25,11 @@ def is_frame(value: Any) -> bool:
 
     pandas is imported by what needs it (inferring a signature, a native predictor): the
     gateway's fast paths never do, and leaving it out saves about 0.5 s of a server's start.
-    If pandas was never imported, nothing can be a DataFrame.
+    If pandas was never imported, nothing can be a DataFrame; nor while another thread is
+    still importing it (``sys.modules`` holds it before ``DataFrame`` is defined).
     """
-    pd = sys.modules.get("pandas")
-    return pd is not None and isinstance(value, pd.DataFrame)
+    frame = getattr(sys.modules.get("pandas"), "DataFrame", None)
+    return frame is not None and isinstance(value, frame)
 
 
 # Above this many distinct values a string column is free text, not a category.
