@@ -59,6 +59,13 @@ else
       "bentoml==$BENTOML_VERSION" "scikit-learn==$SKLEARN_VERSION" pandas joblib
   log "installed: $("$BVENV/bin/bentoml" --version)"
 fi
+# bench/serving/many.py serves the same ONNX files from BentoML: onnxruntime, at the version
+# modelyard's environment has.
+if want bentoml && [ -x "$BVENV/bin/python" ] && ! "$BVENV/bin/python" -c 'import onnxruntime' 2>/dev/null; then
+  ORT_VERSION="${ORT_VERSION:-$("$PY" -c 'import onnxruntime; print(onnxruntime.__version__)' 2>/dev/null || echo 1.32.0)}"
+  log "adding onnxruntime==$ORT_VERSION to $BVENV"
+  "$BVENV/bin/python" -m pip install --quiet "onnxruntime==$ORT_VERSION"
+fi
 
 # --- Evidently virtualenv (monitoring benchmark) ------------------------------
 # Its own venv. Evidently 0.7.23 declares pandas>=1.3.5 but does not import with pandas 3
