@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare the peers used by bench/: MLflow, BentoML, Evidently and Prefect virtualenvs (never
 # installed into modelyard's own environment) and wrk for the serving benchmarks.
-# Only some steps: bash bench/setup.sh evidently   (names: mlflow bentoml evidently prefect wrk).
+# Only some steps: bash bench/setup.sh evidently   (names: mlflow bentoml evidently prefect wrk ray).
 # Idempotent: each step is skipped when already done.
 set -euo pipefail
 
@@ -65,6 +65,21 @@ if want bentoml && [ -x "$BVENV/bin/python" ] && ! "$BVENV/bin/python" -c 'impor
   ORT_VERSION="${ORT_VERSION:-$("$PY" -c 'import onnxruntime; print(onnxruntime.__version__)' 2>/dev/null || echo 1.32.0)}"
   log "adding onnxruntime==$ORT_VERSION to $BVENV"
   "$BVENV/bin/python" -m pip install --quiet "onnxruntime==$ORT_VERSION"
+fi
+
+# --- Ray Serve virtualenv (bench/serving/many.py's density peer; opt-in: 571 MB) ---------
+# Only with `bash bench/setup.sh ray`: model multiplexing is Ray Serve's way to serve many
+# models from one deployment.
+RAY_VERSION="${RAY_VERSION:-2.60.0}"
+RVENV="$BENCH_DIR/.venv-ray"
+if ! want ray; then
+  :
+elif [ -x "$RVENV/bin/serve" ] && "$RVENV/bin/python" -c 'import onnxruntime, ray.serve' 2>/dev/null; then
+  log "ray already in $RVENV: skipping"
+else
+  log "creating $RVENV with ray[serve]==$RAY_VERSION"
+  [ -x "$RVENV/bin/python" ] || "$PY" -m venv "$RVENV"
+  "$RVENV/bin/python" -m pip install --quiet "ray[serve]==$RAY_VERSION" onnxruntime
 fi
 
 # --- Evidently virtualenv (monitoring benchmark) ------------------------------
