@@ -60,6 +60,7 @@ class PassLoop:
                     log.warning("%s pass errors: %s", self.name, "; ".join(errors))
             except Exception:
                 log.exception("%s pass failed; retrying in %.0f s", self.name, self.interval)
+            self.after_pass()
             if max_passes is not None and self.passes >= max_passes:
                 break
             self._stop.wait(self.interval)
@@ -67,6 +68,9 @@ class PassLoop:
             self.service.release_lease()
         except Exception:
             log.exception("could not release the %s lease", self.name)
+
+    def after_pass(self) -> None:
+        """Called after each pass, whether it succeeded or not (nothing here)."""
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from modelyard.errors import InvalidInput, InvalidModel
 from modelyard.formats.base import Outputs, Predictor, model_file, require
 from modelyard.formats.manifest import Manifest
 from modelyard.formats.onnx_runtime import METADATA_KEY, predictor_for_session
-from modelyard.formats.signature import Signature, TensorSpec, dtype_name
+from modelyard.formats.signature import Signature, TensorSpec, dtype_name, is_frame
 
 MODEL_FILE = "model.onnx"
 
@@ -153,9 +152,12 @@ class OnnxPredictor(Predictor):
         self.output_names = [o.name for o in session.get_outputs()]
 
     def _feeds(self, batch: Any) -> dict[str, Any]:
-        if len(self.inputs) == 1 and not isinstance(batch, Mapping | pd.DataFrame):
+        # is_frame: pandas is not imported for an ONNX model (a gateway worker serving
+        # only ONNX models never loads it; see server.py)
+        frame = is_frame(batch)
+        if len(self.inputs) == 1 and not frame and not isinstance(batch, Mapping):
             arrays = {self.inputs[0].name: np.asarray(batch)}
-        elif len(self.inputs) == 1 and isinstance(batch, pd.DataFrame):
+        elif len(self.inputs) == 1 and frame:
             arrays = {self.inputs[0].name: batch.to_numpy()}
         else:
             arrays = self.as_arrays(batch)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from modelyard.errors import InvalidModel, MissingExtra, UntrustedModel
 from modelyard.formats.base import Outputs, Predictor, check_pickle, load_pickle, model_file
@@ -146,6 +145,8 @@ class SklearnPredictor(Predictor):
             return frame[self.feature_names] if set(self.feature_names) <= set(frame) else frame
         array = self.as_array(batch)
         if self.feature_names is not None and array.ndim == 2:
+            import pandas as pd  # only for a model fitted on named columns
+
             return pd.DataFrame(array, columns=self.feature_names)
         return array
 

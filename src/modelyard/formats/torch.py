@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from modelyard.errors import InvalidInput, InvalidModel, UntrustedModel
 from modelyard.formats.base import Outputs, Predictor, model_file, require
@@ -33,6 +32,8 @@ def _to_tensors(torch: Any, batch: Any, signature: Signature) -> tuple[Any, ...]
         return tuple(batch)
     specs = signature.inputs
     if signature.kind == "columns":
+        import pandas as pd
+
         frame = batch if isinstance(batch, pd.DataFrame) else pd.DataFrame(batch)
         # A table goes in as one [batch, columns] float tensor, the usual shape for an MLP.
         names = [spec.name for spec in specs] or list(frame.columns)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from modelyard.errors import InvalidModel
 from modelyard.formats.base import Outputs, Predictor, model_file, require
@@ -116,6 +115,8 @@ class XGBoostPredictor(Predictor):
         names = self.booster.feature_names
         if names is not None and array.ndim == 2 and array.shape[1] == len(names):
             # A model fitted on a DataFrame rejects a bare array; name its columns.
+            import pandas as pd
+
             return pd.DataFrame(array, columns=names)
         return array
 

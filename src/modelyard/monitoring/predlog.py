@@ -63,6 +63,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ulid import ULID
 
+from modelyard.monitoring.heap import give_back
+
 if TYPE_CHECKING:
     from modelyard.monitoring.redaction import Redaction
     from modelyard.store.tables import PredictionSegmentRow
@@ -451,11 +453,16 @@ class PredictionLog:
             stopping = self._stop.is_set()
             with self._flush_cond:
                 requested = self._flush_requested
+            written = self._segments + self._write_errors
             try:
                 with self._process_lock:
                     self._process(force=stopping or requested > self._flush_done)
             except Exception:  # never let the writer die
                 log.exception("prediction log writer failed; continuing")
+            if self._segments + self._write_errors != written and not stopping:
+                # Encoding a segment takes tens of MiB from Arrow's pool and malloc, which
+                # both keep once freed: a gateway worker would stay at its peak for good.
+                give_back()
             if requested > self._flush_done:
                 with self._flush_cond:
                     self._flush_done = requested
@@ -581,7 +588,7 @@ class PredictionLog:
             if group.records:
                 pieces.append(_to_table(group))
             if not pieces:
-                table = BASE_SCHEMA.empty_table()
+                table = pa.Table.from_batches([], schema=BASE_SCHEMA)  # (empty_table: pandas)
             elif len(pieces) == 1:
                 table = pieces[0]
             else:
@@ -613,8 +620,7 @@ class PredictionLog:
         rows = table.num_rows
         try:
             data = segment_bytes(table)
-            bounds = _compute().min_max(table["at"]).as_py()
-            start_at, end_at = bounds["min"], bounds["max"]
+            start_at, end_at = _bounds(table["at"])
         except Exception:
             self._write_errors += 1
             self._lose(rows)
@@ -867,14 +873,14 @@ def _to_table(group: _Group) -> pa.Table:
     statuses = np.fromiter((r[_STATUS] for r in records), dtype=np.int16, count=n)
     total = int(counts.sum())
     columns: dict[str, pa.Array] = {
-        "request_id": pa.array(per_row(request_ids), pa.string()),
-        "at": pa.array(per_row(ats), pa.int64()).cast(TIMESTAMP),
-        "endpoint": pa.array([group.endpoint], pa.string()).take(np.zeros(total, np.int32)),
-        "model": pa.array(per_row(models), pa.string()),
-        "version": pa.array(per_row(versions), pa.int32()),
-        "latency_ms": pa.array(per_row(latencies), pa.float32()),
-        "shadow": pa.array(per_row(shadows), pa.bool_()),
-        "status": pa.array(per_row(statuses), pa.int16()),
+        "request_id": _strings_per_row(request_ids, None if single else counts),
+        "at": _from_numpy(per_row(ats), TIMESTAMP),
+        "endpoint": _repeated(group.endpoint, total),
+        "model": _strings_per_row(models, None if single else counts),
+        "version": _from_numpy(per_row(versions)),
+        "latency_ms": _from_numpy(per_row(latencies)),
+        "shadow": _from_numpy(per_row(shadows)),
+        "status": _from_numpy(per_row(statuses)),
     }
     if any(r[_GUARD] is not None for r in records):
         scores = np.concatenate(
@@ -883,13 +889,13 @@ def _to_table(group: _Group) -> pa.Table:
                 for r in records
             ]
         ).astype(np.float32, copy=False)
-        columns[GUARD_SCORE] = pa.array(scores, pa.float32(), mask=np.isnan(scores))
+        columns[GUARD_SCORE] = _from_numpy(scores, mask=np.isnan(scores))
     if any(r[_CALLER] is not None for r in records):
         callers = np.array([r[_CALLER] for r in records], dtype=object)
-        columns[CALLER] = pa.array(per_row(callers), pa.string())
+        columns[CALLER] = _strings_per_row(callers, None if single else counts)
     if any(r[_VARIANT] is not None for r in records):
         variants = np.array([r[_VARIANT] for r in records], dtype=object)
-        columns[VARIANT] = pa.array(per_row(variants), pa.string())
+        columns[VARIANT] = _strings_per_row(variants, None if single else counts)
     if any(r[_DEADLINE] is not None for r in records):
         deadlines = np.fromiter(
             (np.nan if r[_DEADLINE] is None else r[_DEADLINE] for r in records),
@@ -901,10 +907,8 @@ def _to_table(group: _Group) -> pa.Table:
         exact = np.fromiter((r[_LATENCY] for r in records), dtype=np.float64, count=n)
         met = (exact <= deadlines) & (statuses < 500)
         missing = per_row(np.isnan(deadlines))
-        columns[DEADLINE_MS] = pa.array(
-            per_row(deadlines).astype(np.float32), pa.float32(), mask=missing
-        )
-        columns[DEADLINE_MET] = pa.array(per_row(met), pa.bool_(), mask=missing)
+        columns[DEADLINE_MS] = _from_numpy(per_row(deadlines).astype(np.float32), mask=missing)
+        columns[DEADLINE_MET] = _from_numpy(per_row(met), mask=missing)
     found = [getattr(r[_INPUTS], "matrix", None) for r in records]
     matrices: list[np.ndarray] = [m for m in found if m is not None]
     names = getattr(records[0][_INPUTS], "names", None)
@@ -919,7 +923,7 @@ def _to_table(group: _Group) -> pa.Table:
         for name in group.inputs:
             index = position.get(name)
             columns[INPUT_PREFIX + name] = (
-                pa.array(joined[index])
+                _from_numpy(joined[index])
                 if index is not None
                 else _arrow_column([r[_INPUTS][name] for r in records])
             )
@@ -934,11 +938,108 @@ def _to_table(group: _Group) -> pa.Table:
 def _arrow_column(parts: list[np.ndarray]) -> pa.Array:
     values = parts[0] if len(parts) == 1 else np.concatenate(parts)
     if values.ndim == 1:
-        return pa.array(values)
-    column = pa.array(values.reshape(-1))
+        return _from_numpy(values)
+    column = _from_numpy(values.reshape(-1))
     for size in reversed(values.shape[1:]):
         column = pa.FixedSizeListArray.from_arrays(column, size)
     return column
+
+
+def _from_numpy(
+    values: np.ndarray, type: pa.DataType | None = None, *, mask: np.ndarray | None = None
+) -> pa.Array:
+    """``pa.array(values, type, mask=mask)`` for a 1-D array, without importing pandas.
+
+    ``pa.array`` asks pandas whether its input is a Series, and so imports it (some 40 MiB
+    per process, 90 with what it maps) in a gateway worker that needs nothing else of it.
+    Numbers, booleans and strings, what predictions are made of, are built from their
+    buffers here (``type`` is then the numbers' own, or one of the same width, such as
+    TIMESTAMP for int64); anything else still goes through ``pa.array``.
+    """
+    kind = values.dtype.kind
+    if mask is not None and mask.any():
+        validity: pa.Buffer | None = pa.py_buffer(np.packbits(~mask, bitorder="little"))
+        nulls = int(np.count_nonzero(mask))
+    else:
+        validity, nulls = None, 0
+    if kind in "iuf" and values.dtype.isnative:
+        values = np.ascontiguousarray(values)
+        arrow_type = type or pa.from_numpy_dtype(values.dtype)
+        return pa.Array.from_buffers(
+            arrow_type, len(values), [validity, pa.py_buffer(values)], null_count=nulls
+        )
+    if kind == "b" and type is None:
+        bits = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(
+            pa.bool_(), len(values), [validity, pa.py_buffer(bits)], null_count=nulls
+        )
+    if kind in "OU" and type is None and validity is None:
+        strings = _strings(values)
+        if strings is not None:
+            return strings
+    return pa.array(values, type, mask=mask)
+
+
+def _repeated(text: str, n: int) -> pa.Array:
+    """A string array of ``n`` times ``text`` (``take`` would import ``pyarrow.compute``)."""
+    encoded = text.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(encoded)
+    return pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(encoded * n)]
+    )
+
+
+def _strings_per_row(values: np.ndarray, counts: np.ndarray | None) -> pa.Array:
+    """A string column of each record's ``values`` (str or None) repeated for its ``counts``
+    rows (None: one row each); each string is encoded once, not once per row."""
+    strings = _strings(values, counts)
+    if strings is not None:
+        return strings
+    return _from_numpy(values if counts is None else np.repeat(values, counts))
+
+
+def _strings(values: np.ndarray, counts: np.ndarray | None = None) -> pa.Array | None:
+    """A string array of ``values`` (str, or None for null), each repeated ``counts`` times
+    (None: once); None if a value is neither."""
+    try:
+        encoded = [None if v is None else str.encode(v) for v in values.tolist()]
+    except (TypeError, UnicodeEncodeError):
+        return None
+    n = len(encoded)
+    lengths = np.fromiter((0 if e is None else len(e) for e in encoded), np.int64, n)
+    missing = np.fromiter((e is None for e in encoded), np.bool_, n)
+    if counts is None:
+        data = b"".join(e for e in encoded if e is not None)
+    else:
+        data = b"".join(e * c for e, c in zip(encoded, counts.tolist(), strict=True) if e)
+        lengths, missing = np.repeat(lengths, counts), np.repeat(missing, counts)
+        n = len(lengths)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] >= 2**31:  # beyond a string array's 32-bit offsets
+        return None
+    nulls = int(np.count_nonzero(missing))
+    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(
+        pa.string(),
+        n,
+        [validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)],
+        null_count=nulls,
+    )
+
+
+def _bounds(at: pa.ChunkedArray) -> tuple[datetime, datetime]:
+    """The earliest and latest time of a (non-empty, null-free) ``at`` column, read from its
+    buffers: ``pyarrow.compute`` and timestamp scalars would load more than a gateway needs."""
+    lows, highs = [], []
+    for chunk in at.chunks:
+        if len(chunk):
+            micros = np.frombuffer(
+                chunk.buffers()[1], np.int64, count=len(chunk), offset=chunk.offset * 8
+            )
+            lows.append(int(micros.min()))
+            highs.append(int(micros.max()))
+    return _EPOCH + min(lows) * _ONE_US, _EPOCH + max(highs) * _ONE_US
 
 
 def _micros(at: datetime | float) -> int:
