@@ -8,13 +8,32 @@ SO_REUSEPORT, so the kernel spreads new connections across workers by hash.
 Start-up is ordered for the first answer (cold start):
 
 - The parent imports what a gateway worker needs before it can answer, then forks; the
-  workers inherit those modules instead of each importing them.
-- A worker's socket is bound at once but listens only when the worker is ready (its models
-  loaded and warmed): until then the kernel gives new connections to the workers that are
-  ready, so the first ready worker answers without waiting for the others.
-- In the gateway workers the control-plane API (FastAPI, every domain's router) is not
-  needed for predictions: it is built in a background thread once the worker listens, and a
-  control-plane request that arrives earlier waits for it.
+  workers inherit those modules instead of each importing them (and share their pages).
+  Not what a worker imports after it listens: SQLAlchemy and the table definitions would
+  save ~19 MiB per worker but put ~0.5 s of imports before the first answer, and importing
+  onnxruntime starts a native thread, after which forking is not known to be safe.
+- A worker's socket is bound at once but listens only once the worker knows its endpoints
+  (from the plan cache, else the registry): until then the kernel gives new connections to
+  the workers that listen. The models then load in the background, several endpoints at
+  once, each endpoint ready on its own; a request to one still loading waits for that load
+  (which starts at once if its turn has not come), at most its timeout, then gets a 503
+  with Retry-After (see serving/gateway.py). ``/v2/health/ready`` answers 200 once every
+  endpoint has loaded (or failed to).
+- In the gateway workers the control-plane API (FastAPI, every domain's router, the
+  dashboard, and pandas which the dashboard's monitoring pages import: ~95 MiB and ~3 s of
+  imports per worker here) is not needed for predictions. A worker builds it on its first
+  control-plane request only, in a background thread; that request, and those arriving
+  meanwhile, wait for it (the event loop does not). Building it eagerly in every worker
+  doubled the memory of an idle 2-worker tree serving an ONNX model (PSS 376 -> ~230 MiB
+  without it, with the other changes of bench/serving/memory.py); building it in one worker
+  only cannot work, as the kernel, not modelyard, picks the worker of each connection
+  (SO_REUSEPORT). ``modelyard_control_plane_built`` on ``/metrics`` tells whether a worker
+  has built it.
+
+Memory stays near the floor in steady state: a prediction-log segment's Arrow and malloc
+memory is given back after it is written (monitoring/heap.py), and the loops process runs
+each monitor pass, which imports pandas and scipy and reads the log, in a short-lived child
+(:func:`_run_loops`, monitoring/loop.py).
 """
 
 from __future__ import annotations
@@ -41,6 +60,7 @@ from modelyard.errors import Conflict, InvalidInput
 from modelyard.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from modelyard.forkserver import ForkServer
     from modelyard.serving.gateway import Gateway
     from modelyard.workspace import Workspace
 
@@ -82,7 +102,8 @@ def _socket(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` beside the other workers' (SO_REUSEPORT).
 
     It is not listening yet: the event loop listens when uvicorn starts serving on it, after
-    the application's start-up, so no connection waits on a worker that is still loading.
+    the application's start-up, so no connection waits on a worker that does not know its
+    endpoints yet.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -93,7 +114,7 @@ def _socket(host: str, port: int) -> socket.socket:
 
 
 class LazyApp:
-    """An ASGI app built on first need, or ahead of it in a background thread by :meth:`load`.
+    """An ASGI app built on first need, in a background thread (or ahead of it by :meth:`load`).
 
     Requests that arrive before it is built wait for it (without blocking the event loop).
     """
@@ -112,6 +133,11 @@ class LazyApp:
                 threading.Thread(target=self._run, name="modelyard-lazy-app", daemon=True).start()
             return self._future
 
+    @property
+    def built(self) -> bool:
+        """Whether the app has been built (it is not, until something asked for it)."""
+        return self._app is not None
+
     def _run(self) -> None:
         assert self._future is not None
         try:
@@ -119,6 +145,9 @@ class LazyApp:
         except BaseException as exc:
             self._future.set_exception(exc)
             return
+        # What the build imported lives as long as the process: out of the collector's
+        # way, as everything loaded before serving is (see run_worker)
+        gc.freeze()
         self._app = app
         self._future.set_result(app)
 
@@ -129,10 +158,10 @@ class LazyApp:
         await app(scope, receive, send)
 
 
-def _freeze_when_settled(gateway: Gateway, lazy: LazyApp | None, timeout: float = 300.0) -> None:
+def _freeze_when_settled(gateway: Gateway, timeout: float = 300.0) -> None:
     """Freeze the garbage collector's objects again once a gateway worker has loaded what it
-    loads after it listens: the metadata store (after a start from the plan cache) and the
-    control plane (role ``both``).
+    loads after it listens: the metadata store (after a start from the plan cache). The
+    control plane, built on its first request (role ``both``), freezes its own (LazyApp).
 
     Those are some 150,000 long-lived objects. Left in the collector's oldest generation, each
     full collection walked them while holding the GIL: 80-100 ms pauses, several times a
@@ -140,9 +169,6 @@ def _freeze_when_settled(gateway: Gateway, lazy: LazyApp | None, timeout: float 
     """
 
     def wait_then_freeze() -> None:
-        if lazy is not None:
-            with contextlib.suppress(Exception):  # a failed build is answered per request
-                lazy.load().result(timeout)
         gateway.settled.wait(timeout)
         gc.freeze()
 
@@ -171,7 +197,18 @@ def _child(
 def _run_loops(settings: Settings) -> None:
     """The monitor and trigger loops (see :class:`_Loops`) in a process beside the workers,
     until SIGTERM or SIGINT. Not in the supervising parent, which must stay single-threaded
-    to fork replacement workers safely (see supervisor.py)."""
+    to fork replacement workers safely (see supervisor.py).
+
+    The monitor's passes run in short-lived children of a fork server made here, while this
+    process still has one thread (see monitoring/loop.py): what a pass loads goes away with
+    its child. What every pass needs is imported first, so the children share it.
+    """
+    import modelyard.monitoring.loop
+    import modelyard.monitoring.service
+    import modelyard.pipelines.triggers
+    import modelyard.rollouts.service
+    import modelyard.store.tables  # noqa: F401
+    from modelyard.forkserver import ForkServer
     from modelyard.workspace import Workspace
 
     _die_with_parent()
@@ -180,7 +217,14 @@ def _run_loops(settings: Settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())
-    service = _Loops(Workspace.open(settings, migrate=False))
+    fork_server = None
+    if settings.monitor_interval_seconds > 0:
+        gc.freeze()  # the template and the passes share these pages: leave them untouched
+        try:
+            fork_server = ForkServer()
+        except (OSError, RuntimeError):  # the passes run here instead, as with one worker
+            log.warning("cannot fork the monitor's passes; they run in process", exc_info=True)
+    service = _Loops(Workspace.open(settings, migrate=False), fork_server=fork_server)
     service.start_later(_loops_delay(settings))
     try:
         stop.wait()
@@ -210,6 +254,24 @@ def _control_plane(ws: Workspace) -> ASGIApp:
     from modelyard.api.app import create_app
 
     return create_app(workspace=ws)
+
+
+def _control_plane_metric(lazy: LazyApp) -> Callable[[], list[Any]]:
+    """``modelyard_control_plane_built``: 1 once this worker has built the control plane."""
+
+    def collect() -> list[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        return [
+            GaugeMetricFamily(
+                "modelyard_control_plane_built",
+                "1 once this gateway worker has built the control-plane API (on its first "
+                "control-plane request), else 0",
+                value=1 if lazy.built else 0,
+            )
+        ]
+
+    return collect
 
 
 def run_worker(
@@ -256,7 +318,9 @@ def run_worker(
 
         if role == "both":
             lazy = LazyApp(lambda: _control_plane(ws))
-        app = gateway = Gateway(ws, control_plane=lazy)
+        app = gateway = Gateway(ws, control_plane=lazy, load_before_serving=False)
+        if lazy is not None:
+            gateway.metrics.add_collector(_control_plane_metric(lazy))
         if restarts is not None:  # a supervised worker (see run)
             gateway.metrics.add_collector(_restarts_metric(restarts))
         http = GatewayHttpProtocol.for_settings(settings)  # the HTTP limits of http_limits.py
@@ -283,12 +347,11 @@ def run_worker(
     service = _Loops(ws) if loops and _Loops.wanted(settings, role) else None
 
     def on_serving() -> None:
-        if lazy is not None:
-            lazy.load()
+        # The control plane (role "both") is not built here: see the module documentation.
         if service is not None:
             service.start_later(_loops_delay(settings))
         if gateway is not None:
-            _freeze_when_settled(gateway, lazy)
+            _freeze_when_settled(gateway)
 
     server = _Server(config, on_serving=on_serving)
     # Everything loaded so far lives as long as the process: keep the garbage collector from
@@ -343,8 +406,10 @@ class _Loops:
             settings.monitor_interval_seconds > 0 or settings.rollout_interval_seconds > 0
         )
 
-    def __init__(self, ws: Any) -> None:
+    def __init__(self, ws: Any, *, fork_server: ForkServer | None = None) -> None:
         self.ws = ws
+        #: Where the monitor's passes run (None: in this process).
+        self.fork_server = fork_server
         self._stops: list[Callable[[], object]] = []
         self._timer: threading.Timer | None = None
 
@@ -354,15 +419,26 @@ class _Loops:
         self._timer.start()
 
     def _start(self) -> None:
-        from modelyard.monitoring.loop import MonitorLoop
+        from modelyard.monitoring.loop import ForkedMonitor, MonitorLoop
         from modelyard.pipelines.triggers import TriggerLoop
         from modelyard.rollouts.service import RolloutLoop
 
         settings = self.ws.settings
         if settings.monitor_interval_seconds > 0:
             interval = settings.monitor_interval_seconds
-            monitor = MonitorLoop(self.ws.monitoring, interval)
-            triggers = TriggerLoop(self.ws.pipelines.triggers, interval)
+            trigger_service = self.ws.pipelines.triggers
+            if self.fork_server is None:
+                monitor = MonitorLoop(self.ws.monitoring, interval)
+            else:
+                # The alerts a forked pass opens reach no subscriber here: the alert triggers
+                # are polled after it instead, as the subscription below would have.
+                forked = ForkedMonitor(
+                    self.ws,
+                    self.fork_server,
+                    on_alerts=lambda: trigger_service.poll(kinds=("alert",)),
+                )
+                monitor = MonitorLoop(forked, interval)
+            triggers = TriggerLoop(trigger_service, interval)
             self._stops += [self.ws.pipelines.triggers.subscribe_alerts(), monitor.stop]
             self._stops.append(triggers.stop)
             monitor.start()
@@ -375,6 +451,8 @@ class _Loops:
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.fork_server is not None:  # a pass under way is dropped (passes are redone)
+            self.fork_server.close()
         for stop in self._stops:
             stop()
 

@@ -7,6 +7,7 @@ tests sequence events instead of measuring time. One test loads a real scikit-le
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -83,6 +84,12 @@ class FakeLoader:
         return predictor
 
 
+def fake_pool(loader: Any, **options: Any) -> ModelPool:
+    """A pool that sizes models by their estimate: a fake model takes a few hundred bytes,
+    far below what a measurement of the process can tell from noise."""
+    return ModelPool(loader, measure=False, **options)
+
+
 def one_row(value: float) -> dict[str, np.ndarray]:
     return {"x": np.array([[value]])}
 
@@ -117,7 +124,7 @@ def test_concurrent_gets_share_one_load_and_get_a_warm_model() -> None:
     async def main() -> None:
         loader = FakeLoader()
         loader.gate = threading.Event()
-        pool = ModelPool(loader)
+        pool = fake_pool(loader)
         version = make_version()
         gets = [asyncio.create_task(pool.get(version)) for _ in range(10)]
         await settle()
@@ -154,7 +161,7 @@ def test_concurrent_gets_share_one_load_and_get_a_warm_model() -> None:
 
 def test_use_counts_in_flight_requests() -> None:
     async def main() -> None:
-        pool = ModelPool(FakeLoader())
+        pool = fake_pool(FakeLoader())
         loaded = await pool.get(make_version())
         async with loaded.use():
             assert loaded.in_flight == 1
@@ -169,7 +176,7 @@ def test_use_counts_in_flight_requests() -> None:
 def test_least_recently_used_model_is_evicted_over_budget() -> None:
     async def main() -> None:
         loader = FakeLoader()
-        pool = ModelPool(loader, memory_budget_bytes=2 * MODEL_BYTES)
+        pool = fake_pool(loader, memory_budget_bytes=2 * MODEL_BYTES)
         a, b, c = (make_version("m", n) for n in (1, 2, 3))
         loaded_a = await pool.get(a)
         loaded_b = await pool.get(b)
@@ -195,7 +202,7 @@ def test_least_recently_used_model_is_evicted_over_budget() -> None:
 def test_pinned_models_are_never_evicted() -> None:
     async def main() -> None:
         loader = FakeLoader()
-        pool = ModelPool(loader, memory_budget_bytes=2 * MODEL_BYTES)
+        pool = fake_pool(loader, memory_budget_bytes=2 * MODEL_BYTES)
         a, b, c, d = (make_version("m", n) for n in (1, 2, 3, 4))
         pool.pin(("m", 1, "native"))
         await pool.get(a)
@@ -223,7 +230,7 @@ def test_pinned_models_are_never_evicted() -> None:
 def test_eviction_waits_for_in_flight_requests() -> None:
     async def main() -> None:
         loader = FakeLoader()
-        pool = ModelPool(
+        pool = fake_pool(
             loader,
             memory_budget_bytes=MODEL_BYTES,
             batcher_options={"expected_predict_seconds": 0.05},  # predict in a thread
@@ -253,7 +260,7 @@ def test_eviction_waits_for_in_flight_requests() -> None:
 def test_retire_waits_for_in_flight_requests() -> None:
     async def main() -> None:
         loader = FakeLoader()
-        pool = ModelPool(loader, batcher_options={"expected_predict_seconds": 0.05})
+        pool = fake_pool(loader, batcher_options={"expected_predict_seconds": 0.05})
         loaded = await pool.get(make_version("m", 1))
         request, gate = await gated_request(pool, loaded, loader, 5.0)
 
@@ -282,7 +289,7 @@ def test_load_failure_reaches_every_waiter_and_a_later_get_retries() -> None:
         loader = FakeLoader()
         loader.gate = threading.Event()
         loader.fail = 1
-        pool = ModelPool(loader)
+        pool = fake_pool(loader)
         version = make_version()
         gets = [asyncio.create_task(pool.get(version)) for _ in range(3)]
         await settle()
@@ -326,9 +333,7 @@ def test_a_real_sklearn_model_is_served_through_the_pool(tmp_path: Path) -> None
         pool = ModelPool(load, batcher_options={"max_batch_size": 8})
         loaded = await pool.get(version)
         assert loaded.warm_seconds > 0
-        assert loaded.size_bytes == SIZE_FACTOR * sum(
-            entry.size for entry in manifest.files.values()
-        )
+        assert loaded.size_bytes > 0 and loaded.size_source in ("measured", "estimated")
         results = await asyncio.gather(
             *(pool.predict(loaded, {"input": x[i : i + 1]}, 1) for i in range(40))
         )
@@ -338,6 +343,110 @@ def test_a_real_sklearn_model_is_served_through_the_pool(tmp_path: Path) -> None
         stats = loaded.batcher.stats
         assert stats.rows == 40
         assert stats.batches < 40  # concurrent requests were batched
+        await pool.close()
+
+    asyncio.run(main())
+
+
+def test_a_used_model_is_not_evicted_before_an_unused_one_loaded_later() -> None:
+    """Recency is by request (what the gateway does: ``enter``/``exit`` or ``use``, never
+    ``get``), not by load order."""
+
+    async def main() -> None:
+        loader = FakeLoader()
+        pool = fake_pool(loader, memory_budget_bytes=2 * MODEL_BYTES)
+        a, b, c, d = (make_version("m", n) for n in (1, 2, 3, 4))
+        loaded_a = await pool.get(a)
+        loaded_b = await pool.get(b)  # loaded after a, never used
+        loaded_a.enter()  # a request on a, as the gateway's infer makes it
+        loaded_a.exit()
+        await pool.get(c)
+        assert not loaded_b.ready and loaded_a.ready  # b went, though loaded later
+        assert pool.keys() == [("m", 1, "native"), ("m", 3, "native")]
+
+        await pool.predict(loaded_a, one_row(1.0), 1)  # the pool's own path counts too
+        loaded_c = pool.lookup(("m", 3, "native"))
+        assert loaded_c is not None
+        await pool.get(d)
+        assert not loaded_c.ready and loaded_a.ready
+        await pool.close()
+
+    asyncio.run(main())
+
+
+class Ballast:
+    """A predictor holding ``megabytes`` MiB of memory (a real allocation, filled in)."""
+
+    def __init__(self, megabytes: int, size_bytes: int | None = None) -> None:
+        self.weights = np.ones(megabytes * 1024 * 1024 // 8)
+        if size_bytes is not None:
+            self.size_bytes = size_bytes
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] * self.weights[0]}
+
+    def warm_up(self) -> float:
+        return 0.001
+
+
+MIB = 1024 * 1024
+
+
+def test_the_measured_size_replaces_the_estimate_and_drives_eviction() -> None:
+    """A model is counted for the memory its load took (32 MiB here, against an estimate
+    of 300 bytes from its manifest), so a budget of 80 MiB holds two such models, not
+    hundreds; a loader's own ``size_bytes`` wins over both."""
+
+    async def main() -> None:
+        made: list[Ballast] = []
+
+        def load(version: ModelVersion, runtime: str) -> Any:
+            made.append(Ballast(32, 12_345 if version.version == 9 else None))
+            return made[-1]
+
+        pool = ModelPool(load, memory_budget_bytes=80 * MIB)
+        first = await pool.get(make_version("m", 1))
+        assert first.size_source == "measured"
+        # 32 MiB of array, plus whatever else the process allocated meanwhile: at most as
+        # much again (a generous bound: the test process does little else during a load)
+        assert 32 * MIB <= first.size_bytes <= 64 * MIB
+        assert first.size_bytes != MODEL_BYTES
+        second = await pool.get(make_version("m", 2))
+        assert second.size_source == "measured" and first.ready
+        third = await pool.get(make_version("m", 3))  # 3 x 32 MiB > 80 MiB: one goes
+        assert not first.ready and second.ready and third.ready
+        assert pool.events["evictions"] == 1
+        assert pool.memory_loaded_bytes <= 80 * MIB
+        assert pool.peak_loaded_bytes <= 80 * MIB
+
+        reported = await pool.get(make_version("m", 9))
+        assert reported.size_source == "reported" and reported.size_bytes == 12_345
+        await pool.close()
+
+    asyncio.run(main())
+
+
+def test_a_freed_model_lets_go_of_its_predictor() -> None:
+    """An evicted model's memory is freed once it is idle even though something (an
+    endpoint's snapshot, in the gateway) still holds its LoadedModel; the signature stays
+    for the requests that parse against it; glibc gets its malloc_trim."""
+
+    async def main() -> None:
+        import weakref
+
+        loader = FakeLoader()
+        pool = fake_pool(loader, memory_budget_bytes=MODEL_BYTES)
+        held = await pool.get(make_version("m", 1))  # kept, as a snapshot keeps it
+        predictor = weakref.ref(loader.predictors[("m", 1)])
+        loader.predictors.clear()
+        held.predictor.signature = "the signature"  # type: ignore[attr-defined]
+        await pool.get(make_version("m", 2))  # evicts m:1
+        await eventually(lambda: held.freed and predictor() is None)
+        assert held.predictor.signature == "the signature"
+        with pytest.raises(ModelUnloaded):
+            held.enter()
+        if sys.platform.startswith("linux"):
+            await eventually(lambda: pool.events["trims"] >= 1)
         await pool.close()
 
     asyncio.run(main())

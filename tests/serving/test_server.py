@@ -53,32 +53,46 @@ def test_a_failed_build_reaches_the_request() -> None:
 
 
 def test_what_a_worker_loads_after_it_listens_is_frozen_once_it_has_settled() -> None:
-    """The control plane and the metadata store load after a gateway worker listens; their
-    objects must leave the collector's oldest generation (each full collection walked them
-    while holding the GIL), but only once both are loaded."""
-    release = threading.Event()
-
-    def build() -> Any:
-        release.wait(10)
-        return [[i] for i in range(20_000)]  # the control plane's objects (lists: tracked)
-
+    """The metadata store loads after a gateway worker listens; its objects must leave the
+    collector's oldest generation (each full collection walked them while holding the GIL),
+    but only once it is loaded."""
     gc.freeze()  # everything before the test: not the test's business
     before = gc.get_freeze_count()
-    lazy = LazyApp(build)
     gateway = SimpleNamespace(settled=threading.Event())
     try:
-        _freeze_when_settled(gateway, lazy)  # type: ignore[arg-type]
-        release.set()
-        app = lazy.load().result(10)
+        _freeze_when_settled(gateway)  # type: ignore[arg-type]
+        store = [[i] for i in range(20_000)]  # the store's objects (lists: tracked)
         time.sleep(0.2)
-        # Frozen objects that die leave the count, so compare with half of what was built.
-        half = before + len(app) // 2
-        assert gc.get_freeze_count() < half  # the gateway has not read its store yet
+        # Frozen objects that die leave the count, so compare with half of what was made.
+        half = before + len(store) // 2
+        assert gc.get_freeze_count() < half  # the gateway has not settled yet
         gateway.settled.set()
         deadline = time.monotonic() + 10
         while gc.get_freeze_count() < half:
             assert time.monotonic() < deadline, "nothing was frozen after the gateway settled"
             time.sleep(0.02)
+    finally:
+        gc.unfreeze()
+
+
+def test_a_lazy_app_is_not_built_until_asked_and_freezes_what_it_built() -> None:
+    """The control plane of a gateway worker (role both) is built on its first request only;
+    its objects then leave the collector's oldest generation too."""
+    builds: list[int] = []
+
+    def build() -> Any:
+        builds.append(1)
+        return [[i] for i in range(20_000)]  # the control plane's objects
+
+    gc.freeze()
+    before = gc.get_freeze_count()
+    try:
+        lazy = LazyApp(build)
+        time.sleep(0.1)
+        assert not builds and not lazy.built
+        app = lazy.load().result(10)
+        assert builds == [1] and lazy.built
+        assert gc.get_freeze_count() >= before + len(app) // 2
     finally:
         gc.unfreeze()
 

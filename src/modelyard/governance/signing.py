@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -407,6 +407,11 @@ _SIGNATURE_SQL = (
     "k.name, k.public_key, k.revoked_at FROM model_signatures s "
     "LEFT JOIN signing_keys k ON k.id = s.key_id WHERE s.version_id = '{id}'"
 )
+_SIGNATURES_SQL = (
+    "SELECT s.version_id, s.key_id, s.payload_digest, s.signature, s.signed_at, s.signed_by, "
+    "k.name, k.public_key, k.revoked_at FROM model_signatures s "
+    "LEFT JOIN signing_keys k ON k.id = s.key_id WHERE s.version_id IN ({ids})"
+)
 _ULID = re.compile(r"[0-9A-Za-z]{1,64}")
 
 
@@ -414,6 +419,24 @@ def _sqlite_time(value: Any) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of :data:`_SIGNATURE_SQL` read with sqlite3, with its times as datetimes."""
+    return (*row[:3], _sqlite_time(row[3]), *row[4:7], _sqlite_time(row[7]))
+
+
+def _signature(version: ModelVersion, row: tuple[Any, ...] | None) -> ModelSignature:
+    """``version``'s signature from a row of :data:`_SIGNATURE_SQL` (None: not signed)."""
+    found = ModelSignature(model=version.model, version=version.version, signed=row is not None)
+    if row is None:
+        return found
+    key_id, payload_digest, signature, signed_at, signed_by, name, public, revoked = row
+    found.key_id, found.payload_digest, found.signature = key_id, payload_digest, signature
+    found.signed_at, found.signed_by = signed_at, signed_by
+    found.key_name, found.public_key, found.key_revoked_at = name, public, revoked
+    found.key_status = "unknown" if public is None else "revoked" if revoked else "trusted"
+    return found
 
 
 class SigningService:
@@ -741,22 +764,32 @@ class SigningService:
         if sqlite_file(url) is not None and _ULID.fullmatch(version.id):
             rows = read_sqlite(url, _SIGNATURE_SQL.format(id=version.id))
             if rows is not None:
-                row = rows[0] if rows else None
-                if row is not None:
-                    row = (*row[:3], _sqlite_time(row[3]), *row[4:7], _sqlite_time(row[7]))
+                row = _sqlite_row(rows[0]) if rows else None
         if rows is None:
             row = self._signature_row(version.id)
-        found = ModelSignature(model=version.model, version=version.version, signed=row is not None)
-        if row is None:
-            return found
-        key_id, payload_digest, signature, signed_at, signed_by, name, public, revoked = row
-        found.key_id, found.payload_digest, found.signature = key_id, payload_digest, signature
-        found.signed_at, found.signed_by = signed_at, signed_by
-        found.key_name, found.public_key, found.key_revoked_at = name, public, revoked
-        found.key_status = "unknown" if public is None else "revoked" if revoked else "trusted"
-        return found
+        return _signature(version, row)
+
+    def signatures_of(self, versions: Sequence[ModelVersion]) -> dict[str, ModelSignature]:
+        """:meth:`signature_of` of each version, by version id. On a SQLite file in one query:
+        each sqlite3 connection parses the whole schema before its first query, about 1 ms,
+        which a gateway starting with many endpoints would pay once per version."""
+        url = self.ws.settings.resolved_database_url
+        ids = sorted({v.id for v in versions})
+        if not ids:
+            return {}
+        rows = None
+        if sqlite_file(url) is not None and all(_ULID.fullmatch(i) for i in ids):
+            rows = read_sqlite(url, _SIGNATURES_SQL.format(ids=",".join(f"'{i}'" for i in ids)))
+        if rows is not None:
+            found = {row[0]: _sqlite_row(row[1:]) for row in rows}
+        else:
+            found = self._signature_rows(ids)
+        return {v.id: _signature(v, found.get(v.id)) for v in versions}
 
     def _signature_row(self, version_id: str) -> tuple[Any, ...] | None:
+        return self._signature_rows([version_id]).get(version_id)
+
+    def _signature_rows(self, version_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         from sqlalchemy import select
 
         from modelyard.store.tables import ModelSignatureRow, SigningKeyRow
@@ -765,6 +798,7 @@ class SigningService:
         with self.ws.store.read() as s:
             found = s.execute(
                 select(
+                    s_.version_id,
                     s_.key_id,
                     s_.payload_digest,
                     s_.signature,
@@ -775,9 +809,9 @@ class SigningService:
                     k.revoked_at,
                 )
                 .outerjoin(k, k.id == s_.key_id)
-                .where(s_.version_id == version_id)
-            ).first()
-        return None if found is None else tuple(found)
+                .where(s_.version_id.in_(version_ids))
+            ).all()
+        return {row[0]: tuple(row[1:]) for row in found}
 
     def verify_version(self, name: str, version: int) -> SignatureCheck:
         """Check a version's signature and every stored file against its signed digest
@@ -803,14 +837,15 @@ class SigningService:
                 )
         return check
 
-    def local_copy(self, version: ModelVersion) -> Path:
-        """The version's files on local disk, checked (see :func:`verified_dir`)."""
+    def local_copy(self, version: ModelVersion, record: ModelSignature | None = None) -> Path:
+        """The version's files on local disk, checked (see :func:`verified_dir`) against
+        ``record``, its signature as :meth:`signatures_of` read it (None: read it now)."""
         settings = self.ws.settings
         return verified_dir(
             self.ws.artifacts,
             version,
             settings.cache_dir,
-            self.signature_of(version),
+            self.signature_of(version) if record is None else record,
             require=settings.require_signed_models,
             pinned=settings.pinned_key_ids,
         )

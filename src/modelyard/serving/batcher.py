@@ -135,6 +135,10 @@ class BatcherClosed(ModelyardError):
     title = "Model unavailable"
 
 
+def _closed_predict(inputs: Inputs) -> Outputs:
+    raise BatcherClosed("the model was unloaded; retry the request")
+
+
 class Overloaded(ModelyardError):
     """The model has more work queued than it can answer in time; retry after ``retry_after``
     seconds. ``reason``: ``queue_full`` or ``deadline``."""
@@ -807,6 +811,9 @@ class Batcher:
         if self._owns_executor and self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
+        # Nothing calls it any more: let go of the model it holds (a closed batcher may
+        # outlive its model, in an endpoint's snapshot of an evicted model).
+        self._predict = _closed_predict
 
     @property
     def closed(self) -> bool:

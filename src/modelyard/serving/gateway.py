@@ -12,6 +12,11 @@ What an endpoint serves is a :class:`Served` snapshot, replaced whole when the r
 changes (an alias moves, an endpoint is edited): the new versions are loaded and warmed
 first, the snapshot is swapped in one assignment, and the old models are retired once the
 requests already using them have finished. No request ever sees an unready model.
+
+At start (and for an endpoint created later) the models load a few endpoints at a time, and
+each endpoint serves as soon as its own are loaded; under ``modelyard serve`` the worker
+listens before that (``load_before_serving=False``). A request to an endpoint still loading
+waits for its load, at most its timeout, instead of a 404 (:meth:`Gateway._wait_for_load`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
@@ -42,6 +48,7 @@ from modelyard.serving.batcher import Overloaded
 from modelyard.serving.guard import Guard, Inactive, apply_guard, load_guards
 from modelyard.serving.live import LivePublisher
 from modelyard.serving.metrics import GatewayMetrics, gateway_families, rollout_families
+from modelyard.serving.onnx_reloads import OnnxReloads
 from modelyard.serving.plans import Plan, Resolved
 from modelyard.serving.pool import LoadedModel, ModelPool
 from modelyard.serving.protocols import mlflow as mlflow_protocol
@@ -91,6 +98,7 @@ if TYPE_CHECKING:
     from starlette.routing import Router
 
     from modelyard.governance import Identity, TokenCache
+    from modelyard.governance.signing import ModelSignature
     from modelyard.rollouts.entities import Rollout
     from modelyard.serving.entities import Endpoint
 
@@ -113,9 +121,27 @@ ROLLOUT_METRICS_SECONDS = 2.0
 ENDED_ROLLOUT_SECONDS = 600.0
 #: How often a switched endpoint's variant qualities are read again (feedback arrives).
 QUALITY_REFRESH_SECONDS = 30.0
+#: How many endpoints one worker loads at once. A load runs in a thread (checking the files,
+#: building an ONNX Runtime session, warming up), partly without the GIL, so two overlap
+#: well; more did not help on 2 cores (200 small ONNX endpoints in one process: 0.54 s at 1,
+#: 0.35 s at 2, 0.42 s at 3 to 6; no better with two workers loading side by side), and a
+#: worker is one process per core anyway.
+LOADS_AT_ONCE = 2
+#: Retry-After (seconds) of a request answered 503 because its endpoint is still loading.
+LOADING_RETRY_AFTER = 1
 
 #: A request's parsed body: its inputs, row count, OIP request (None: MLflow) and request id.
 Parsed = tuple[Mapping[str, Any], int, oip.InferRequest | None, str]
+
+
+@dataclass(eq=False)
+class _Load:
+    """One endpoint's plan being loaded by :meth:`Gateway._apply` (``current``: what it
+    serves meanwhile, if anything). ``task``: the load, once started."""
+
+    plan: Plan
+    current: Served | None
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -123,7 +149,19 @@ class GatewayState:
     served: dict[str, Served] = field(default_factory=dict)
     not_ready: dict[str, str] = field(default_factory=dict)
     not_ready_models: dict[str, str] = field(default_factory=dict)  # endpoint -> model name
+    #: Endpoints that serve nothing yet and whose models are loading: their requests wait.
+    loading: dict[str, _Load] = field(default_factory=dict)
+    #: The first sync has served every endpoint it found (or said why not): /v2/health/ready.
     synced: bool = False
+
+
+class StillLoading(NotReady):
+    """The endpoint's models are still loading (the gateway has just started, or the endpoint
+    is new): retry after ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, *, retry_after: int = LOADING_RETRY_AFTER) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Gateway:
@@ -137,8 +175,13 @@ class Gateway:
         refresh_seconds: float | None = None,
         prediction_log: PredictionLog | None = None,
         memory_budget_bytes: int | None = None,
+        load_before_serving: bool = True,
     ) -> None:
         settings = ws.settings
+        #: Whether :meth:`start` (the ASGI start-up) returns only once every endpoint's models
+        #: are loaded. False (``modelyard serve``): once the gateway knows its endpoints; each
+        #: then becomes ready on its own, and a request to one still loading waits for it.
+        self.load_before_serving = load_before_serving
         self.ws = ws.as_actor("gateway")
         self.control_plane = control_plane
         self.refresh_seconds = refresh_seconds or settings.gateway_refresh_seconds
@@ -194,9 +237,18 @@ class Gateway:
         self._stamp = -1  # the audit log's newest sequence number at the last sync
         self._cached: Resolved | None = None  # what the plan cache holds, as far as we know
         self._onnx_files: dict[tuple[str, int], str] = {}  # (model, version) -> ONNX file
+        self._onnx_reloads = OnnxReloads(
+            self.ws.artifacts.get_bytes, settings.cache_dir / "onnx-reload"
+        )
+        #: Signatures read for the loads of the current sync, by version id (see _load).
+        self._signatures: dict[str, ModelSignature] = {}
         #: Set by the first :meth:`sync` (it reads the metadata store and loads what it
         #: serves): at start, or at the first refresh of a start from the plan cache.
         self.settled = threading.Event()
+        #: Set once an :meth:`_apply` knows what to load: the endpoints are known.
+        self._plans_known = asyncio.Event()
+        #: The start-up's sync: done once every endpoint known at start is loaded (or failed).
+        self._first: asyncio.Task[None] | None = None
         #: The active rollouts, as last read for ``/metrics`` (see :meth:`_refresh_rollouts`).
         self.rollouts: list[Rollout] = []
         self._rollouts_read = -ROLLOUT_METRICS_SECONDS  # monotonic time of the last read
@@ -220,19 +272,26 @@ class Gateway:
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every endpoint's models, then keep following the registry.
+        """Load every endpoint's models (:data:`LOADS_AT_ONCE` endpoints at a time), then keep
+        following the registry. Without :attr:`load_before_serving`, return as soon as the
+        endpoints are known and let the models load in the background.
 
         With a current plan cache (see serving/plans.py) the models are those of the
         cached plans and the store is first read by the refresher, after the server listens.
         """
         self.log.start()
         cached = await asyncio.to_thread(plans.read, self.ws.settings)
-        if cached is None:
-            await self.sync()
+        first = self._first = asyncio.create_task(self._first_sync(cached))
+        if self.load_before_serving:
+            await first
         else:
-            async with self._sync_lock:
-                await self._apply(cached)
-            self._cached = cached
+            known = asyncio.create_task(self._plans_known.wait())
+            await asyncio.wait({first, known}, return_when=asyncio.FIRST_COMPLETED)
+            known.cancel()
+            if first.done():
+                first.result()  # the store could not be read: the start-up fails
+            else:
+                first.add_done_callback(_log_failure)
         # Before the first answer: a restart must not forget what a daily quota has counted.
         await self.limits.load(self.ws.limits)
         self._limits_keeper = asyncio.create_task(
@@ -241,8 +300,19 @@ class Gateway:
         self._refresher = asyncio.create_task(self._refresh_forever(verify=cached is not None))
         self.live = LivePublisher.start_for(self)
 
+    async def _first_sync(self, cached: Resolved | None) -> None:
+        if cached is None:
+            await self.sync()
+        else:
+            async with self._sync_lock:
+                await self._apply(cached)
+            self._cached = cached
+
     async def stop(self) -> None:
         """Stop following the registry, let in-flight requests finish, flush the log."""
+        if self._first is not None and not self._first.done():
+            self._first.cancel()
+            await asyncio.gather(self._first, return_exceptions=True)
         if self._refresher is not None:
             self._refresher.cancel()
         if self._qualities is not None:
@@ -339,17 +409,25 @@ class Gateway:
         self.settled.set()
 
     async def _apply(self, resolved: Resolved) -> None:
-        """Serve ``resolved``: load what is new or changed, retire what is no longer used."""
+        """Serve ``resolved``: load what is new or changed, retire what is no longer used.
+
+        Endpoints load :data:`LOADS_AT_ONCE` at a time, each ready as soon as its own models
+        are. One that serves nothing yet (and has not failed before) is in ``state.loading``
+        meanwhile: a request to it waits for its load (see :meth:`_wait_for_load`)
+        instead of a 404. One that changed keeps serving what it had until the new plan is
+        loaded. Returns once every load has finished.
+        """
         state = self.state
         for name, (reason, model) in resolved.errors.items():
             state.not_ready[name] = reason
             state.not_ready_models[name] = model
         wanted = {p.endpoint.name for p in resolved.plans} | set(resolved.errors)
+        loads: list[_Load] = []
         for plan in resolved.plans:
+            name = plan.endpoint.name
             self._onnx_files.update(plan.onnx_files)
-            current = state.served.get(plan.endpoint.name)
+            current = state.served.get(name)
             if current is not None and _same(current, plan):
-                name = plan.endpoint.name
                 due = self._guards_checked.get(name, 0.0) + GUARD_RECHECK_SECONDS
                 if current.guards is not None and time.monotonic() >= due:
                     # a reference made or replaced since (a sync may come twice a second)
@@ -357,31 +435,29 @@ class Gateway:
                     try:
                         await self._refresh_guards(current)
                     except Exception:  # the guards it has stay; the next sync tries again
-                        log.exception("endpoint %s: reloading its guard failed", plan.endpoint.name)
+                        log.exception("endpoint %s: reloading its guard failed", name)
                 continue
-            try:
-                state.served[plan.endpoint.name] = await self._serve(plan, current)
-                state.not_ready.pop(plan.endpoint.name, None)
-                if self._refusals.pop(plan.endpoint.name, None) is not None:
-                    log.info("endpoint %s: loaded its new plan", plan.endpoint.name)
-            except Exception as exc:  # keep serving the old versions
-                reason = f"{type(exc).__name__}: {exc}"
-                # A refusal of ours (untrusted, missing extra) is one line; anything else
-                # is a bug worth its traceback. Said once while the reason stays the same:
-                # the load is retried at every refresh.
-                if self._refusals.get(plan.endpoint.name) != reason:
-                    self._refusals[plan.endpoint.name] = reason
-                    log.warning(
-                        "endpoint %s: loading failed (retried at each refresh): %s",
-                        plan.endpoint.name,
-                        exc,
-                        exc_info=not isinstance(exc, ModelyardError),
-                    )
-                if current is not None:  # say what keeps answering meanwhile
-                    kept = ", ".join(str(m.version.version) for m in current.models)
-                    reason = f"still serving version {kept}; the new plan was refused: {reason}"
-                state.not_ready[plan.endpoint.name] = reason
-                state.not_ready_models[plan.endpoint.name] = plan.routes[0][0].model
+            load = _Load(plan, current)
+            loads.append(load)
+            # A request to an endpoint that failed before gets the reason at once, not a wait.
+            if current is None and name not in state.not_ready:
+                state.loading[name] = load
+        self._plans_known.set()
+        versions = [v for load in loads for v in _versions(load.plan)]
+        try:
+            if versions:  # one query for every signature, not one per version
+                try:
+                    found = await asyncio.to_thread(self.ws.signing.signatures_of, versions)
+                    self._signatures.update(found)
+                except Exception as exc:  # each load reads its own, and says what fails
+                    log.warning("reading the signatures of the versions to load failed: %r", exc)
+            await self._load_all(loads)
+        finally:  # (cancelled: the gateway stops)
+            for load in loads:
+                if state.loading.get(load.plan.endpoint.name) is load:
+                    del state.loading[load.plan.endpoint.name]
+            for version in versions:  # those the pool had loaded already
+                self._signatures.pop(version.id, None)
         for name in list(state.served):
             if name not in wanted:
                 del state.served[name]
@@ -397,6 +473,86 @@ class Gateway:
             self._background(self.pool.retire(key))
         state.synced = True
         self._stamp = resolved.stamp
+
+    async def _load_all(self, loads: list[_Load]) -> None:
+        """Run ``loads``, :data:`LOADS_AT_ONCE` at a time in their order; a request may
+        start one out of turn (:meth:`_wait_for_load`)."""
+        queue = deque(loads)
+
+        async def take_turns() -> None:
+            while queue:
+                load = queue.popleft()
+                if load.task is None:
+                    await self._start_load(load)
+
+        await asyncio.gather(*(take_turns() for _ in range(min(LOADS_AT_ONCE, len(loads)))))
+        # the loads that requests started out of turn
+        await asyncio.gather(*(load.task for load in loads if load.task is not None))
+
+    def _start_load(self, load: _Load) -> asyncio.Task[None]:
+        task = load.task = asyncio.create_task(
+            self._load_endpoint(load), name=f"endpoint:{load.plan.endpoint.name}"
+        )
+        return task
+
+    async def _load_endpoint(self, load: _Load) -> None:
+        """Load one endpoint's plan and serve it; a failure is said (once per reason) and kept
+        in ``state.not_ready`` while the versions it had, if any, keep answering."""
+        plan, current = load.plan, load.current
+        name = plan.endpoint.name
+        state = self.state
+        try:
+            state.served[name] = await self._serve(plan, current)
+            state.not_ready.pop(name, None)
+            if self._refusals.pop(name, None) is not None:
+                log.info("endpoint %s: loaded its new plan", name)
+        except Exception as exc:  # keep serving the old versions
+            reason = f"{type(exc).__name__}: {exc}"
+            # A refusal of ours (untrusted, missing extra) is one line; anything else
+            # is a bug worth its traceback. Said once while the reason stays the same:
+            # the load is retried at every refresh.
+            if self._refusals.get(name) != reason:
+                self._refusals[name] = reason
+                log.warning(
+                    "endpoint %s: loading failed (retried at each refresh): %s",
+                    name,
+                    exc,
+                    exc_info=not isinstance(exc, ModelyardError),
+                )
+            if current is not None:  # say what keeps answering meanwhile
+                kept = ", ".join(str(m.version.version) for m in current.models)
+                reason = f"still serving version {kept}; the new plan was refused: {reason}"
+            state.not_ready[name] = reason
+            state.not_ready_models[name] = plan.routes[0][0].model
+        finally:
+            if state.loading.get(name) is load:
+                del state.loading[name]
+
+    async def _wait_for_load(self, route: HotRoute, headers: Mapping[bytes, bytes]) -> None:
+        """For a request that may name an endpoint still loading: wait for that load (started
+        now if its turn has not come), at most the request's timeout or deadline. If the
+        endpoint is still loading then, :meth:`served` answers 503 with Retry-After."""
+        load = self.state.loading.get(self._target_of(route, headers))
+        if load is not None:
+            try:
+                wait = _wait_seconds(load.plan.endpoint, headers)
+            except ModelyardError:  # a malformed header: infer says what to fix
+                wait = 0.0
+            task = load.task or self._start_load(load)
+            if wait > 0:  # (neither cancels the load when the wait ends, nor raises)
+                await asyncio.wait((task,), timeout=wait)
+
+    def _target_of(self, route: HotRoute, headers: Mapping[bytes, bytes]) -> str:
+        """The endpoint a prediction request names, as far as that can be told without
+        checking it ("" when it cannot: :meth:`infer` says why)."""
+        if route[0] is not None:
+            return route[0]
+        chosen = headers.get(b"x-modelyard-endpoint")
+        if chosen is not None:
+            return chosen.decode("latin-1")
+        state = self.state
+        known = set(state.served) | set(state.not_ready) | set(state.loading)
+        return next(iter(known)) if len(known) == 1 else ""
 
     async def _serve(self, plan: Plan, current: Served | None) -> Served:
         endpoint = plan.endpoint
@@ -469,19 +625,25 @@ class Gateway:
                 self.state.served[served.endpoint.name] = replace(served, guards=fresh)
 
     def _load(self, version: ModelVersion, runtime: str) -> Predictor:
+        if runtime == "onnx":  # loaded (and checked) before, evicted since: onnx_reloads.py
+            onnx_file = self._onnx_files.get((version.model, version.version))
+            again = self._onnx_reloads.again(version, onnx_file)
+            if again is not None:
+                return again
         # Checked once per load, never per request: the signature, then each file against
         # its signed digest (governance/signing.py); a refusal keeps the old versions serving.
-        native = self.ws.signing.local_copy(version)
+        record = self._signatures.pop(version.id, None)  # None: read now (a reload)
+        native = self.ws.signing.local_copy(version, record)
         if runtime == "onnx":
-            from modelyard.formats.onnx_runtime import load_onnx_predictor
-
-            onnx_file = self._onnx_files.get((version.model, version.version))
             if onnx_file is None:
                 recorded = self.ws.registry.get_runtime(version.model, version.version, "onnx")
                 onnx_file = None if recorded is None else recorded.artifact_digest
             if onnx_file is not None:
-                return load_onnx_predictor(
-                    self.ws.artifacts.get_bytes(onnx_file), read_manifest(native)
+                return self._onnx_reloads.first(
+                    version,
+                    onnx_file,
+                    self.ws.artifacts.get_bytes(onnx_file),
+                    read_manifest(native),
                 )
         return load_model(native, trusted=self.ws.settings.trust_pickled_models)
 
@@ -575,6 +737,8 @@ class Gateway:
         (None: the client went away before sending all of it; nobody is left to answer).
         Failures are answered too, as problem+json; this never raises.
         """
+        if self.state.loading:  # (empty once start-up has loaded every endpoint)
+            await self._wait_for_load(route, headers)
         start = time.perf_counter()
         name, protocol, version = route
         given = headers.get(b"x-request-id")
@@ -985,7 +1149,8 @@ class Gateway:
                     "X-Modelyard-Endpoint must be an endpoint name (ASCII letters, digits, "
                     "'.', '_', '-')"
                 ) from None
-        known = sorted(set(self.state.served) | set(self.state.not_ready))
+        state = self.state
+        known = sorted(set(state.served) | set(state.not_ready) | set(state.loading))
         if len(known) == 1:
             return known[0]
         if caller is not None:
@@ -1013,7 +1178,9 @@ class Gateway:
     def metric_label(self, name: str | None) -> str:
         """``name`` as a metric label: an endpoint the gateway knows, else ``unknown``."""
         state = self.state
-        if name is not None and (name in state.served or name in state.not_ready):
+        if name is not None and (
+            name in state.served or name in state.not_ready or name in state.loading
+        ):
             return name
         return UNKNOWN
 
@@ -1023,6 +1190,12 @@ class Gateway:
         if found is None:
             if name in self.state.not_ready:
                 raise NotReady(f"endpoint {name!r} is not ready: {self.state.not_ready[name]}")
+            if name in self.state.loading:
+                raise StillLoading(
+                    f"endpoint {name!r} is still loading its models (the gateway has just "
+                    f"started, or the endpoint is new); retry in {LOADING_RETRY_AFTER} s, or "
+                    f"wait for GET /v2/models/{name}/ready to answer 200"
+                )
             raise NotFound(f"no endpoint {name!r}; create it with `modelyard endpoints create`")
         return found
 
@@ -1058,7 +1231,8 @@ class Gateway:
         version = loaded.version_label if loaded is not None else "-"
         self.metrics.observe(label, version, protocol, exc.status, seconds)
         refused = exc.status in (401, 403, 429)  # a caller's refusal, not the endpoint's
-        if not refused and (served is not None or endpoint in self.state.not_ready):
+        known = endpoint in self.state.not_ready or endpoint in self.state.loading
+        if not refused and (served is not None or known):
             if loaded is not None:
                 model, number = loaded.version.model, loaded.version.version
             else:  # no version chosen yet
@@ -1086,6 +1260,9 @@ class Gateway:
         a version was chosen."""
         if served is not None:
             return served.models[0].version.model
+        load = self.state.loading.get(endpoint)
+        if load is not None:
+            return load.plan.routes[0][0].model
         return self.state.not_ready_models.get(endpoint, "")
 
     def fast_path_off(self) -> str | None:
@@ -1096,6 +1273,30 @@ class Gateway:
         from modelyard.serving.http_protocol import fast_path_off
 
         return fast_path_off(self.http_config)
+
+
+def _versions(plan: Plan) -> list[ModelVersion]:
+    """The versions a plan serves, its shadow's too."""
+    found = [version for version, _, _ in plan.routes]
+    if plan.shadow is not None:
+        found.append(plan.shadow[0])
+    return found
+
+
+def _wait_seconds(endpoint: Endpoint, headers: Mapping[bytes, bytes]) -> float:
+    """How long a request may wait for its endpoint to load: its timeout, or its deadline
+    when that is shorter (the SLO's or X-Modelyard-Deadline-Ms)."""
+    wait = float(request_timeout_ms(endpoint.timeout_ms, headers))
+    deadline = deadline_ms(endpoint.policy.slo_ms, headers, None, endpoint.name)
+    if deadline is not None:
+        wait = min(wait, deadline)
+    return wait / 1000
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """Say why the start-up's sync failed (it is not awaited once the gateway listens)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading the endpoints failed", exc_info=task.exception())
 
 
 def _active_rollouts(ws: Workspace) -> list[Rollout]:

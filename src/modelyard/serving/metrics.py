@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from modelyard.rollouts.entities import Rollout
     from modelyard.serving.gateway import Gateway
+    from modelyard.serving.pool import ModelPool
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _NO_LATENCY = len(LATENCY_BUCKETS) + 1  # index of the sum in a latency series
@@ -304,7 +305,8 @@ def gateway_families(gateway: Gateway) -> list[Any]:
             cached.add_metric([name], len(served.cache))
     ready = GaugeMetricFamily(
         "modelyard_endpoint_ready",
-        "1 when the endpoint answers predictions, 0 when its models could not be loaded",
+        "1 when the endpoint answers predictions, 0 when its models are still loading or "
+        "could not be loaded",
         labels=["endpoint"],
     )
     stale = GaugeMetricFamily(
@@ -313,7 +315,8 @@ def gateway_families(gateway: Gateway) -> list[Any]:
         "move, a new target) was refused (e.g. a signature check); /v2/health/ready says why",
         labels=["endpoint"],
     )
-    for name in sorted(set(gateway.state.served) | set(gateway.state.not_ready)):
+    state = gateway.state
+    for name in sorted(set(state.served) | set(state.not_ready) | set(state.loading)):
         ready.add_metric([name], 1 if name in gateway.state.served else 0)
         if name in gateway.state.served:
             stale.add_metric([name], 1 if name in gateway.state.not_ready else 0)
@@ -326,7 +329,65 @@ def gateway_families(gateway: Gateway) -> list[Any]:
     off = gateway.fast_path_off()
     fast.add_metric([off or ""], 0 if off else 1)
     families = [loaded, load_seconds, queue, batches, batch_rows, calls, sizes, logged]
-    return [*families, cached, ready, stale, fast]
+    return [*families, cached, ready, stale, fast, *pool_families(gateway.pool)]
+
+
+def pool_families(pool: ModelPool) -> list[Any]:
+    """The model pool's memory (see serving/pool.py): what counts against the budget, and
+    the events and loads that show whether the budget fits the traffic."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    used = GaugeMetricFamily(
+        "modelyard_model_pool_bytes",
+        "Bytes of models in this worker's pool, as measured when each was loaded: loaded "
+        "(what MODELYARD_GATEWAY_MEMORY_MB bounds, with reserved), reserved (loads in "
+        "progress), draining (evicted, finishing their requests)",
+        labels=["state"],
+    )
+    used.add_metric(["loaded"], pool.memory_loaded_bytes)
+    used.add_metric(["reserved"], pool.memory_reserved_bytes)
+    used.add_metric(["draining"], pool.memory_draining_bytes)
+    peak = GaugeMetricFamily(
+        "modelyard_model_pool_peak_bytes",
+        "The most bytes of loaded models this worker's pool has held at once",
+        value=pool.peak_loaded_bytes,
+    )
+    families: list[Any] = [used, peak]
+    if pool.memory_budget_bytes is not None:
+        families.append(
+            GaugeMetricFamily(
+                "modelyard_model_pool_budget_bytes",
+                "MODELYARD_GATEWAY_MEMORY_MB in bytes (per worker)",
+                value=pool.memory_budget_bytes,
+            )
+        )
+    size = GaugeMetricFamily(
+        "modelyard_model_size_bytes",
+        "Bytes a loaded model counts for; source: measured at its load, reported by its "
+        "loader, or estimated from its files",
+        labels=["model", "version", "runtime", "source"],
+    )
+    for m in pool.snapshot():
+        if m["state"] == "ready":
+            labels = [m["model"], str(m["version"]), m["runtime"], m["size_source"]]
+            size.add_metric(labels, m["size_bytes"])
+    events = CounterMetricFamily(
+        "modelyard_model_pool_events",
+        "Model pool events: loads, evictions, over_budget (a model loaded although nothing "
+        "more could be evicted), load_failures, retires, trims (memory handed back)",
+        labels=["event"],
+    )
+    for event in ("loads", "evictions", "over_budget", "load_failures", "retires", "trims"):
+        events.add_metric([event], pool.events.get(event, 0))
+    loads = CounterMetricFamily(
+        "modelyard_model_loads",
+        "Loads of each model in this worker; more than one: it was evicted and loaded again "
+        "(a busy model loaded often wants a larger budget)",
+        labels=["model", "version", "runtime"],
+    )
+    for (model, version, runtime), count in pool.loads_by_key.items():
+        loads.add_metric([model, str(version), runtime], count)
+    return [*families, size, events, loads]
 
 
 def rollout_families(rollouts: list[Rollout]) -> list[Any]:

@@ -71,16 +71,20 @@ class GatewayRoutes:
         return response(b'{"live":true}')
 
     async def ready(self, request: Request) -> Response:
-        # The gateway's own readiness: started and in line with the registry. An endpoint
-        # that failed to load is not ready on its own route (and in /metrics) only: a load
-        # balancer acting on this answer must not pull the healthy endpoints with it.
+        # The gateway's own readiness: every endpoint it found at start has loaded (or
+        # failed to). An endpoint that failed to load is not ready on its own route (and in
+        # /metrics) only: a load balancer acting on this answer must not pull the healthy
+        # endpoints with it; nor does an endpoint created later make it unready while it
+        # loads (every replica would turn unready at once).
         gateway = self.gateway
-        ready = gateway.state.synced
+        state = gateway.state
+        ready = state.synced
         body: dict[str, Any] = {"ready": ready}
         # An open route; with auth on, the reasons (what failed, which versions) are shown
         # to a caller whose token is not limited to predicting.
         if gateway.tokens is None or await self._sees_reasons(request):
-            body["not_ready"] = gateway.state.not_ready
+            loading = dict.fromkeys(state.loading, "still loading its models")
+            body["not_ready"] = {**loading, **state.not_ready}
         return response(orjson.dumps(body), 200 if ready else 503)
 
     async def _sees_reasons(self, request: Request) -> bool:
