@@ -1,6 +1,6 @@
 """Loading an evicted ONNX model again (serving/onnx_reloads.py): the same answers, from a
 per-process file in ONNX Runtime's format after the first reload, without the first load's
-checks; a version whose ONNX file changed is not a reload."""
+checks; a version whose ONNX file changed, or that left its endpoints, is not a reload."""
 
 from __future__ import annotations
 
@@ -57,6 +57,11 @@ def test_a_reload_answers_the_same_from_onnx_runtimes_format(tmp_path: Path, mod
                 np.testing.assert_array_equal(got[name], values)
 
         assert reloads.again(version, "sha256:" + "0" * 64) is None  # another ONNX file
+
+        reloads.retain({version.id})  # still served: still a reload
+        assert reloads.again(version, digest) is not None
+        reloads.retain(set())  # no endpoint serves it: brought back, it is checked again
+        assert reloads.again(version, digest) is None
 
         del reloads
         gc.collect()

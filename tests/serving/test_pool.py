@@ -248,9 +248,8 @@ def test_eviction_waits_for_in_flight_requests() -> None:
 
         gate.set()
         np.testing.assert_array_equal((await request)["y"], [[11.0]])
-        await eventually(lambda: old.freed)
-        assert old.batcher.closed
-        assert pool.memory_draining_bytes == 0
+        await eventually(lambda: pool.memory_draining_bytes == 0)
+        assert old.freed and old.batcher.closed
         np.testing.assert_array_equal((await pool.predict(new, one_row(1.0), 1))["y"], [[3.0]])
         await pool.close()
 

@@ -469,6 +469,9 @@ class Gateway:
             if name not in state.not_ready:
                 del state.not_ready_models[name]
         in_use = set().union(*(s.keys for s in state.served.values()))
+        # A version no endpoint serves any more is checked again if a plan brings it back.
+        served = [m for s in state.served.values() for m in (*s.models, s.shadow) if m]
+        self._onnx_reloads.retain({m.version.id for m in served})
         for key in set(self.pool.keys()) - in_use:
             self._background(self.pool.retire(key))
         state.synced = True
@@ -737,9 +740,9 @@ class Gateway:
         (None: the client went away before sending all of it; nobody is left to answer).
         Failures are answered too, as problem+json; this never raises.
         """
+        start = time.perf_counter()  # a wait for the endpoint's load counts in its timeout
         if self.state.loading:  # (empty once start-up has loaded every endpoint)
             await self._wait_for_load(route, headers)
-        start = time.perf_counter()
         name, protocol, version = route
         given = headers.get(b"x-request-id")
         request_id = given.decode("latin-1") if given else ""

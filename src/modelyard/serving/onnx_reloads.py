@@ -79,6 +79,14 @@ class OnnxReloads:
             self._known[version.id] = _Known(digest, manifest)
         return predictor
 
+    def retain(self, version_ids: set[str]) -> None:
+        """Forget every version but ``version_ids`` (those still served): a version that left
+        its endpoints is checked again (signature, digests) when a plan brings it back, as
+        docs/governance.md promises for a moved alias."""
+        with self._lock:
+            for gone in self._known.keys() - version_ids:
+                del self._known[gone]
+
     def again(self, version: ModelVersion, digest: str | None) -> OnnxPredictor | None:
         """Load a version loaded before from ONNX file ``digest`` (None: whichever it was);
         None when it was not (or from another file): load it as a first time."""

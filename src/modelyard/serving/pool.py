@@ -529,6 +529,7 @@ class ModelPool:
         self._draining[id(model)] = model
         try:
             await model.wait_idle()
+            model.freed = True  # before the close's await: no request may enter it now
             await model.batcher.close()
         finally:
             self._draining.pop(id(model), None)
