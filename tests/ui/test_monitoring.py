@@ -226,6 +226,8 @@ def test_empty_states_say_what_to_do(page: Any, monitored: Monitored) -> None:
     page.goto("/ui/monitoring")
     page.get_by_label("Endpoint", exact=True).select_option(QUIET)
     page.get_by_role("button", name="Show", exact=True).click()
+    # the performance section arrives after the page (htmx): wait for it, then read
+    page.locator("main").get_by_text("No labelled predictions").wait_for()
     main = page.inner_text("main")
     assert f"endpoint '{QUIET}' logged no predictions" in main
     assert "No labelled predictions" in main and "modelyard monitor feedback" in main

@@ -689,8 +689,16 @@ class LimitBook:
         """Send the counts, take back the totals and the limits; False if the store failed
         (the counts are sent with the next exchange)."""
         deltas = self.take()
+        exchange = asyncio.ensure_future(asyncio.to_thread(service.exchange, deltas, self.day))
         try:
-            state = await asyncio.to_thread(service.exchange, deltas, self.day)
+            state = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            # The gateway stops during an exchange: the counts are on their way to the store.
+            # Wait for them, so that its last sync neither loses nor repeats them.
+            await asyncio.wait((exchange,))
+            if exchange.exception() is not None:
+                self.give_back()
+            raise
         except Exception as exc:
             self.give_back()
             log.warning("could not exchange prediction quota counts (retrying): %s", exc)

@@ -321,7 +321,8 @@ class Gateway:
             await self.live.stop()
         await self.pool.close()
         if self._limits_keeper is not None:
-            self._limits_keeper.cancel()
+            self._limits_keeper.cancel()  # (an exchange under way is finished first)
+            await asyncio.gather(self._limits_keeper, return_exceptions=True)
             if self.limits.counting():  # what was answered since the last flush
                 await self.limits.sync(self.ws.limits)
         await asyncio.to_thread(self.log.close)
